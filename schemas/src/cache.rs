@@ -1,0 +1,144 @@
+//! [`Cache`]: an opened cache: `meta.json`, the index tables, and memory-mapped shards.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use memmap2::Mmap;
+
+use crate::checksum::{to_hex, xxh3_file};
+use crate::error::{io, Error, Result};
+use crate::index::{read_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow};
+use crate::meta::Meta;
+use crate::shard::{Compression, RecordView};
+use crate::INDEX_DIR;
+
+/// Path of index table `T` inside a cache, relative to the cache root.
+pub fn index_rel_path<T: Table>() -> String {
+    format!("{INDEX_DIR}/{}", T::FILE)
+}
+
+/// An opened cache. Shards are memory-mapped on first use and shared.
+pub struct Cache {
+    /// Cache root folder.
+    pub dir: PathBuf,
+    /// `meta.json`.
+    pub meta: Meta,
+    /// Sessions table.
+    pub sessions: Vec<SessionRow>,
+    /// Views table.
+    pub views: Vec<ViewRow>,
+    /// Records table.
+    pub records: Vec<RecordRow>,
+    /// Segments table.
+    pub segments: Vec<SegmentRow>,
+    /// Labels table.
+    pub labels: Vec<LabelRow>,
+    maps: Mutex<HashMap<String, Arc<Mmap>>>,
+}
+
+impl Cache {
+    /// Open a cache: read `meta.json`, check that each index table matches the checksum
+    /// recorded there, and read the tables. Shards are not touched until used.
+    pub fn open(dir: &Path) -> Result<Cache> {
+        let meta = Meta::load(dir)?;
+        for f in &meta.index_files {
+            let path = resolve(dir, &f.path)?;
+            let actual = xxh3_file(&path)?;
+            if to_hex(actual) != f.xxh3 {
+                return Err(Error::format(
+                    &path,
+                    "does not match the checksum in meta.json (the cache was changed or its \
+                     build was interrupted); re-run `prep build` to repair it",
+                ));
+            }
+        }
+        let table = |rel: String| resolve(dir, &rel);
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+            sessions: read_table(&table(index_rel_path::<SessionRow>())?)?,
+            views: read_table(&table(index_rel_path::<ViewRow>())?)?,
+            records: read_table(&table(index_rel_path::<RecordRow>())?)?,
+            segments: read_table(&table(index_rel_path::<SegmentRow>())?)?,
+            labels: read_table(&table(index_rel_path::<LabelRow>())?)?,
+            meta,
+            maps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The memory map of a shard (relative path as in the records table).
+    pub fn shard(&self, rel: &str) -> Result<Arc<Mmap>> {
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = maps.get(rel) {
+            return Ok(m.clone());
+        }
+        let path = resolve(&self.dir, rel)?;
+        let file = std::fs::File::open(&path).map_err(io(&path))?;
+        // SAFETY: shards are immutable once renamed into place; prep never rewrites a
+        // shard that an index references (a rebuild writes new shard names).
+        let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(io(&path))?);
+        maps.insert(rel.to_string(), map.clone());
+        Ok(map)
+    }
+
+    /// Run `f` on a record's frames, borrowed straight from the shard's mmap.
+    pub fn with_record<R>(
+        &self,
+        rec: &RecordRow,
+        f: impl FnOnce(RecordView<'_>, &Path) -> Result<R>,
+    ) -> Result<R> {
+        let map = self.shard(&rec.shard)?;
+        let path = self.dir.join(&rec.shard);
+        let (a, b) = (rec.offset as usize, (rec.offset + rec.length) as usize);
+        if b > map.len() {
+            return Err(Error::format(
+                &path,
+                format!("record {}..{} lies past the end of the shard ({} bytes)", a, b, map.len()),
+            ));
+        }
+        let comp = Compression::from_column(&rec.compression).ok_or_else(|| {
+            Error::format(&path, format!("unknown compression `{}`", rec.compression))
+        })?;
+        let fb = (rec.height * rec.width * rec.channels) as usize;
+        let view = RecordView::new(&map[a..b], rec.frame_count, fb, comp, &path)?;
+        f(view, &path)
+    }
+
+    /// The RGB records of one (session, view), in timeline order.
+    pub fn rgb_records(&self, session: &str, view: &str) -> Vec<&RecordRow> {
+        let mut v: Vec<&RecordRow> = self
+            .records
+            .iter()
+            .filter(|r| r.modality == "rgb" && r.session == session && r.view == view)
+            .collect();
+        v.sort_by_key(|r| r.frame_start);
+        v
+    }
+
+    /// A copy of timeline frame `t` of (session, view) as HWC RGB bytes.
+    pub fn read_frame(&self, session: &str, view: &str, t: u64) -> Result<Vec<u8>> {
+        let rec = self
+            .rgb_records(session, view)
+            .into_iter()
+            .find(|r| r.frame_start <= t && t < r.frame_start + r.frame_count as u64)
+            .ok_or_else(|| {
+                Error::format(
+                    &self.dir,
+                    format!("no frame {t} for session `{session}` view `{view}`"),
+                )
+            })?;
+        self.with_record(rec, |v, p| Ok(v.frame((t - rec.frame_start) as usize, p)?.into_owned()))
+    }
+}
+
+/// Join a cache-relative path onto the cache root, refusing absolute paths and `..`.
+pub fn resolve(dir: &Path, rel: &str) -> Result<PathBuf> {
+    let p = Path::new(rel);
+    if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(Error::format(
+            dir,
+            format!("index names `{rel}`, which is not a plain path inside the cache"),
+        ));
+    }
+    Ok(dir.join(p))
+}

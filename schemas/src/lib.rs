@@ -1,0 +1,43 @@
+//! The mvdrive cache format: the contract between `prep` (writer) and `train` (reader).
+//!
+//! The authoritative description of the on-disk layout is `schemas/FORMAT.md`; this crate
+//! is its Rust implementation:
+//!
+//! - [`meta`]: `meta.json`, the commit point of a cache (format version, every prep
+//!   parameter, source file identities, checksums of the index files);
+//! - [`index`]: the Parquet tables under `index/` (sessions, views, records, segments, labels);
+//! - [`shard`]: page-aligned records inside shard files, written by [`shard::ShardWriter`]
+//!   and read as zero-copy frame slices by [`shard::RecordView`];
+//! - [`cache`]: [`cache::Cache`], an opened cache with memory-mapped shards;
+//! - [`verify`]: full consistency and checksum verification.
+//!
+//! No ffmpeg and no torch in here, so every tool can read a cache cheaply.
+
+pub mod cache;
+pub mod checksum;
+pub mod error;
+pub mod index;
+pub mod meta;
+pub mod shard;
+pub mod verify;
+
+pub use cache::Cache;
+pub use error::{Error, Result};
+
+/// Version of the on-disk format written into `meta.json`. Readers refuse other versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Every record starts at a multiple of this many bytes inside its shard, so a record can
+/// be memory-mapped (and handed to numpy / torch) on its own.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// File name of the cache's commit point.
+pub const META_FILE: &str = "meta.json";
+
+/// Folder (inside the cache) holding the Parquet index tables.
+pub const INDEX_DIR: &str = "index";
+
+/// Round `n` up to the next multiple of [`PAGE_SIZE`].
+pub fn page_align(n: u64) -> u64 {
+    n.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}

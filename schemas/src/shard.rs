@@ -1,0 +1,445 @@
+//! Shard files and the records inside them.
+//!
+//! A shard is a plain file of records. Each record starts at a multiple of
+//! [`PAGE_SIZE`](crate::PAGE_SIZE) and is one (session, view, chunk) of frames:
+//!
+//! - `none`: `frame_count` frames of raw `u8` HWC pixels back to back, so frame `i` is the
+//!   byte range `[i * H*W*C, (i+1) * H*W*C)` of the record: a zero-copy slice of the mmap;
+//! - `zstd`: each frame compressed on its own, back to back, followed by a table of
+//!   `frame_count + 1` little-endian `u64` offsets (relative to the record start; the last
+//!   one is the table's own offset), so any frame still decodes in O(1).
+//!
+//! Padding between records is zero bytes. Shards are written under a temporary name and
+//! renamed by [`ShardWriter::finish`], so a shard that exists under its final name is complete.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::{io, Error, Result};
+use crate::page_align;
+
+/// How frames are stored inside a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Raw frames: zero-copy reads.
+    None,
+    /// Per-frame zstd at the given level.
+    Zstd(i32),
+}
+
+impl Compression {
+    /// Parse `none` or `zstd:N` (N in 1..=22; `zstd` alone means level 3).
+    pub fn parse(s: &str) -> Option<Compression> {
+        match s {
+            "none" => Some(Compression::None),
+            "zstd" => Some(Compression::Zstd(3)),
+            _ => {
+                let level: i32 = s.strip_prefix("zstd:")?.parse().ok()?;
+                (1..=22).contains(&level).then_some(Compression::Zstd(level))
+            }
+        }
+    }
+
+    /// The value of the records table's `compression` column.
+    pub fn column_name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd(_) => "zstd",
+        }
+    }
+
+    /// Parse the records table's `compression` column.
+    pub fn from_column(s: &str) -> Option<Compression> {
+        match s {
+            "none" => Some(Compression::None),
+            "zstd" => Some(Compression::Zstd(0)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => write!(f, "none"),
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+        }
+    }
+}
+
+/// Where a finished record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordLocation {
+    /// Shard file name (final name, relative to the writer's folder).
+    pub shard: String,
+    /// Byte offset (page aligned).
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
+    /// XXH3-64 of the record bytes.
+    pub xxh3: u64,
+}
+
+struct OpenShard {
+    file: BufWriter<File>,
+    tmp: PathBuf,
+    name: String,
+    len: u64,
+}
+
+struct OpenRecord {
+    start: u64,
+    frame_bytes: usize,
+    frames: u32,
+    expected: u32,
+    hasher: Xxh3,
+    offsets: Vec<u64>,
+}
+
+/// Writes records into a sequence of size-capped shard files `{prefix}-NNNNN.shard` in one
+/// folder. Frames are streamed to disk as they arrive: memory use is one frame.
+pub struct ShardWriter {
+    dir: PathBuf,
+    prefix: String,
+    cap: u64,
+    compression: Compression,
+    next_no: u32,
+    current: Option<OpenShard>,
+    record: Option<OpenRecord>,
+    done: Vec<(PathBuf, PathBuf)>,
+    scratch: Vec<u8>,
+}
+
+impl ShardWriter {
+    /// A writer of shards `dir/{prefix}-00000.shard`, ... of at most `cap` bytes each.
+    pub fn new(dir: &Path, prefix: &str, cap: u64, compression: Compression) -> Self {
+        ShardWriter {
+            dir: dir.to_path_buf(),
+            prefix: prefix.to_string(),
+            cap,
+            compression,
+            next_no: 0,
+            current: None,
+            record: None,
+            done: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Start a record of `frame_count` frames of `frame_bytes` bytes each. Opens a new
+    /// shard first if this record would push the current one over the cap.
+    pub fn begin_record(&mut self, frame_bytes: usize, frame_count: u32) -> Result<()> {
+        if self.record.is_some() {
+            return Err(Error::format(&self.dir, "begin_record while a record is open"));
+        }
+        let estimate = frame_bytes as u64 * frame_count as u64;
+        let roll = match &self.current {
+            Some(s) => s.len > 0 && page_align(s.len) + estimate > self.cap,
+            None => true,
+        };
+        if roll {
+            self.close_current()?;
+            let name = format!("{}-{:05}.shard", self.prefix, self.next_no);
+            self.next_no += 1;
+            let tmp = self.dir.join(format!("{name}.tmp"));
+            let file = File::create(&tmp).map_err(io(&tmp))?;
+            self.current = Some(OpenShard {
+                file: BufWriter::with_capacity(1 << 20, file),
+                tmp,
+                name,
+                len: 0,
+            });
+        }
+        let shard = self.current.as_mut().expect("a shard is open after rolling");
+        let start = page_align(shard.len);
+        let pad = (start - shard.len) as usize;
+        shard.file.write_all(&vec![0u8; pad]).map_err(io(&shard.tmp))?;
+        shard.len = start;
+        self.record = Some(OpenRecord {
+            start,
+            frame_bytes,
+            frames: 0,
+            expected: frame_count,
+            hasher: Xxh3::new(),
+            offsets: vec![0],
+        });
+        Ok(())
+    }
+
+    /// Append one frame to the open record.
+    pub fn push_frame(&mut self, frame: &[u8]) -> Result<()> {
+        let (Some(rec), Some(shard)) = (self.record.as_mut(), self.current.as_mut()) else {
+            return Err(Error::format(&self.dir, "push_frame without begin_record"));
+        };
+        if frame.len() != rec.frame_bytes || rec.frames >= rec.expected {
+            return Err(Error::format(
+                &shard.tmp,
+                format!(
+                    "frame {} of {} bytes does not fit a record of {} frames of {} bytes",
+                    rec.frames,
+                    frame.len(),
+                    rec.expected,
+                    rec.frame_bytes
+                ),
+            ));
+        }
+        let bytes: &[u8] = match self.compression {
+            Compression::None => frame,
+            Compression::Zstd(level) => {
+                self.scratch = zstd::bulk::compress(frame, level).map_err(io(&shard.tmp))?;
+                &self.scratch
+            }
+        };
+        shard.file.write_all(bytes).map_err(io(&shard.tmp))?;
+        rec.hasher.update(bytes);
+        shard.len += bytes.len() as u64;
+        rec.frames += 1;
+        rec.offsets.push(shard.len - rec.start);
+        Ok(())
+    }
+
+    /// Close the open record and say where it is.
+    pub fn end_record(&mut self) -> Result<RecordLocation> {
+        let (Some(mut rec), Some(shard)) = (self.record.take(), self.current.as_mut()) else {
+            return Err(Error::format(&self.dir, "end_record without begin_record"));
+        };
+        if rec.frames != rec.expected {
+            return Err(Error::format(
+                &shard.tmp,
+                format!("record closed after {} of {} frames", rec.frames, rec.expected),
+            ));
+        }
+        if let Compression::Zstd(_) = self.compression {
+            let table: Vec<u8> = rec.offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+            shard.file.write_all(&table).map_err(io(&shard.tmp))?;
+            rec.hasher.update(&table);
+            shard.len += table.len() as u64;
+        }
+        Ok(RecordLocation {
+            shard: shard.name.clone(),
+            offset: rec.start,
+            length: shard.len - rec.start,
+            xxh3: rec.hasher.digest(),
+        })
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some(shard) = self.current.take() {
+            let file = shard
+                .file
+                .into_inner()
+                .map_err(|e| io(&shard.tmp)(e.into_error()))?;
+            file.sync_all().map_err(io(&shard.tmp))?;
+            self.done.push((shard.tmp, self.dir.join(&shard.name)));
+        }
+        Ok(())
+    }
+
+    /// Flush, fsync and rename every shard to its final name. Returns the final names.
+    pub fn finish(mut self) -> Result<Vec<String>> {
+        if self.record.is_some() {
+            return Err(Error::format(&self.dir, "finish with a record still open"));
+        }
+        self.close_current()?;
+        let mut names = Vec::new();
+        for (tmp, dst) in std::mem::take(&mut self.done) {
+            std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+            names.push(dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        }
+        Ok(names)
+    }
+
+    /// Delete every temporary shard (after a failure).
+    pub fn abort(mut self) {
+        if let Some(s) = self.current.take() {
+            drop(s.file);
+            let _ = std::fs::remove_file(&s.tmp);
+        }
+        for (tmp, _) in self.done.drain(..) {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A read-only view of one record's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    bytes: &'a [u8],
+    frame_count: u32,
+    frame_bytes: usize,
+    compressed: bool,
+}
+
+impl<'a> RecordView<'a> {
+    /// Interpret `bytes` (exactly the record's length) as `frame_count` frames of
+    /// `frame_bytes` bytes. Checks the layout, not the checksum.
+    pub fn new(
+        bytes: &'a [u8],
+        frame_count: u32,
+        frame_bytes: usize,
+        compression: Compression,
+        path: &Path,
+    ) -> Result<Self> {
+        let compressed = compression != Compression::None;
+        let view = RecordView {
+            bytes,
+            frame_count,
+            frame_bytes,
+            compressed,
+        };
+        if !compressed {
+            if bytes.len() != frame_count as usize * frame_bytes {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "record of {} bytes cannot hold {frame_count} frames of {frame_bytes} bytes",
+                        bytes.len()
+                    ),
+                ));
+            }
+        } else {
+            let table = (frame_count as usize + 1) * 8;
+            if bytes.len() < table || view.offset(frame_count as usize) != (bytes.len() - table) as u64 {
+                return Err(Error::format(path, "zstd record: bad offset table"));
+            }
+            let mut prev = 0;
+            for i in 0..=frame_count as usize {
+                let o = view.offset(i);
+                if o < prev {
+                    return Err(Error::format(path, "zstd record: offsets go backwards"));
+                }
+                prev = o;
+            }
+        }
+        Ok(view)
+    }
+
+    fn offset(&self, i: usize) -> u64 {
+        let table = self.bytes.len() - (self.frame_count as usize + 1) * 8;
+        let at = table + i * 8;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.frame_count as usize
+    }
+
+    /// True when the record holds no frames.
+    pub fn is_empty(&self) -> bool {
+        self.frame_count == 0
+    }
+
+    /// Frame `i` as raw HWC bytes: borrowed from the mmap when uncompressed.
+    pub fn frame(&self, i: usize, path: &Path) -> Result<Cow<'a, [u8]>> {
+        if i >= self.len() {
+            return Err(Error::format(
+                path,
+                format!("frame {i} out of range (record has {})", self.len()),
+            ));
+        }
+        if !self.compressed {
+            let fb = self.frame_bytes;
+            return Ok(Cow::Borrowed(&self.bytes[i * fb..(i + 1) * fb]));
+        }
+        let (a, b) = (self.offset(i) as usize, self.offset(i + 1) as usize);
+        let out = zstd::bulk::decompress(&self.bytes[a..b], self.frame_bytes).map_err(io(path))?;
+        if out.len() != self.frame_bytes {
+            return Err(Error::format(
+                path,
+                format!("zstd frame {i} decodes to {} bytes, expected {}", out.len(), self.frame_bytes),
+            ));
+        }
+        Ok(Cow::Owned(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::xxh3;
+
+    fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| (0..fb).map(|j| ((i * 31 + j) % 251) as u8).collect()).collect()
+    }
+
+    fn write(dir: &Path, comp: Compression, cap: u64, recs: &[Vec<Vec<u8>>]) -> Vec<RecordLocation> {
+        let mut w = ShardWriter::new(dir, "rgb-t", cap, comp);
+        let mut locs = Vec::new();
+        for r in recs {
+            w.begin_record(r[0].len(), r.len() as u32).unwrap();
+            for f in r {
+                w.push_frame(f).unwrap();
+            }
+            locs.push(w.end_record().unwrap());
+        }
+        w.finish().unwrap();
+        locs
+    }
+
+    #[test]
+    fn records_are_page_aligned_checksummed_and_read_back() {
+        for comp in [Compression::None, Compression::Zstd(3)] {
+            let dir = tempfile::tempdir().unwrap();
+            let recs = vec![frames(3, 1000), frames(5, 1000)];
+            let locs = write(dir.path(), comp, 1 << 30, &recs);
+            assert_eq!(locs[0].shard, locs[1].shard, "one shard under the cap");
+            assert_eq!(locs[1].offset % crate::PAGE_SIZE, 0);
+            assert!(locs[1].offset >= locs[0].offset + locs[0].length);
+            let data = std::fs::read(dir.path().join(&locs[1].shard)).unwrap();
+            let bytes = &data[locs[1].offset as usize..(locs[1].offset + locs[1].length) as usize];
+            assert_eq!(xxh3(bytes), locs[1].xxh3);
+            let view = RecordView::new(bytes, 5, 1000, comp, dir.path()).unwrap();
+            for (i, f) in recs[1].iter().enumerate() {
+                assert_eq!(&*view.frame(i, dir.path()).unwrap(), f.as_slice());
+            }
+            assert_eq!(matches!(view.frame(0, dir.path()).unwrap(), Cow::Borrowed(_)), comp == Compression::None);
+        }
+    }
+
+    #[test]
+    fn the_size_cap_starts_new_shards_and_no_tmp_files_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = vec![frames(4, 3000), frames(4, 3000), frames(4, 3000)];
+        let locs = write(dir.path(), Compression::None, 20_000, &recs);
+        assert_eq!(locs[0].shard, "rgb-t-00000.shard");
+        assert_eq!(locs[1].shard, "rgb-t-00001.shard");
+        assert_eq!(locs[2].shard, "rgb-t-00002.shard");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 3);
+        assert!(names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")));
+    }
+
+    #[test]
+    fn abort_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(dir.path(), "rgb-t", 1 << 20, Compression::None);
+        w.begin_record(10, 2).unwrap();
+        w.push_frame(&[1; 10]).unwrap();
+        w.abort();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn wrong_frame_sizes_and_counts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(dir.path(), "rgb-t", 1 << 20, Compression::None);
+        w.begin_record(10, 1).unwrap();
+        assert!(w.push_frame(&[1; 9]).is_err());
+        assert!(w.end_record().is_err(), "0 of 1 frames");
+    }
+
+    #[test]
+    fn compression_parses_levels() {
+        assert_eq!(Compression::parse("none"), Some(Compression::None));
+        assert_eq!(Compression::parse("zstd:7"), Some(Compression::Zstd(7)));
+        assert_eq!(Compression::parse("zstd:0"), None);
+        assert_eq!(Compression::parse("lz4"), None);
+    }
+}
