@@ -1,1 +1,23 @@
+//! `prep`: turn multi-view driver recordings into an mvdrive cache.
+//!
+//! The pipeline, one module per step: [`manifest`] (read and validate inputs) ->
+//! [`video`] (probe, decode) -> [`timeline`] (put every view on one session clock) ->
+//! [`scaler`] (resize) -> [`job`] (chunk into page-aligned records in shards) ->
+//! [`pipeline`] (run jobs in parallel, commit the index). The cache format itself lives in
+//! `mvdrive-schemas`.
 
+pub mod config;
+pub mod encode;
+pub mod error;
+pub mod export;
+pub mod inspect;
+pub mod job;
+pub mod manifest;
+pub mod pipeline;
+pub mod progress;
+pub mod scaler;
+pub mod synth;
+pub mod timeline;
+pub mod video;
+
+pub use error::PrepError;

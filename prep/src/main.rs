@@ -1,1 +1,235 @@
-fn main(){}
+//! `prep`: the command line. Parsing only; the work is in the `mvdrive_prep` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use mvdrive_prep::config::{PrepConfig, PREP_KEYS};
+use mvdrive_prep::inspect::human_bytes;
+use mvdrive_prep::pipeline::{build, BuildArgs};
+use mvdrive_prep::{export, inspect, progress, synth};
+
+/// Turn multi-view driver recordings into a verified, memory-mapped, sharded frame cache.
+#[derive(Parser)]
+#[command(name = "prep", version, about, long_about = None)]
+struct Cli {
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn keys_help() -> String {
+    let mut s = String::from("Settings (key=value after the options):\n");
+    for (k, d) in PREP_KEYS {
+        s += &format!("  {k:<24} {d}\n");
+    }
+    s
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a small learnable synthetic multi-view dataset (videos, manifest, segments, keypoints).
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of sessions (each has 3 views).
+        #[arg(long, default_value_t = 12)]
+        sessions: usize,
+        /// Random seed: the dataset is a pure function of it.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Decode, align, resize and chunk every view into a cache (re-runs redo only what changed).
+    #[command(after_help = keys_help())]
+    Build {
+        /// manifest.csv or .parquet: session, subject, view, video [, fps, offset_s, keypoints, keypoint_layout, split].
+        #[arg(long)]
+        manifest: PathBuf,
+        /// segments.csv or .parquet: session, start_s, end_s, label [, split] (or start_frame, end_frame [, frame_view]).
+        #[arg(long)]
+        segments: PathBuf,
+        /// Cache folder to create or update.
+        #[arg(long)]
+        out: PathBuf,
+        /// Folder that video paths are relative to (default: the manifest's folder).
+        #[arg(long)]
+        data_root: Option<PathBuf>,
+        /// labels.txt: one label per line, fixing the class order (default: labels.txt next to
+        /// the segments file if present, else sorted labels).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// YAML config (configs/config.yaml layout); key=value overrides win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Exit 0 even if some videos failed to decode (their sessions are left out).
+        #[arg(long)]
+        allow_skips: bool,
+        /// key=value settings, e.g. data.img_size=112 prep.fps=8.
+        overrides: Vec<String>,
+    },
+    /// Check checksums, offsets and index consistency; exit 1 on any problem.
+    Verify {
+        /// Cache folder.
+        cache: PathBuf,
+    },
+    /// Show sessions, views, frames, segments, classes and bytes of a cache.
+    Inspect {
+        /// Cache folder.
+        cache: PathBuf,
+        /// Print JSON (keys: sessions, views, timeline_frames, segments, classes, rgb_bytes, kpt_bytes, img_size, fps).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write cached frames as PNG files.
+    ExportFrames {
+        /// Cache folder.
+        cache: PathBuf,
+        /// Session id.
+        #[arg(long)]
+        session: String,
+        /// View name.
+        #[arg(long)]
+        view: String,
+        /// First timeline frame.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Number of frames.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// NOT BUILT YET (issue #3): convert Label Studio / Drive&Act / AI City / DMD annotations.
+    Import {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// NOT BUILT YET (issue #3): subject-grouped folds.
+    Split {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// NOT BUILT YET (issue #3): join partial caches built with --part K/N.
+    Merge {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .without_time()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Synth { out, sessions, seed } => {
+            let s = synth::synth(&out, sessions, seed, quiet)?;
+            println!(
+                "synth: wrote {} sessions, {} videos, {} segments to {} (manifest.csv, segments.csv, labels.txt, keypoints/)",
+                s.sessions,
+                s.videos,
+                s.segments,
+                s.out.display()
+            );
+        }
+        Command::Build { manifest, segments, out, data_root, labels, config, allow_skips, overrides } => {
+            let mut cfg = PrepConfig::default();
+            if let Some(f) = &config {
+                cfg.apply_yaml_file(f)?;
+            }
+            cfg.apply_overrides(&overrides)?;
+            let labels = labels.or_else(|| {
+                let p = segments.parent()?.join("labels.txt");
+                p.is_file().then_some(p)
+            });
+            let args = BuildArgs { manifest, segments, out, data_root, labels, config: cfg, quiet };
+            let s = build(&args)?;
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "prep build: {} sessions, {} segments, {} in {} shards -> {}",
+                s.sessions,
+                s.segments,
+                human_bytes(s.rgb_bytes),
+                s.shards,
+                args.out.display()
+            );
+            println!(
+                "  {} views decoded ({} source frames -> {} timeline frames, {:.0} frames/s), {} reused, {:.1} s",
+                s.jobs_run,
+                s.frames_decoded,
+                s.frames_written,
+                s.frames_decoded as f64 / s.seconds.max(1e-9),
+                s.jobs_reused,
+                s.seconds
+            );
+            if !s.skipped.is_empty() {
+                eprintln!("skipped {} view(s); their sessions are not in the cache:", s.skipped.len());
+                for k in &s.skipped {
+                    eprintln!("  session `{}` view `{}`: {}", k.session, k.view, k.reason);
+                }
+                if !allow_skips {
+                    eprintln!("error: some videos could not be decoded; fix or remove them, or pass --allow-skips to accept the cache without them");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Verify { cache } => {
+            let total = mvdrive_schemas::meta::Meta::load(&cache).map(|m| m.totals.rgb_bytes + m.totals.kpt_bytes).unwrap_or(0);
+            let pb = progress::bar(total, "bytes", quiet);
+            let report = mvdrive_schemas::verify::verify(&cache, |n| pb.inc(n));
+            pb.finish_and_clear();
+            if report.ok() {
+                println!(
+                    "ok: {} records, {} checked in {}",
+                    report.records_checked,
+                    human_bytes(report.bytes_checked),
+                    cache.display()
+                );
+            } else {
+                for p in &report.problems {
+                    eprintln!("{p}");
+                }
+                eprintln!("error: {} problem(s) in {}; re-run `prep build` to repair it", report.problems.len(), cache.display());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Inspect { cache, json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inspect::summary(&cache)?)?);
+            } else {
+                print!("{}", inspect::text(&cache)?);
+            }
+        }
+        Command::ExportFrames { cache, session, view, start, count, out } => {
+            let files = export::export_frames(&cache, &session, &view, start, count, &out)
+                .with_context(|| format!("export-frames from {}", cache.display()))?;
+            println!("wrote {} PNG file(s) to {}", files.len(), out.display());
+        }
+        Command::Import { .. } | Command::Split { .. } | Command::Merge { .. } => {
+            bail!("`prep import`, `prep split` and `prep merge` are not built yet (open issue #3)")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

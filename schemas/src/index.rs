@@ -50,7 +50,7 @@ pub struct SessionRow {
 }
 
 /// One (session, view): where it came from and how it decoded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ViewRow {
     /// Session id.
     pub session: String,
@@ -75,7 +75,7 @@ pub struct ViewRow {
 }
 
 /// One record: a contiguous, page-aligned run of frames of one (session, view, chunk).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecordRow {
     /// Session id.
     pub session: String,

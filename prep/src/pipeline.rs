@@ -1,0 +1,418 @@
+//! `prep build`: validate -> probe -> plan timelines -> decode/resize/write jobs in
+//! parallel -> commit the index -> collect garbage.
+//!
+//! Crash safety: shards and `job.json` files are written under temporary names and
+//! renamed; the index tables are renamed into place next and `meta.json` (which holds
+//! their checksums) last. Nothing an index references is ever overwritten, so a `kill -9`
+//! at any point leaves either the previous cache or the new one, and a re-run redoes only
+//! the jobs that did not finish.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mvdrive_schemas::checksum::{to_hex, xxh3_file};
+use mvdrive_schemas::index::{write_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow};
+use mvdrive_schemas::meta::{IndexFile, Meta, Skipped, SourceFile, Totals};
+use mvdrive_schemas::{FORMAT_VERSION, INDEX_DIR, META_FILE};
+use rayon::prelude::*;
+
+use crate::config::{Fps, PrepConfig};
+use crate::error::{io, PrepError};
+use crate::job::{write_synced, Job, JobFile, JOB_FILE};
+use crate::manifest::{Manifest, SegTime, Segments};
+use crate::progress;
+use crate::timeline::{Timeline, ViewSpan};
+use crate::video::{self, VideoInfo};
+
+/// Inputs of `prep build`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildArgs {
+    /// manifest.csv / .parquet.
+    pub manifest: PathBuf,
+    /// segments.csv / .parquet.
+    pub segments: PathBuf,
+    /// Cache folder.
+    pub out: PathBuf,
+    /// Root that video paths are relative to (default: the manifest's folder).
+    pub data_root: Option<PathBuf>,
+    /// labels.txt fixing the class order.
+    pub labels: Option<PathBuf>,
+    /// Settings.
+    pub config: PrepConfig,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// What `prep build` did.
+#[derive(Debug, Clone, Default)]
+pub struct BuildSummary {
+    /// Sessions in the committed index.
+    pub sessions: usize,
+    /// (session, view) jobs decoded in this run.
+    pub jobs_run: usize,
+    /// Jobs reused from an earlier run.
+    pub jobs_reused: usize,
+    /// Timeline frames written in this run (all views).
+    pub frames_written: u64,
+    /// Source frames decoded in this run.
+    pub frames_decoded: u64,
+    /// Sessions left out, with reasons.
+    pub skipped: Vec<Skipped>,
+    /// Segments in the index.
+    pub segments: usize,
+    /// Bytes of RGB records in the index.
+    pub rgb_bytes: u64,
+    /// Shard files in the index.
+    pub shards: usize,
+    /// Wall time.
+    pub seconds: f64,
+    /// Warnings worth repeating at the end.
+    pub warnings: Vec<String>,
+}
+
+struct SessionPlan {
+    timeline: Timeline,
+    jobs: Vec<Job>,
+}
+
+/// Run `prep build`.
+pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
+    let started = Instant::now();
+    let cfg = &args.config;
+    let manifest = Manifest::load(&args.manifest, args.data_root.as_deref()).map_err(PrepError::Invalid)?;
+    let segments = Segments::load(&args.segments, &manifest, args.labels.as_deref()).map_err(PrepError::Invalid)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads())
+        .build()
+        .map_err(|e| PrepError::Other(format!("cannot start worker threads: {e}")))?;
+    let mut summary = BuildSummary::default();
+    if manifest.sessions.iter().any(|s| s.views.iter().any(|v| v.keypoints.is_some())) {
+        summary
+            .warnings
+            .push("the manifest lists keypoint files; caching keypoints is not built yet (issue #3), so they were not read".into());
+    }
+
+    // Probe every video (headers only) in parallel.
+    let entries: Vec<_> = manifest.sessions.iter().flat_map(|s| s.views.iter()).collect();
+    let probes: Vec<Result<VideoInfo, String>> =
+        pool.install(|| entries.par_iter().map(|e| video::probe(&e.path, e.fps)).collect());
+    let probe: HashMap<(&str, &str), &Result<VideoInfo, String>> =
+        entries.iter().zip(&probes).map(|(e, p)| ((e.session.as_str(), e.view.as_str()), p)).collect();
+
+    // Plan each session's timeline; a view whose header cannot be read skips its session.
+    let mut problems = Vec::new();
+    let mut plans: BTreeMap<String, SessionPlan> = BTreeMap::new();
+    for s in &manifest.sessions {
+        let mut infos = Vec::new();
+        for v in &s.views {
+            match probe[&(s.name.as_str(), v.view.as_str())] {
+                Ok(info) => infos.push(info.clone()),
+                Err(e) => summary.skipped.push(Skipped {
+                    session: s.name.clone(),
+                    view: v.view.clone(),
+                    reason: format!("{}: {e}", v.path.display()),
+                }),
+            }
+        }
+        if infos.len() != s.views.len() {
+            continue;
+        }
+        let spans: Vec<ViewSpan> = s
+            .views
+            .iter()
+            .zip(&infos)
+            .map(|(v, i)| ViewSpan { offset_s: v.offset_s, duration_s: i.duration_s })
+            .collect();
+        let fps = match cfg.fps {
+            Fps::Fixed(f) => f,
+            Fps::Source => infos[0].fps,
+        };
+        let timeline = match Timeline::for_views(&spans, fps) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{} line {}: session `{}`: {e}", manifest.path.display(), s.views[0].line, s.name));
+                continue;
+            }
+        };
+        let mut jobs = Vec::new();
+        for (v, info) in s.views.iter().zip(infos) {
+            jobs.push(Job::new(v.clone(), info, timeline, cfg).map_err(io(&v.path))?);
+        }
+        plans.insert(s.name.clone(), SessionPlan { timeline, jobs });
+    }
+
+    // Map segments onto the timelines.
+    let skipped_sessions: HashSet<String> = summary.skipped.iter().map(|s| s.session.clone()).collect();
+    let mut seg_rows: Vec<SegmentRow> = Vec::new();
+    let label_id: HashMap<&str, u32> = segments.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
+    let seg_file = segments.path.display().to_string();
+    for seg in &segments.rows {
+        let Some(plan) = plans.get(&seg.session) else {
+            continue; // the session is skipped (reported) or has a timeline problem (reported)
+        };
+        let (start, end) = match &seg.time {
+            SegTime::Seconds { start, end } => (*start, *end),
+            SegTime::Frames { start, end, view } => {
+                let job = match view {
+                    Some(v) => plan.jobs.iter().find(|j| &j.entry.view == v),
+                    None => plan.jobs.first(),
+                };
+                let Some(job) = job else { continue };
+                let f = job.info.fps;
+                (job.entry.offset_s + *start as f64 / f, job.entry.offset_s + *end as f64 / f)
+            }
+        };
+        let tl = &plan.timeline;
+        let range = tl.frame_range(start, end);
+        if range.is_empty() {
+            problems.push(format!(
+                "{seg_file} line {}: segment {start:.3}-{end:.3} s of session `{}` lies outside its video timeline ({:.3}-{:.3} s, where all views overlap); fix the times or the views' offset_s",
+                seg.line, seg.session, tl.start_s, tl.end_s()
+            ));
+            continue;
+        }
+        if start < tl.start_s - 1e-6 || end > tl.end_s() + 1e-6 {
+            summary.warnings.push(format!(
+                "{seg_file} line {}: segment {start:.3}-{end:.3} s of session `{}` was clipped to the timeline {:.3}-{:.3} s",
+                seg.line, seg.session, tl.start_s, tl.end_s()
+            ));
+        }
+        let sess = manifest.sessions.iter().find(|s| s.name == seg.session);
+        seg_rows.push(SegmentRow {
+            segment_id: seg_rows.len() as u64,
+            session: seg.session.clone(),
+            label: seg.label.clone(),
+            label_id: label_id[seg.label.as_str()],
+            start_s: start,
+            end_s: end,
+            frame_start: range.start,
+            frame_end: range.end,
+            split: seg.split.clone().or_else(|| sess.and_then(|s| s.split.clone())),
+            source_row: seg.line,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(PrepError::Invalid(problems));
+    }
+
+    // From here on we write. Take the cache's lock and sweep temporary files of a crashed run.
+    let out = &args.out;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let lock_path = out.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(PrepError::Other(format!(
+            "{}: another `prep build` is writing this cache; wait for it to finish",
+            out.display()
+        )));
+    }
+    remove_tmp_files(out);
+
+    let mut done: Vec<JobFile> = Vec::new();
+    let mut todo: Vec<&Job> = Vec::new();
+    for plan in plans.values() {
+        for job in &plan.jobs {
+            match job.reusable(out) {
+                Some(jf) => done.push(jf),
+                None => todo.push(job),
+            }
+        }
+    }
+    summary.jobs_reused = done.len();
+    summary.jobs_run = todo.len();
+    let total: u64 = todo.iter().map(|j| j.timeline.frames).sum();
+    let pb = progress::bar(total, "frames", args.quiet);
+    pb.set_message(format!("{} views", todo.len()));
+    let tick = |n: u64| pb.inc(n);
+    let results: Vec<(&Job, Result<JobFile, String>)> =
+        pool.install(|| todo.par_iter().map(|j| (*j, j.run(out, cfg, &tick))).collect());
+    pb.finish_and_clear();
+    let failed: Mutex<Vec<Skipped>> = Mutex::new(Vec::new());
+    for (job, r) in results {
+        match r {
+            Ok(jf) => {
+                summary.frames_written += job.timeline.frames;
+                summary.frames_decoded += jf.view.decoded_frames;
+                done.push(jf);
+            }
+            Err(e) => failed.lock().unwrap_or_else(|p| p.into_inner()).push(Skipped {
+                session: job.entry.session.clone(),
+                view: job.entry.view.clone(),
+                reason: format!("{}: {e}", job.entry.path.display()),
+            }),
+        }
+    }
+    summary.skipped.extend(failed.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let skipped_sessions: HashSet<String> =
+        skipped_sessions.into_iter().chain(summary.skipped.iter().map(|s| s.session.clone())).collect();
+
+    // Assemble the index of the sessions whose every view is cached.
+    let mut session_rows = Vec::new();
+    let mut view_rows = Vec::new();
+    let mut record_rows = Vec::new();
+    let mut sources = Vec::new();
+    let by_key: HashMap<(String, String), JobFile> =
+        done.into_iter().map(|jf| ((jf.view.session.clone(), jf.view.view.clone()), jf)).collect();
+    for s in &manifest.sessions {
+        let Some(plan) = plans.get(&s.name) else { continue };
+        if skipped_sessions.contains(&s.name) {
+            continue;
+        }
+        session_rows.push(SessionRow {
+            session: s.name.clone(),
+            subject: s.subject.clone(),
+            split: s.split.clone(),
+            fps: plan.timeline.fps,
+            timeline_start_s: plan.timeline.start_s,
+            timeline_frames: plan.timeline.frames,
+        });
+        for job in &plan.jobs {
+            let jf = &by_key[&(s.name.clone(), job.entry.view.clone())];
+            view_rows.push(jf.view.clone());
+            record_rows.extend(jf.records.iter().cloned());
+            sources.push(SourceFile {
+                session: s.name.clone(),
+                view: job.entry.view.clone(),
+                path: job.entry.video.clone(),
+                size: job.size,
+                mtime_ns: job.mtime_ns,
+            });
+        }
+    }
+    seg_rows.retain(|r| !skipped_sessions.contains(&r.session));
+    for (i, r) in seg_rows.iter_mut().enumerate() {
+        r.segment_id = i as u64;
+    }
+    let label_rows: Vec<LabelRow> = segments
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LabelRow {
+            label_id: i as u32,
+            label: l.clone(),
+            segments: seg_rows.iter().filter(|r| r.label_id == i as u32).count() as u64,
+        })
+        .collect();
+    let totals = Totals {
+        sessions: session_rows.len() as u64,
+        views: view_rows.len() as u64,
+        records: record_rows.len() as u64,
+        timeline_frames: session_rows.iter().map(|s| s.timeline_frames).sum(),
+        rgb_bytes: record_rows.iter().map(|r| r.length).sum(),
+        kpt_bytes: 0,
+        segments: seg_rows.len() as u64,
+    };
+    summary.sessions = session_rows.len();
+    summary.segments = seg_rows.len();
+    summary.rgb_bytes = totals.rgb_bytes;
+    summary.shards = record_rows.iter().map(|r| r.shard.as_str()).collect::<HashSet<_>>().len();
+    // Finished jobs of skipped sessions stay on disk (unreferenced) so that a re-run after
+    // fixing the failed view reuses them.
+    let referenced: HashSet<PathBuf> =
+        by_key.values().flat_map(|jf| jf.records.iter().map(|r| out.join(&r.shard))).collect();
+    let meta = Meta {
+        format_version: FORMAT_VERSION,
+        created_by: format!("mvdrive-prep {}", env!("CARGO_PKG_VERSION")),
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        params: cfg.params(),
+        views: manifest.views.clone(),
+        sources,
+        index_files: Vec::new(),
+        skipped: summary.skipped.clone(),
+        totals,
+    };
+    commit(out, meta, &session_rows, &view_rows, &record_rows, &seg_rows, &label_rows)?;
+    let kept_dirs: HashSet<PathBuf> = plans
+        .values()
+        .flat_map(|p| p.jobs.iter())
+        .filter(|j| by_key.contains_key(&(j.entry.session.clone(), j.entry.view.clone())))
+        .map(|j| j.dir(out))
+        .collect();
+    collect_garbage(out, &referenced, &kept_dirs);
+    drop(lock);
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn write_index_table<T: Table>(out: &Path, rows: &[T], renames: &mut Vec<(PathBuf, PathBuf)>, files: &mut Vec<IndexFile>) -> Result<(), PrepError> {
+    let rel = format!("{INDEX_DIR}/{}", T::FILE);
+    let dst = out.join(&rel);
+    let tmp = out.join(format!("{rel}.tmp"));
+    write_table(&tmp, rows)?;
+    let bytes = std::fs::metadata(&tmp).map_err(io(&tmp))?.len();
+    files.push(IndexFile { path: rel, bytes, xxh3: to_hex(xxh3_file(&tmp)?) });
+    renames.push((tmp, dst));
+    Ok(())
+}
+
+/// Write the index tables and `meta.json`: all under temporary names first, then renamed,
+/// `meta.json` last. `meta.json` holds each table's checksum, so a reader that finds a
+/// table from another build refuses it.
+fn commit(
+    out: &Path,
+    mut meta: Meta,
+    sessions: &[SessionRow],
+    views: &[ViewRow],
+    records: &[RecordRow],
+    segments: &[SegmentRow],
+    labels: &[LabelRow],
+) -> Result<(), PrepError> {
+    let index = out.join(INDEX_DIR);
+    std::fs::create_dir_all(&index).map_err(io(&index))?;
+    let mut renames = Vec::new();
+    let mut files = Vec::new();
+    write_index_table(out, sessions, &mut renames, &mut files)?;
+    write_index_table(out, views, &mut renames, &mut files)?;
+    write_index_table(out, records, &mut renames, &mut files)?;
+    write_index_table(out, segments, &mut renames, &mut files)?;
+    write_index_table(out, labels, &mut renames, &mut files)?;
+    meta.index_files = files;
+    let meta_tmp = out.join(format!("{META_FILE}.tmp"));
+    write_synced(&meta_tmp, meta.to_json().as_bytes()).map_err(io(&meta_tmp))?;
+    for (tmp, dst) in renames {
+        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+    }
+    std::fs::rename(&meta_tmp, out.join(META_FILE)).map_err(io(out.join(META_FILE)))?;
+    if let Ok(d) = std::fs::File::open(out) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, bool)) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir {
+                walk(&p, f);
+            }
+            f(&p, is_dir);
+        }
+    }
+}
+
+/// Delete temporary files a crashed run left behind (called under the cache lock).
+fn remove_tmp_files(out: &Path) {
+    walk(out, &mut |p, is_dir| {
+        if !is_dir && p.extension().is_some_and(|e| e == "tmp") {
+            let _ = std::fs::remove_file(p);
+        }
+    });
+}
+
+/// Delete shards the new index does not reference and job folders of jobs not in it.
+fn collect_garbage(out: &Path, referenced: &HashSet<PathBuf>, kept_dirs: &HashSet<PathBuf>) {
+    let shards = out.join("shards");
+    walk(&shards, &mut |p, is_dir| {
+        if is_dir {
+            let _ = std::fs::remove_dir(p); // only succeeds when empty
+        } else if p.extension().is_some_and(|e| e == "shard") && !referenced.contains(p) {
+            let _ = std::fs::remove_file(p);
+        } else if p.file_name().is_some_and(|n| n == JOB_FILE) && !p.parent().is_some_and(|d| kept_dirs.contains(d)) {
+            let _ = std::fs::remove_file(p);
+        }
+    });
+}
