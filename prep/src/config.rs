@@ -378,3 +378,21 @@ mod tests {
         assert_eq!(parse_bytes("12 parsecs"), None);
     }
 }
+
+#[cfg(test)]
+mod shipped_config {
+    use super::*;
+
+    #[test]
+    fn configs_config_yaml_documents_exactly_the_code_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/config.yaml");
+        let mut c = PrepConfig::default();
+        c.apply_yaml_file(&path).unwrap();
+        assert_eq!(c, PrepConfig::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (key, _) in PREP_KEYS {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(text.contains(&format!("{leaf}:")), "configs/config.yaml lacks {key}");
+        }
+    }
+}

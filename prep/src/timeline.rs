@@ -175,7 +175,7 @@ mod tests {
         let times = [0.0, 0.05, 0.3, 0.35, 0.9];
         let tl = Timeline { fps: 10.0, start_s: 0.0, frames: 10 };
         let got = pick_all(&tl, 0.0, &times, 0.1);
-        assert_eq!(got, vec![1, 1, 1, 3, 3, 3, 3, 3, 3, 4]);
+        assert_eq!(got, vec![0, 1, 1, 2, 3, 3, 3, 3, 3, 4]);
     }
 
     #[test]

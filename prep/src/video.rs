@@ -69,14 +69,12 @@ pub fn probe(path: &Path, fps_override: Option<f64>) -> Result<VideoInfo, String
     if width == 0 || height == 0 {
         return Err(format!("has a {width}x{height} video stream; the file is corrupt"));
     }
-    let stream_fps = rate(stream.avg_frame_rate()).or_else(|| rate(stream.rate()));
-    let fps = fps_override.or(stream_fps).ok_or("has no frame rate; add an `fps` column to the manifest")?;
+    let avg_fps = rate(stream.avg_frame_rate());
+    let guess_fps = rate(stream.rate());
     let start = stream.start_time();
     let start_s = if start == NOPTS { 0.0 } else { secs(start, tb) };
     let frames = stream.frames();
-    let mut duration_s = if fps_override.is_some() && frames > 0 {
-        frames as f64 / fps
-    } else if stream.duration() > 0 {
+    let header_s = if stream.duration() > 0 {
         secs(stream.duration(), tb)
     } else if ictx.duration() > 0 {
         // SAFETY: reading a plain field of the open format context.
@@ -86,33 +84,27 @@ pub fn probe(path: &Path, fps_override: Option<f64>) -> Result<VideoInfo, String
     } else {
         0.0
     };
-    if duration_s <= 0.0 || !duration_s.is_finite() || fps_override.is_some() && frames <= 0 {
-        // No usable duration in the header: scan packet timestamps (no decoding).
-        let (mut first, mut last, mut count) = (f64::INFINITY, f64::NEG_INFINITY, 0u64);
-        let mut packet = ffmpeg::Packet::empty();
-        loop {
-            match packet.read(&mut ictx) {
-                Ok(()) => {}
-                Err(ffmpeg::Error::Eof) => break,
-                Err(_) => break,
-            }
-            if packet.stream() != idx {
-                continue;
-            }
-            count += 1;
-            if let Some(p) = packet.pts().or(packet.dts()) {
-                let t = secs(p, tb);
-                first = first.min(t);
-                let d = packet.duration();
-                last = last.max(t + if d > 0 { secs(d, tb) } else { 1.0 / fps });
-            }
+    let header_ok = header_s > 0.0 && header_s.is_finite();
+    let (fps, duration_s) = match (fps_override, avg_fps) {
+        (Some(f), _) if frames > 0 => (f, frames as f64 / f),
+        (None, Some(f)) if header_ok => (f, header_s),
+        _ => {
+            // No usable rate or duration in the header (MKV often has neither):
+            // scan packet timestamps, without decoding.
+            let scan = scan_packets(&mut ictx, idx, tb);
+            let fps = fps_override
+                .or(avg_fps)
+                .or_else(|| (scan.count > 1 && scan.span() > 0.0).then(|| (scan.count - 1) as f64 / scan.span()))
+                .or(guess_fps)
+                .ok_or("has no frame rate; add an `fps` column to the manifest")?;
+            let dur = match fps_override {
+                Some(f) => scan.count as f64 / f,
+                None if scan.count > 0 => scan.span() + 1.0 / fps,
+                None => 0.0,
+            };
+            (fps, dur)
         }
-        duration_s = if fps_override.is_none() && first.is_finite() && last > first {
-            last - first
-        } else {
-            count as f64 / fps
-        };
-    }
+    };
     if duration_s <= 0.0 {
         return Err("holds no video frames (zero length)".into());
     }
@@ -123,6 +115,41 @@ pub fn probe(path: &Path, fps_override: Option<f64>) -> Result<VideoInfo, String
         duration_s,
         codec,
     })
+}
+
+/// Packet timestamps of one stream.
+struct Scan {
+    count: u64,
+    first: f64,
+    last: f64,
+}
+
+impl Scan {
+    /// Seconds from the first to the last packet's presentation time.
+    fn span(&self) -> f64 {
+        if self.count > 0 {
+            self.last - self.first
+        } else {
+            0.0
+        }
+    }
+}
+
+fn scan_packets(ictx: &mut format::context::Input, idx: usize, tb: Rational) -> Scan {
+    let mut scan = Scan { count: 0, first: f64::INFINITY, last: f64::NEG_INFINITY };
+    let mut packet = ffmpeg::Packet::empty();
+    while packet.read(ictx).is_ok() {
+        if packet.stream() != idx {
+            continue;
+        }
+        scan.count += 1;
+        if let Some(p) = packet.pts().or(packet.dts()) {
+            let t = secs(p, tb);
+            scan.first = scan.first.min(t);
+            scan.last = scan.last.max(t);
+        }
+    }
+    scan
 }
 
 /// What decoding saw.

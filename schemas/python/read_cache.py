@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Read an mvdrive cache with numpy + pyarrow only (no mvdrive code), following FORMAT.md.
+
+    python read_cache.py CACHE                     # list sessions, views and records
+    python read_cache.py CACHE --session S --view V --frame T --out frame.rgb
+                                                   # write timeline frame T as raw HWC RGB bytes
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+
+
+def load(cache):
+    with open(os.path.join(cache, "meta.json")) as f:
+        meta = json.load(f)
+    if meta["format_version"] != 1:
+        sys.exit(f"{cache}: format version {meta['format_version']}, this reader knows 1")
+    tables = {
+        name: pq.read_table(os.path.join(cache, "index", name + ".parquet")).to_pylist()
+        for name in ("sessions", "views", "records", "segments", "labels")
+    }
+    return meta, tables
+
+
+def record_frames(cache, rec):
+    """All frames of a record as a (T, H, W, C) uint8 array (zero-copy for `none`)."""
+    shape = (rec["frame_count"], rec["height"], rec["width"], rec["channels"])
+    path = os.path.join(cache, rec["shard"])
+    if rec["compression"] == "none":
+        return np.memmap(path, dtype=np.uint8, mode="r", offset=rec["offset"], shape=shape)
+    if rec["compression"] == "zstd":
+        import zstandard  # optional: only needed for compressed caches
+
+        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=rec["offset"], shape=(rec["length"],))
+        n = rec["frame_count"]
+        off = np.frombuffer(raw[rec["length"] - 8 * (n + 1):].tobytes(), dtype="<u8")
+        d = zstandard.ZstdDecompressor()
+        frames = [np.frombuffer(d.decompress(raw[off[k]:off[k + 1]].tobytes()), np.uint8) for k in range(n)]
+        return np.stack(frames).reshape(shape)
+    raise ValueError(f"unknown compression {rec['compression']}")
+
+
+def frame(cache, records, session, view, t):
+    for rec in records:
+        if (rec["session"], rec["view"], rec["modality"]) == (session, view, "rgb") and \
+                rec["frame_start"] <= t < rec["frame_start"] + rec["frame_count"]:
+            return np.asarray(record_frames(cache, rec)[t - rec["frame_start"]])
+    raise KeyError(f"no frame {t} for session {session} view {view}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cache")
+    ap.add_argument("--session")
+    ap.add_argument("--view")
+    ap.add_argument("--frame", type=int)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    meta, t = load(a.cache)
+    if a.session is None:
+        print(f"{len(t['sessions'])} sessions, views {meta['views']}, {len(t['records'])} records, "
+              f"{len(t['segments'])} segments, img {meta['params']['img_height']}x{meta['params']['img_width']}")
+        for s in t["sessions"]:
+            print(f"  {s['session']}: {s['timeline_frames']} frames @ {s['fps']} fps")
+        return
+    img = frame(a.cache, t["records"], a.session, a.view, a.frame)
+    print(f"frame {a.frame} of {a.session}/{a.view}: shape {img.shape}, mean {img.mean():.3f}")
+    if a.out:
+        img.tofile(a.out)
+
+
+if __name__ == "__main__":
+    main()
