@@ -176,13 +176,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 args.out.display()
             );
             println!(
-                "  {} views decoded ({} source frames -> {} timeline frames, {:.0} frames/s), {} reused, {:.1} s",
+                "  {} views decoded ({} source frames -> {} timeline frames, {:.0} frames/s), {} reused, {:.1} s, peak RSS {}",
                 s.jobs_run,
                 s.frames_decoded,
                 s.frames_written,
                 s.frames_decoded as f64 / s.seconds.max(1e-9),
                 s.jobs_reused,
-                s.seconds
+                s.seconds,
+                human_bytes(s.peak_rss)
             );
             if !s.skipped.is_empty() {
                 eprintln!("skipped {} view(s); their sessions are not in the cache:", s.skipped.len());

@@ -70,6 +70,21 @@ pub struct BuildSummary {
     pub seconds: f64,
     /// Warnings worth repeating at the end.
     pub warnings: Vec<String>,
+    /// Peak resident memory of this process, bytes (Linux; 0 elsewhere).
+    pub peak_rss: u64,
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes; 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 struct SessionPlan {
@@ -333,6 +348,7 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     collect_garbage(out, &referenced, &kept_dirs);
     drop(lock);
     summary.seconds = started.elapsed().as_secs_f64();
+    summary.peak_rss = peak_rss_bytes();
     Ok(summary)
 }
 
