@@ -219,13 +219,6 @@ impl Job {
             scaled_valid = false;
             Ok(Flow::Continue)
         })?;
-        if stats.errors > cfg.max_decode_errors {
-            return Err(format!(
-                "{} damaged packet(s), first: {} (raise prep.max_decode_errors to accept damaged videos)",
-                stats.errors,
-                stats.first_error.unwrap_or_default()
-            ));
-        }
         if !picker.done() {
             if let Some(last) = prev.as_ref() {
                 // The last frame is shown for one frame interval (half more for rounding).
@@ -233,12 +226,21 @@ impl Job {
                 emit(range, last, &mut scaled_valid, &mut records)?;
             }
         }
+        let damaged = match &stats.first_error {
+            Some(e) if stats.errors > 0 => format!("; {} damaged packet(s), first: {e}", stats.errors),
+            _ => String::new(),
+        };
         if !picker.done() {
             return Err(format!(
-                "frames end at {:.2} s but the header says {:.2} s and the timeline needs frames until {:.2} s: the video looks truncated",
+                "frames end at {:.2} s but the header says {:.2} s and the timeline needs frames until {:.2} s: the video looks truncated{damaged}",
                 if stats.frames == 0 { 0.0 } else { stats.last_time + 1.0 / self.info.fps },
                 self.info.duration_s,
                 picker.next_local_time()
+            ));
+        }
+        if stats.errors > cfg.max_decode_errors {
+            return Err(format!(
+                "the video is damaged{damaged} (raise prep.max_decode_errors to accept damaged videos)"
             ));
         }
         let view = ViewRow {
