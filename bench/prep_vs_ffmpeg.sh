@@ -24,8 +24,8 @@
 # Environment
 #   BENCH_SECONDS  clip length in seconds (default 60; use e.g. 4 for a quick smoke run)
 #   BENCH_REPEATS  runs per measurement, best is kept (default 3)
-#   BENCH_NOISE    temporal noise strength added to testsrc2 (default 10: ~14 Mbit/s at 720p,
-#                  so entropy decoding does real work; 20 gives ~46 Mbit/s)
+#   BENCH_NOISE    temporal noise strength added to testsrc2 (default 8: ~5 Mbit/s at 720p and
+#                  ~13 Mbit/s at 1080p, like in-car cameras; 10 gives ~14/36, 20 gives ~46 Mbit/s)
 #   PREP           prep binary (default target/release/prep)
 #
 # Output: a table on stdout and the same table as markdown in bench-out/prep_vs_ffmpeg.md.
@@ -36,7 +36,7 @@ export LC_ALL=C
 
 SECONDS_LEN=${BENCH_SECONDS:-60}
 REPEATS=${BENCH_REPEATS:-3}
-NOISE=${BENCH_NOISE:-10}
+NOISE=${BENCH_NOISE:-8}
 PREP=${PREP:-target/release/prep}
 FPS_SRC=30
 OUT=bench-out

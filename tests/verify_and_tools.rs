@@ -1,0 +1,209 @@
+//! `prep verify` catches corruption; `inspect`, `export-frames`, `synth` and the Python
+//! reader example work on caches the tests build.
+
+mod common;
+
+use common::*;
+use mvdrive_schemas::Cache;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn small_cache(d: &Path, extra: &[&str]) -> PathBuf {
+    testsrc(&d.join("a.mp4"), "h264", 160, 120, "10", 2.0);
+    testsrc(&d.join("b.avi"), "mjpeg", 128, 96, "15", 2.0);
+    write_manifest(&d.join("manifest.csv"), &[("s1", "p1", "front", "a.mp4", 0.0), ("s1", "p1", "side", "b.avi", 0.2)]);
+    write_segments(&d.join("segments.csv"), &[("s1", 0.5, 1.5, "texting")]);
+    let cache = d.join("cache");
+    let mut opts = vec!["data.img_size=48", "data.max_video_frames=8"];
+    opts.extend_from_slice(extra);
+    build_ok(d, &cache, &opts);
+    cache
+}
+
+#[test]
+fn verify_detects_flipped_bytes_truncation_and_a_swapped_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path(), &[]);
+    let c = cache.to_str().unwrap();
+    prep_ok(&["verify", "-q", c]);
+    let rec = Cache::open(&cache).unwrap().records[2].clone();
+    let shard = cache.join(&rec.shard);
+
+    // One flipped bit inside a record.
+    let mut data = std::fs::read(&shard).unwrap();
+    let at = (rec.offset + rec.length / 2) as usize;
+    data[at] ^= 0x10;
+    std::fs::write(&shard, &data).unwrap();
+    let err = prep_err(&["verify", "-q", c]);
+    assert!(err.contains(&rec.shard) && err.contains("checksum mismatch"), "{err}");
+    data[at] ^= 0x10;
+    std::fs::write(&shard, &data).unwrap();
+    prep_ok(&["verify", "-q", c]);
+
+    // A truncated shard.
+    let last = Cache::open(&cache).unwrap().records.iter().filter(|r| r.shard == rec.shard).map(|r| r.offset + r.length).max().unwrap();
+    std::fs::write(&shard, &data[..(last - 100) as usize]).unwrap();
+    let err = prep_err(&["verify", "-q", c]);
+    assert!(err.contains("but the shard has"), "{err}");
+    std::fs::write(&shard, &data).unwrap();
+
+    // An index table from another build.
+    let other = small_cache(&dir.path().join("other").tap_mkdir(), &["data.img_size=40"]);
+    std::fs::copy(other.join("index/records.parquet"), cache.join("index/records.parquet")).unwrap();
+    let err = prep_err(&["verify", "-q", c]);
+    assert!(err.contains("records.parquet") && err.contains("does not match the checksum in meta.json"), "{err}");
+
+    // No meta.json at all.
+    std::fs::remove_file(cache.join("meta.json")).unwrap();
+    let err = prep_err(&["verify", "-q", c]);
+    assert!(err.contains("meta.json") && err.contains("not an mvdrive cache"), "{err}");
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+#[test]
+fn verify_checks_every_zstd_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path(), &["prep.compress=zstd:3"]);
+    prep_ok(&["verify", "-q", cache.to_str().unwrap()]);
+    let rec = Cache::open(&cache).unwrap().records[0].clone();
+    assert_eq!(rec.compression, "zstd");
+    // Corrupt the offset table at the end of the record (checksum updated to match in the
+    // index would need a rebuild, so verify must report both layers).
+    let shard = cache.join(&rec.shard);
+    let mut data = std::fs::read(&shard).unwrap();
+    let table = (rec.offset + rec.length - 8) as usize;
+    data[table] = data[table].wrapping_add(1);
+    std::fs::write(&shard, &data).unwrap();
+    let err = prep_err(&["verify", "-q", cache.to_str().unwrap()]);
+    assert!(err.contains("checksum mismatch") && err.contains("offset table"), "{err}");
+}
+
+#[test]
+fn inspect_json_has_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path(), &[]);
+    let out = prep_ok(&["inspect", "--json", cache.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sessions"], 1);
+    assert_eq!(v["views"], serde_json::json!(["front", "side"]));
+    assert_eq!(v["segments"], 1);
+    assert_eq!(v["classes"]["texting"], 1);
+    assert_eq!(v["img_size"], serde_json::json!([48, 48]));
+    assert_eq!(v["fps"], 10.0); // prep.fps=source: the first view's rate
+    assert_eq!(v["kpt_bytes"], 0);
+    let frames = v["timeline_frames"].as_u64().unwrap();
+    assert_eq!(frames, 18, "0.2 .. 2.0 s at 10 fps");
+    assert_eq!(v["rgb_bytes"].as_u64().unwrap(), 2 * frames * 48 * 48 * 3);
+    let text = prep_ok(&["inspect", cache.to_str().unwrap()]);
+    assert!(text.contains("texting") && text.contains("front, side"), "{text}");
+}
+
+#[test]
+fn export_frames_writes_pngs_of_the_cached_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path(), &[]);
+    let out = dir.path().join("png");
+    prep_ok(&["export-frames", cache.to_str().unwrap(), "--session", "s1", "--view", "side", "--start", "5", "--count", "3", "--out", out.to_str().unwrap()]);
+    let mut files: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 3);
+    assert!(files[0].ends_with("s1_side_000005.png"));
+    // The PNG decodes (via the ffmpeg CLI) to exactly the cached frame.
+    let raw = dir.path().join("f.rgb");
+    ffmpeg(&["-i", files[0].to_str().unwrap(), "-pix_fmt", "rgb24", "-f", "rawvideo", raw.to_str().unwrap()]);
+    let c = Cache::open(&cache).unwrap();
+    assert_eq!(std::fs::read(&raw).unwrap(), c.read_frame("s1", "side", 5).unwrap());
+    let err = prep_err(&["export-frames", cache.to_str().unwrap(), "--session", "nope", "--view", "side", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("no session `nope`"), "{err}");
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("MVDRIVE_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(p.exists(), "{} not found: run `make setup` (it installs numpy + pyarrow into .venv)", p.display());
+    p
+}
+
+#[test]
+fn the_python_reader_reads_frames_without_mvdrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path(), &[]);
+    let c = Cache::open(&cache).unwrap();
+    for (view, t) in [("front", 0u64), ("side", 9), ("side", 17)] {
+        let out = dir.path().join(format!("{view}-{t}.rgb"));
+        let status = Command::new(python())
+            .arg(root().join("schemas/python/read_cache.py"))
+            .arg(&cache)
+            .args(["--session", "s1", "--view", view, "--frame", &t.to_string(), "--out"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(std::fs::read(&out).unwrap(), c.read_frame("s1", view, t).unwrap(), "{view} frame {t}");
+    }
+}
+
+#[test]
+fn synth_makes_a_multi_view_dataset_that_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    prep_ok(&["synth", "-q", "--out", data.to_str().unwrap(), "--sessions", "4", "--seed", "7"]);
+    let manifest = std::fs::read_to_string(data.join("manifest.csv")).unwrap();
+    assert!(manifest.starts_with("session,subject,view,video,offset_s,keypoints,keypoint_layout,split"));
+    let kpt = std::fs::read_to_string(data.join("keypoints/s001_front.csv")).unwrap();
+    assert!(kpt.starts_with("frame,joint,x,y,conf\n0,0,"));
+    let cache = dir.path().join("cache");
+    build_ok(&data, &cache, &["data.img_size=64", "prep.fps=8"]);
+    let c = Cache::open(&cache).unwrap();
+    assert_eq!(c.sessions.len(), 4);
+    assert_eq!(c.meta.views, vec!["front", "left", "right"]);
+    // Three views with different resolutions, rates, codecs and start offsets.
+    let v: Vec<_> = c.views.iter().filter(|v| v.session == "s001").collect();
+    let sizes: std::collections::HashSet<_> = v.iter().map(|v| (v.src_width, v.src_height)).collect();
+    let rates: std::collections::HashSet<_> = v.iter().map(|v| (v.src_fps * 100.0).round() as i64).collect();
+    let offsets: std::collections::HashSet<_> = v.iter().map(|v| (v.offset_s * 100.0).round() as i64).collect();
+    assert_eq!((sizes.len(), rates.len(), offsets.len()), (3, 3, 3), "{v:?}");
+    // At least 4 classes and several subjects.
+    assert!(c.labels.len() >= 4 && c.labels.iter().all(|l| l.segments > 0), "{:?}", c.labels);
+    let subjects: std::collections::HashSet<_> = c.sessions.iter().map(|s| &s.subject).collect();
+    assert!(subjects.len() >= 3);
+    // Same seed, same dataset.
+    let again = dir.path().join("again");
+    prep_ok(&["synth", "-q", "--out", again.to_str().unwrap(), "--sessions", "4", "--seed", "7"]);
+    assert_eq!(std::fs::read(data.join("segments.csv")).unwrap(), std::fs::read(again.join("segments.csv")).unwrap());
+}
+
+/// Classes differ by motion: the mean absolute frame-to-frame change inside segments of
+/// `texting` and `drinking` (moving hands) exceeds that of `safe_driving`.
+#[test]
+fn synth_classes_differ_by_motion() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    prep_ok(&["synth", "-q", "--out", data.to_str().unwrap(), "--sessions", "2", "--seed", "1"]);
+    let cache = dir.path().join("cache");
+    build_ok(&data, &cache, &["data.img_size=64", "prep.fps=10"]);
+    let c = Cache::open(&cache).unwrap();
+    let mut motion: std::collections::HashMap<String, (f64, u64)> = Default::default();
+    for seg in &c.segments {
+        for t in seg.frame_start + 1..seg.frame_end {
+            let a = c.read_frame(&seg.session, "front", t - 1).unwrap();
+            let b = c.read_frame(&seg.session, "front", t).unwrap();
+            let diff: u64 = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+            let e = motion.entry(seg.label.clone()).or_default();
+            e.0 += diff as f64;
+            e.1 += 1;
+        }
+    }
+    let m = |l: &str| motion.get(l).map(|(s, n)| s / *n as f64).unwrap_or(0.0);
+    assert!(m("texting") > 2.0 * m("safe_driving"), "{motion:?}");
+    assert!(m("drinking") > 2.0 * m("safe_driving"), "{motion:?}");
+    assert!(m("looking_left") > 2.0 * m("safe_driving"), "{motion:?}");
+}
