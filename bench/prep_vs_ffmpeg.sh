@@ -31,7 +31,7 @@
 # Output: a table on stdout and the same table as markdown in bench-out/prep_vs_ffmpeg.md.
 # Clips are cached in bench-out/clips/ (generated once); the prep caches are removed at the end.
 set -euo pipefail
-shopt -s inherit_errexit # a failing run inside $(best_of ...) stops the script
+shopt -s inherit_errexit # a failing run inside $(...) stops the script too
 export LC_ALL=C
 
 SECONDS_LEN=${BENCH_SECONDS:-60}
@@ -88,19 +88,29 @@ count_frames() { # CLIP -> number of video packets (= source frames)
 # ---------------------------------------------------------------------------------------------
 now() { date +%s.%N; }
 
-# best_of SETUP_FN RUN_FN: runs SETUP_FN (untimed) then RUN_FN (timed) REPEATS times and
-# prints the smallest wall time in seconds.
-best_of() {
-  local setup=$1 run=$2 best="" t0 t1 dt i
+elapsed() { # RUN_FN -> wall seconds
+  local t0 t1
+  t0=$(now)
+  "$1"
+  t1=$(now)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }'
+}
+
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a < b) ? a : b }'; }
+
+# best_pair CLI_FN PREP_SETUP_FN PREP_FN: runs the CLI and prep alternately REPEATS times
+# (alternating spreads any background load evenly over both tools), running PREP_SETUP_FN
+# untimed before each prep run. Prints "BEST_CLI_SECONDS BEST_PREP_SECONDS".
+best_pair() {
+  local cli=$1 setup=$2 prep=$3 best_cli="" best_prep="" i t
   for ((i = 0; i < REPEATS; i++)); do
+    t=$(elapsed "$cli")
+    best_cli=$(min "$t" "$best_cli")
     "$setup"
-    t0=$(now)
-    "$run"
-    t1=$(now)
-    dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
-    if [ -z "$best" ] || awk -v d="$dt" -v b="$best" 'BEGIN { exit !(d < b) }'; then best=$dt; fi
+    t=$(elapsed "$prep")
+    best_prep=$(min "$t" "$best_prep")
   done
-  echo "$best"
+  echo "$best_cli $best_prep"
 }
 
 div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -108,8 +118,6 @@ rate() { awk -v f="$1" -v s="$2" 'BEGIN { printf "%.0f", f / s }'; }
 mark() { # VALUE TARGET -> "met" / "below"
   awk -v v="$1" -v t="$2" 'BEGIN { print (v >= t ? "met" : "below") }'
 }
-
-nothing() { :; }
 
 # The CLI does the same decode -> 10 fps -> 224x224 bilinear -> RGB chain as prep.
 # ffmpeg_one CLIP [WRAPPER...]: WRAPPER (e.g. `taskset -c 0`) is put in front of the command.
@@ -158,7 +166,11 @@ echo "cpu:     $CPU_MODEL"
 echo "ffmpeg:  $FFMPEG_VERSION"
 echo "prep:    $("$PREP" --version)"
 echo "clips:   ${SECONDS_LEN} s, ${FPS_SRC} fps, H.264 (libx264 veryfast, yuv420p, g=60); best of $REPEATS runs"
+LOAD=$(cut -d' ' -f1 /proc/loadavg)
+echo "load:    $LOAD (1-min average at start)"
 [ "$NPROC" -ge 2 ] || echo "note: only $NPROC CPU; the 2-core rows cannot scale here"
+awk -v l="$LOAD" 'BEGIN { exit !(l > 0.5) }' &&
+  echo "note: the machine is not idle; figures will be noisy (best of $REPEATS helps only so much)"
 echo
 
 ROWS=()    # "clip|setting|cli fps|prep fps|ratio"
@@ -182,8 +194,8 @@ for res in 1280x720 1920x1080; do
   write_manifest "$D1" "$A"
   prep1_setup() { rm -rf "$D1/cache"; }
   prep1() { prep_build "$D1" 1 taskset -c 0; }
-  t_cli1=$(best_of nothing cli1)
-  t_prep1=$(best_of prep1_setup prep1)
+  times=$(best_pair cli1 prep1_setup prep1)
+  read -r t_cli1 t_prep1 <<<"$times"
   CACHE_MB=$(du -sm "$D1/cache" | cut -f1)
 
   # 2 cores, two views (two sessions, one file each).
@@ -200,16 +212,16 @@ for res in 1280x720 1920x1080; do
   write_manifest "$D2" "$A" "$B"
   prep2_setup() { rm -rf "$D2/cache"; }
   prep2() { prep_build "$D2" 2; }
-  t_cli2=$(best_of nothing cli2)
-  t_prep2=$(best_of prep2_setup prep2)
+  times=$(best_pair cli2 prep2_setup prep2)
+  read -r t_cli2 t_prep2 <<<"$times"
 
   cli1_fps=$(rate "$FA" "$t_cli1")
   prep1_fps=$(rate "$FA" "$t_prep1")
   cli2_fps=$(rate $((FA + FB)) "$t_cli2")
   prep2_fps=$(rate $((FA + FB)) "$t_prep2")
-  r1=$(div "$prep1_fps" "$cli1_fps")
-  r2=$(div "$prep2_fps" "$cli2_fps")
-  scale=$(div "$prep2_fps" "$prep1_fps")
+  r1=$(div "$t_cli1" "$t_prep1") # same frames, so the fps ratio is the inverse time ratio
+  r2=$(div "$t_cli2" "$t_prep2")
+  scale=$(div "$(div $((FA + FB)) "$t_prep2")" "$(div "$FA" "$t_prep1")")
 
   ROWS+=("$name|1 core|$cli1_fps|$prep1_fps|${r1}x")
   ROWS+=("$name|2 cores/2 views|$cli2_fps|$prep2_fps|${r2}x")

@@ -16,7 +16,16 @@ use std::process::Command;
 /// Presentation times (s) of every frame, from ffprobe.
 fn frame_times(path: &Path) -> Vec<f64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
@@ -82,26 +91,44 @@ fn unequal_rates_offsets_and_vfr_line_up() {
         grey_clip(&d.join(format!("{v}.mkv")), rate, 4.0, *off, *sel);
         rows.push(("s1", "p1", *v, format!("{v}.mkv"), *off));
     }
-    let rows: Vec<(&str, &str, &str, &str, f64)> = rows.iter().map(|(a, b, c, e, f)| (*a, *b, *c, e.as_str(), *f)).collect();
+    let rows: Vec<(&str, &str, &str, &str, f64)> = rows
+        .iter()
+        .map(|(a, b, c, e, f)| (*a, *b, *c, e.as_str(), *f))
+        .collect();
     write_manifest(&d.join("manifest.csv"), &rows);
     write_segments(&d.join("segments.csv"), &[("s1", 1.0, 2.0, "x")]);
     let cache = d.join("cache");
-    build_ok(d, &cache, &["data.img_size=32", "prep.fps=8", "data.max_video_frames=5"]);
+    build_ok(
+        d,
+        &cache,
+        &["data.img_size=32", "prep.fps=8", "data.max_video_frames=5"],
+    );
     let c = Cache::open(&cache).unwrap();
     let s = &c.sessions[0];
     // The timeline covers what every view sees: from the latest start (0.3 s) to the
     // earliest end (3.8 s, view c).
-    assert!((s.timeline_start_s - 0.3).abs() < 1e-9, "start {}", s.timeline_start_s);
+    assert!(
+        (s.timeline_start_s - 0.3).abs() < 1e-9,
+        "start {}",
+        s.timeline_start_s
+    );
     assert_eq!(s.timeline_frames, 28, "3.5 s at 8 fps");
     for (v, _, off, _) in &views {
         let name = format!("{v}.mkv");
         let times = frame_times(&d.join(&name));
         let frames = cli_frames(d, &name);
-        assert_eq!(times.len(), frames.len(), "view {v}: ffprobe and the CLI disagree on the frame count");
+        assert_eq!(
+            times.len(),
+            frames.len(),
+            "view {v}: ffprobe and the CLI disagree on the frame count"
+        );
         for i in 0..s.timeline_frames {
             let t = s.timeline_start_s + i as f64 / s.fps;
             // The latest frame captured at or before t, on the session clock.
-            let k = times.iter().rposition(|&p| off + p <= t + 1e-6).expect("a frame before t");
+            let k = times
+                .iter()
+                .rposition(|&p| off + p <= t + 1e-6)
+                .expect("a frame before t");
             let got = c.read_frame("s1", v, i).unwrap();
             assert!(
                 got == frames[k],

@@ -9,8 +9,22 @@ use std::path::Path;
 /// Two good sessions with views `front` and `side`.
 fn good_dataset(d: &Path) {
     for s in ["s1", "s2"] {
-        testsrc(&d.join(format!("{s}_front.mp4")), "h264", 160, 120, "10", 2.0);
-        testsrc(&d.join(format!("{s}_side.mkv")), "mpeg4", 128, 96, "10", 2.0);
+        testsrc(
+            &d.join(format!("{s}_front.mp4")),
+            "h264",
+            160,
+            120,
+            "10",
+            2.0,
+        );
+        testsrc(
+            &d.join(format!("{s}_side.mkv")),
+            "mpeg4",
+            128,
+            96,
+            "10",
+            2.0,
+        );
     }
     write_manifest(
         &d.join("manifest.csv"),
@@ -21,7 +35,10 @@ fn good_dataset(d: &Path) {
             ("s2", "p2", "side", "s2_side.mkv", 0.0),
         ],
     );
-    write_segments(&d.join("segments.csv"), &[("s1", 0.0, 1.0, "a"), ("s2", 0.5, 1.5, "b")]);
+    write_segments(
+        &d.join("segments.csv"),
+        &[("s1", 0.0, 1.0, "a"), ("s2", 0.5, 1.5, "b")],
+    );
 }
 
 /// A validation error: message names `needles`, and no cache folder was created.
@@ -32,7 +49,11 @@ fn assert_rejected(d: &Path, needles: &[&str]) {
         assert!(err.contains(n), "error should mention `{n}`:\n{err}");
     }
     assert!(err.contains("nothing was written"), "{err}");
-    assert!(!cache.exists(), "validation failed but {} was created", cache.display());
+    assert!(
+        !cache.exists(),
+        "validation failed but {} was created",
+        cache.display()
+    );
 }
 
 fn edit(path: &Path, from: &str, to: &str) {
@@ -46,14 +67,21 @@ fn a_missing_video_names_the_row_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     good_dataset(dir.path());
     edit(&dir.path().join("manifest.csv"), "s2_side.mkv", "nope.mkv");
-    assert_rejected(dir.path(), &["manifest.csv line 5", "nope.mkv", "not found"]);
+    assert_rejected(
+        dir.path(),
+        &["manifest.csv line 5", "nope.mkv", "not found"],
+    );
 }
 
 #[test]
 fn a_session_missing_a_view_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     good_dataset(dir.path());
-    edit(&dir.path().join("manifest.csv"), "s2,p2,side,s2_side.mkv,0\n", "");
+    edit(
+        &dir.path().join("manifest.csv"),
+        "s2,p2,side,s2_side.mkv,0\n",
+        "",
+    );
     assert_rejected(dir.path(), &["session `s2`", "missing view(s) side"]);
 }
 
@@ -65,7 +93,10 @@ fn duplicate_rows_name_both_lines() {
     let mut text = std::fs::read_to_string(&m).unwrap();
     text += "s1,p1,front,s1_front.mp4,0\n";
     std::fs::write(&m, text).unwrap();
-    assert_rejected(dir.path(), &["line 6", "duplicate (session `s1`, view `front`)", "line 2"]);
+    assert_rejected(
+        dir.path(),
+        &["line 6", "duplicate (session `s1`, view `front`)", "line 2"],
+    );
 }
 
 #[test]
@@ -83,12 +114,30 @@ fn a_path_escaping_the_data_root_is_rejected() {
 fn a_malformed_csv_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     good_dataset(dir.path());
-    edit(&dir.path().join("manifest.csv"), "s2,p2,front,s2_front.mp4,0", "s2,p2,front");
-    assert_rejected(dir.path(), &["manifest.csv line 4", "malformed CSV", "3 fields but the header has 5"]);
+    edit(
+        &dir.path().join("manifest.csv"),
+        "s2,p2,front,s2_front.mp4,0",
+        "s2,p2,front",
+    );
+    assert_rejected(
+        dir.path(),
+        &[
+            "manifest.csv line 4",
+            "malformed CSV",
+            "3 fields but the header has 5",
+        ],
+    );
     let dir = tempfile::tempdir().unwrap();
     good_dataset(dir.path());
-    edit(&dir.path().join("segments.csv"), "s2,0.5,1.5,b", "s2,half,1.5,b");
-    assert_rejected(dir.path(), &["segments.csv line 3", "start_s and end_s must be numbers"]);
+    edit(
+        &dir.path().join("segments.csv"),
+        "s2,0.5,1.5,b",
+        "s2,half,1.5,b",
+    );
+    assert_rejected(
+        dir.path(),
+        &["segments.csv line 3", "start_s and end_s must be numbers"],
+    );
 }
 
 #[test]
@@ -96,12 +145,26 @@ fn a_segment_outside_the_video_names_its_row() {
     let dir = tempfile::tempdir().unwrap();
     good_dataset(dir.path());
     edit(&dir.path().join("segments.csv"), "s2,0.5,1.5,b", "s2,5,6,b");
-    assert_rejected(dir.path(), &["segments.csv line 3", "session `s2`", "outside its video timeline"]);
+    assert_rejected(
+        dir.path(),
+        &[
+            "segments.csv line 3",
+            "session `s2`",
+            "outside its video timeline",
+        ],
+    );
     // And a segment of an unknown session.
     let dir = tempfile::tempdir().unwrap();
     good_dataset(dir.path());
-    edit(&dir.path().join("segments.csv"), "s2,0.5,1.5,b", "s9,0.5,1.5,b");
-    assert_rejected(dir.path(), &["segments.csv line 3", "session `s9` is not in the manifest"]);
+    edit(
+        &dir.path().join("segments.csv"),
+        "s2,0.5,1.5,b",
+        "s9,0.5,1.5,b",
+    );
+    assert_rejected(
+        dir.path(),
+        &["segments.csv line 3", "session `s9` is not in the manifest"],
+    );
 }
 
 #[test]
@@ -110,7 +173,11 @@ fn unknown_config_keys_suggest_the_right_one() {
     good_dataset(dir.path());
     let cache = dir.path().join("cache");
     let err = build_err(dir.path(), &cache, &["data.img_sise=32"]);
-    assert!(err.contains("unknown config key `data.img_sise`") && err.contains("did you mean `data.img_size`"), "{err}");
+    assert!(
+        err.contains("unknown config key `data.img_sise`")
+            && err.contains("did you mean `data.img_size`"),
+        "{err}"
+    );
     assert!(!cache.exists());
 }
 
@@ -125,10 +192,18 @@ fn assert_skipped(d: &Path, needles: &[&str]) {
     assert!(err.contains("--allow-skips"), "{err}");
     prep_ok(&["verify", "-q", cache.to_str().unwrap()]);
     let c = Cache::open(&cache).unwrap();
-    assert_eq!(c.sessions.iter().map(|s| s.session.as_str()).collect::<Vec<_>>(), vec!["s1"]);
+    assert_eq!(
+        c.sessions
+            .iter()
+            .map(|s| s.session.as_str())
+            .collect::<Vec<_>>(),
+        vec!["s1"]
+    );
     assert!(c.segments.iter().all(|s| s.session == "s1"));
     assert_eq!(c.meta.skipped.len(), 1);
-    assert!(files_under(&cache).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")));
+    assert!(files_under(&cache)
+        .iter()
+        .all(|p| !p.to_string_lossy().ends_with(".tmp")));
     let out = build_ok(d, &cache, &["data.img_size=32", "--allow-skips"]);
     assert!(out.contains("1 sessions"), "{out}");
 }
@@ -139,11 +214,25 @@ fn a_truncated_video_is_skipped_and_reported() {
     let d = dir.path();
     good_dataset(d);
     // moov atom first, so the header survives and claims 2 s while half the data is gone.
-    let src = format!("testsrc2=size=160x120:rate=10");
-    ffmpeg(&["-f", "lavfi", "-i", &src, "-t", "2", "-c:v", "libx264", "-movflags", "+faststart", d.join("s2_front.mp4").to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=10",
+        "-t",
+        "2",
+        "-c:v",
+        "libx264",
+        "-movflags",
+        "+faststart",
+        d.join("s2_front.mp4").to_str().unwrap(),
+    ]);
     let data = std::fs::read(d.join("s2_front.mp4")).unwrap();
     std::fs::write(d.join("s2_front.mp4"), &data[..data.len() / 2]).unwrap();
-    assert_skipped(d, &["s2_front.mp4", "truncated", "session `s2` view `front`"]);
+    assert_skipped(
+        d,
+        &["s2_front.mp4", "truncated", "session `s2` view `front`"],
+    );
 }
 
 #[test]
@@ -151,7 +240,9 @@ fn a_corrupt_video_is_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     good_dataset(d);
-    let garbage: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..50_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(d.join("s2_side.mkv"), garbage).unwrap();
     assert_skipped(d, &["s2_side.mkv", "cannot be opened as a video"]);
 }

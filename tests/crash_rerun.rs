@@ -16,7 +16,10 @@ fn sessions(d: &Path, names: &[&str], secs: f64) {
         testsrc(&d.join(format!("{s}.mp4")), "h264", 640, 360, "25", secs);
         rows.push((s.to_string(), format!("{s}.mp4")));
     }
-    let m: Vec<(&str, &str, &str, &str, f64)> = rows.iter().map(|(s, v)| (s.as_str(), "p1", "cam", v.as_str(), 0.0)).collect();
+    let m: Vec<(&str, &str, &str, &str, f64)> = rows
+        .iter()
+        .map(|(s, v)| (s.as_str(), "p1", "cam", v.as_str(), 0.0))
+        .collect();
     write_manifest(&d.join("manifest.csv"), &m);
     let segs: Vec<(&str, f64, f64, &str)> = names.iter().map(|s| (*s, 0.0, 1.0, "x")).collect();
     write_segments(&d.join("segments.csv"), &segs);
@@ -27,27 +30,46 @@ fn same_frames(a: &Path, b: &Path) {
     assert_eq!(a.sessions, b.sessions);
     assert_eq!(a.segments, b.segments);
     for s in &a.sessions {
-        let ra: Vec<u64> = a.rgb_records(&s.session, "cam").iter().map(|r| r.xxh3).collect();
-        let rb: Vec<u64> = b.rgb_records(&s.session, "cam").iter().map(|r| r.xxh3).collect();
+        let ra: Vec<u64> = a
+            .rgb_records(&s.session, "cam")
+            .iter()
+            .map(|r| r.xxh3)
+            .collect();
+        let rb: Vec<u64> = b
+            .rgb_records(&s.session, "cam")
+            .iter()
+            .map(|r| r.xxh3)
+            .collect();
         assert_eq!(ra, rb, "session {}: record checksums differ", s.session);
     }
 }
 
 fn no_tmp_files(cache: &Path) {
-    let tmp: Vec<_> = files_under(cache).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
+    let tmp: Vec<_> = files_under(cache)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
 }
 
 /// Start a build and SIGKILL it as soon as the first job has finished (its job.json exists).
 fn build_and_kill(d: &Path, cache: &Path, extra: &[&str]) -> bool {
     let args = build_args(d, cache, extra);
-    let mut child = Command::new(bin("prep")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(bin("prep"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     loop {
         if let Some(_status) = child.try_wait().unwrap() {
             return false; // finished before we could kill it
         }
-        let done_jobs = files_under(&cache.join("shards")).iter().filter(|p| p.ends_with("job.json")).count();
+        let done_jobs = files_under(&cache.join("shards"))
+            .iter()
+            .filter(|p| p.ends_with("job.json"))
+            .count();
         if done_jobs >= 1 || start.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
@@ -62,13 +84,20 @@ fn kill_9_then_rerun_redoes_only_the_missing_work() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     sessions(d, &["s1", "s2", "s3", "s4"], 6.0);
-    let opts = ["data.img_size=96", "data.num_io_threads=1", "data.max_video_frames=16"];
+    let opts = [
+        "data.img_size=96",
+        "data.num_io_threads=1",
+        "data.max_video_frames=16",
+    ];
     let clean = d.join("clean");
     build_ok(d, &clean, &opts);
 
     let cache = d.join("cache");
     let killed = build_and_kill(d, &cache, &opts);
-    assert!(killed, "the build finished before it could be killed; make the test videos longer");
+    assert!(
+        killed,
+        "the build finished before it could be killed; make the test videos longer"
+    );
     // Killed before the index was written: not a cache yet, and verify says so.
     let err = prep_err(&["verify", "-q", cache.to_str().unwrap()]);
     assert!(err.contains("meta.json"), "{err}");
@@ -108,12 +137,20 @@ fn an_enlarged_manifest_or_a_changed_video_redoes_only_that() {
     prep_ok(&["verify", "-q", cache.to_str().unwrap()]);
     let c = Cache::open(&cache).unwrap();
     assert_eq!(c.sessions.len(), 3);
-    assert_eq!(c.views.iter().find(|v| v.session == "s2").unwrap().codec, "mpeg4");
+    assert_eq!(
+        c.views.iter().find(|v| v.session == "s2").unwrap().codec,
+        "mpeg4"
+    );
     // Old shards of the replaced job are gone: every shard file is referenced.
-    let referenced: std::collections::HashSet<_> = c.records.iter().map(|r| cache.join(&r.shard)).collect();
+    let referenced: std::collections::HashSet<_> =
+        c.records.iter().map(|r| cache.join(&r.shard)).collect();
     for f in files_under(&cache.join("shards")) {
         if f.extension().is_some_and(|e| e == "shard") {
-            assert!(referenced.contains(&f), "unreferenced shard left: {}", f.display());
+            assert!(
+                referenced.contains(&f),
+                "unreferenced shard left: {}",
+                f.display()
+            );
         }
     }
 }
@@ -127,10 +164,15 @@ fn a_rebuild_killed_midway_leaves_the_previous_cache_intact() {
     build_ok(d, &cache, &["data.img_size=32", "data.num_io_threads=1"]);
     let before = Cache::open(&cache).unwrap().records;
     // New parameters: every job is redone under new shard names; kill it midway.
-    let killed = build_and_kill_after_new_job(d, &cache, &["data.img_size=128", "data.num_io_threads=1"]);
+    let killed =
+        build_and_kill_after_new_job(d, &cache, &["data.img_size=128", "data.num_io_threads=1"]);
     assert!(killed, "the rebuild finished before it could be killed");
     prep_ok(&["verify", "-q", cache.to_str().unwrap()]);
-    assert_eq!(Cache::open(&cache).unwrap().records, before, "the old index must still be the one in force");
+    assert_eq!(
+        Cache::open(&cache).unwrap().records,
+        before,
+        "the old index must still be the one in force"
+    );
     build_ok(d, &cache, &["data.img_size=128", "data.num_io_threads=1"]);
     prep_ok(&["verify", "-q", cache.to_str().unwrap()]);
     assert_eq!(Cache::open(&cache).unwrap().meta.params.img_height, 128);
@@ -141,13 +183,21 @@ fn a_rebuild_killed_midway_leaves_the_previous_cache_intact() {
 fn build_and_kill_after_new_job(d: &Path, cache: &Path, extra: &[&str]) -> bool {
     let args = build_args(d, cache, extra);
     let started = std::time::SystemTime::now();
-    let mut child = Command::new(bin("prep")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(bin("prep"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     loop {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
         let fresh = files_under(&cache.join("shards")).iter().any(|p| {
-            p.ends_with("job.json") && std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > started)
+            p.ends_with("job.json")
+                && std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > started)
         });
         if fresh {
             child.kill().unwrap();

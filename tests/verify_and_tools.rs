@@ -11,7 +11,13 @@ use std::process::Command;
 fn small_cache(d: &Path, extra: &[&str]) -> PathBuf {
     testsrc(&d.join("a.mp4"), "h264", 160, 120, "10", 2.0);
     testsrc(&d.join("b.avi"), "mjpeg", 128, 96, "15", 2.0);
-    write_manifest(&d.join("manifest.csv"), &[("s1", "p1", "front", "a.mp4", 0.0), ("s1", "p1", "side", "b.avi", 0.2)]);
+    write_manifest(
+        &d.join("manifest.csv"),
+        &[
+            ("s1", "p1", "front", "a.mp4", 0.0),
+            ("s1", "p1", "side", "b.avi", 0.2),
+        ],
+    );
     write_segments(&d.join("segments.csv"), &[("s1", 0.5, 1.5, "texting")]);
     let cache = d.join("cache");
     let mut opts = vec!["data.img_size=48", "data.max_video_frames=8"];
@@ -35,13 +41,23 @@ fn verify_detects_flipped_bytes_truncation_and_a_swapped_index() {
     data[at] ^= 0x10;
     std::fs::write(&shard, &data).unwrap();
     let err = prep_err(&["verify", "-q", c]);
-    assert!(err.contains(&rec.shard) && err.contains("checksum mismatch"), "{err}");
+    assert!(
+        err.contains(&rec.shard) && err.contains("checksum mismatch"),
+        "{err}"
+    );
     data[at] ^= 0x10;
     std::fs::write(&shard, &data).unwrap();
     prep_ok(&["verify", "-q", c]);
 
     // A truncated shard.
-    let last = Cache::open(&cache).unwrap().records.iter().filter(|r| r.shard == rec.shard).map(|r| r.offset + r.length).max().unwrap();
+    let last = Cache::open(&cache)
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| r.shard == rec.shard)
+        .map(|r| r.offset + r.length)
+        .max()
+        .unwrap();
     std::fs::write(&shard, &data[..(last - 100) as usize]).unwrap();
     let err = prep_err(&["verify", "-q", c]);
     assert!(err.contains("but the shard has"), "{err}");
@@ -49,14 +65,24 @@ fn verify_detects_flipped_bytes_truncation_and_a_swapped_index() {
 
     // An index table from another build.
     let other = small_cache(&dir.path().join("other").tap_mkdir(), &["data.img_size=40"]);
-    std::fs::copy(other.join("index/records.parquet"), cache.join("index/records.parquet")).unwrap();
+    std::fs::copy(
+        other.join("index/records.parquet"),
+        cache.join("index/records.parquet"),
+    )
+    .unwrap();
     let err = prep_err(&["verify", "-q", c]);
-    assert!(err.contains("records.parquet") && err.contains("does not match the checksum in meta.json"), "{err}");
+    assert!(
+        err.contains("records.parquet") && err.contains("does not match the checksum in meta.json"),
+        "{err}"
+    );
 
     // No meta.json at all.
     std::fs::remove_file(cache.join("meta.json")).unwrap();
     let err = prep_err(&["verify", "-q", c]);
-    assert!(err.contains("meta.json") && err.contains("not an mvdrive cache"), "{err}");
+    assert!(
+        err.contains("meta.json") && err.contains("not an mvdrive cache"),
+        "{err}"
+    );
 }
 
 trait TapMkdir {
@@ -84,7 +110,10 @@ fn verify_checks_every_zstd_frame() {
     data[table] = data[table].wrapping_add(1);
     std::fs::write(&shard, &data).unwrap();
     let err = prep_err(&["verify", "-q", cache.to_str().unwrap()]);
-    assert!(err.contains("checksum mismatch") && err.contains("offset table"), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("offset table"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -104,7 +133,10 @@ fn inspect_json_has_the_documented_keys() {
     assert_eq!(frames, 18, "0.2 .. 2.0 s at 10 fps");
     assert_eq!(v["rgb_bytes"].as_u64().unwrap(), 2 * frames * 48 * 48 * 3);
     let text = prep_ok(&["inspect", cache.to_str().unwrap()]);
-    assert!(text.contains("texting") && text.contains("front, side"), "{text}");
+    assert!(
+        text.contains("texting") && text.contains("front, side"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -112,23 +144,65 @@ fn export_frames_writes_pngs_of_the_cached_frames() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path(), &[]);
     let out = dir.path().join("png");
-    prep_ok(&["export-frames", cache.to_str().unwrap(), "--session", "s1", "--view", "side", "--start", "5", "--count", "3", "--out", out.to_str().unwrap()]);
-    let mut files: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+    prep_ok(&[
+        "export-frames",
+        cache.to_str().unwrap(),
+        "--session",
+        "s1",
+        "--view",
+        "side",
+        "--start",
+        "5",
+        "--count",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let mut files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert_eq!(files.len(), 3);
     assert!(files[0].ends_with("s1_side_000005.png"));
     // The PNG decodes (via the ffmpeg CLI) to exactly the cached frame.
     let raw = dir.path().join("f.rgb");
-    ffmpeg(&["-i", files[0].to_str().unwrap(), "-pix_fmt", "rgb24", "-f", "rawvideo", raw.to_str().unwrap()]);
+    ffmpeg(&[
+        "-i",
+        files[0].to_str().unwrap(),
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        raw.to_str().unwrap(),
+    ]);
     let c = Cache::open(&cache).unwrap();
-    assert_eq!(std::fs::read(&raw).unwrap(), c.read_frame("s1", "side", 5).unwrap());
-    let err = prep_err(&["export-frames", cache.to_str().unwrap(), "--session", "nope", "--view", "side", "--out", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&raw).unwrap(),
+        c.read_frame("s1", "side", 5).unwrap()
+    );
+    let err = prep_err(&[
+        "export-frames",
+        cache.to_str().unwrap(),
+        "--session",
+        "nope",
+        "--view",
+        "side",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(err.contains("no session `nope`"), "{err}");
 }
 
 fn python() -> PathBuf {
-    let p = std::env::var_os("MVDRIVE_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(p.exists(), "{} not found: run `make setup` (it installs numpy + pyarrow into .venv)", p.display());
+    let p = std::env::var_os("MVDRIVE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} not found: run `make setup` (it installs numpy + pyarrow into .venv)",
+        p.display()
+    );
     p
 }
 
@@ -142,12 +216,24 @@ fn the_python_reader_reads_frames_without_mvdrive() {
         let status = Command::new(python())
             .arg(root().join("schemas/python/read_cache.py"))
             .arg(&cache)
-            .args(["--session", "s1", "--view", view, "--frame", &t.to_string(), "--out"])
+            .args([
+                "--session",
+                "s1",
+                "--view",
+                view,
+                "--frame",
+                &t.to_string(),
+                "--out",
+            ])
             .arg(&out)
             .status()
             .unwrap();
         assert!(status.success());
-        assert_eq!(std::fs::read(&out).unwrap(), c.read_frame("s1", view, t).unwrap(), "{view} frame {t}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            c.read_frame("s1", view, t).unwrap(),
+            "{view} frame {t}"
+        );
     }
 }
 
@@ -155,9 +241,20 @@ fn the_python_reader_reads_frames_without_mvdrive() {
 fn synth_makes_a_multi_view_dataset_that_builds() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    prep_ok(&["synth", "-q", "--out", data.to_str().unwrap(), "--sessions", "4", "--seed", "7"]);
+    prep_ok(&[
+        "synth",
+        "-q",
+        "--out",
+        data.to_str().unwrap(),
+        "--sessions",
+        "4",
+        "--seed",
+        "7",
+    ]);
     let manifest = std::fs::read_to_string(data.join("manifest.csv")).unwrap();
-    assert!(manifest.starts_with("session,subject,view,video,offset_s,keypoints,keypoint_layout,split"));
+    assert!(
+        manifest.starts_with("session,subject,view,video,offset_s,keypoints,keypoint_layout,split")
+    );
     let kpt = std::fs::read_to_string(data.join("keypoints/s001_front.csv")).unwrap();
     assert!(kpt.starts_with("frame,joint,x,y,conf\n0,0,"));
     let cache = dir.path().join("cache");
@@ -167,18 +264,45 @@ fn synth_makes_a_multi_view_dataset_that_builds() {
     assert_eq!(c.meta.views, vec!["front", "left", "right"]);
     // Three views with different resolutions, rates, codecs and start offsets.
     let v: Vec<_> = c.views.iter().filter(|v| v.session == "s001").collect();
-    let sizes: std::collections::HashSet<_> = v.iter().map(|v| (v.src_width, v.src_height)).collect();
-    let rates: std::collections::HashSet<_> = v.iter().map(|v| (v.src_fps * 100.0).round() as i64).collect();
-    let offsets: std::collections::HashSet<_> = v.iter().map(|v| (v.offset_s * 100.0).round() as i64).collect();
-    assert_eq!((sizes.len(), rates.len(), offsets.len()), (3, 3, 3), "{v:?}");
+    let sizes: std::collections::HashSet<_> =
+        v.iter().map(|v| (v.src_width, v.src_height)).collect();
+    let rates: std::collections::HashSet<_> = v
+        .iter()
+        .map(|v| (v.src_fps * 100.0).round() as i64)
+        .collect();
+    let offsets: std::collections::HashSet<_> = v
+        .iter()
+        .map(|v| (v.offset_s * 100.0).round() as i64)
+        .collect();
+    assert_eq!(
+        (sizes.len(), rates.len(), offsets.len()),
+        (3, 3, 3),
+        "{v:?}"
+    );
     // At least 4 classes and several subjects.
-    assert!(c.labels.len() >= 4 && c.labels.iter().all(|l| l.segments > 0), "{:?}", c.labels);
+    assert!(
+        c.labels.len() >= 4 && c.labels.iter().all(|l| l.segments > 0),
+        "{:?}",
+        c.labels
+    );
     let subjects: std::collections::HashSet<_> = c.sessions.iter().map(|s| &s.subject).collect();
     assert!(subjects.len() >= 3);
     // Same seed, same dataset.
     let again = dir.path().join("again");
-    prep_ok(&["synth", "-q", "--out", again.to_str().unwrap(), "--sessions", "4", "--seed", "7"]);
-    assert_eq!(std::fs::read(data.join("segments.csv")).unwrap(), std::fs::read(again.join("segments.csv")).unwrap());
+    prep_ok(&[
+        "synth",
+        "-q",
+        "--out",
+        again.to_str().unwrap(),
+        "--sessions",
+        "4",
+        "--seed",
+        "7",
+    ]);
+    assert_eq!(
+        std::fs::read(data.join("segments.csv")).unwrap(),
+        std::fs::read(again.join("segments.csv")).unwrap()
+    );
 }
 
 /// Classes differ by motion: the mean absolute frame-to-frame change inside segments of
@@ -187,7 +311,16 @@ fn synth_makes_a_multi_view_dataset_that_builds() {
 fn synth_classes_differ_by_motion() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    prep_ok(&["synth", "-q", "--out", data.to_str().unwrap(), "--sessions", "2", "--seed", "1"]);
+    prep_ok(&[
+        "synth",
+        "-q",
+        "--out",
+        data.to_str().unwrap(),
+        "--sessions",
+        "2",
+        "--seed",
+        "1",
+    ]);
     let cache = dir.path().join("cache");
     build_ok(&data, &cache, &["data.img_size=64", "prep.fps=10"]);
     let c = Cache::open(&cache).unwrap();

@@ -9,15 +9,36 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 /// Keys `prep` reads, with a one-line description (shown in errors and `--help`).
 pub const PREP_KEYS: &[(&str, &str)] = &[
-    ("data.img_size", "frame size: N (square) or HxW, default 224"),
-    ("data.max_video_frames", "timeline frames per record (chunk), default 500"),
-    ("data.num_io_threads", "videos decoded at once, 0 = one per core (default)"),
-    ("prep.fps", "timeline rate: a number or `source` (first view's rate, default)"),
+    (
+        "data.img_size",
+        "frame size: N (square) or HxW, default 224",
+    ),
+    (
+        "data.max_video_frames",
+        "timeline frames per record (chunk), default 500",
+    ),
+    (
+        "data.num_io_threads",
+        "videos decoded at once, 0 = one per core (default)",
+    ),
+    (
+        "prep.fps",
+        "timeline rate: a number or `source` (first view's rate, default)",
+    ),
     ("prep.resize", "stretch (default) | letterbox | center_crop"),
     ("prep.scaler", "bilinear (default) | bicubic | area"),
-    ("prep.compress", "none (default) | zstd:N (per-frame, N in 1..22)"),
-    ("prep.shard_size", "shard size cap, e.g. 1GiB (default), 256MiB"),
-    ("prep.max_decode_errors", "damaged packets tolerated per video, default 0"),
+    (
+        "prep.compress",
+        "none (default) | zstd:N (per-frame, N in 1..22)",
+    ),
+    (
+        "prep.shard_size",
+        "shard size cap, e.g. 1GiB (default), 256MiB",
+    ),
+    (
+        "prep.max_decode_errors",
+        "damaged packets tolerated per video, default 0",
+    ),
 ];
 
 /// Keys that belong to `train`; `prep` accepts them in a config file and ignores them.
@@ -136,7 +157,9 @@ pub fn nearest_key(key: &str) -> Option<&'static str> {
 /// Parse a byte size such as `1GiB`, `256MiB`, `500MB` or `123456`.
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -149,13 +172,18 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
         "gib" => 1024.0 * 1024.0 * 1024.0,
         _ => return None,
     };
-    (n >= 0.0).then(|| (n * mult) as u64)
+    (n >= 0.0).then_some((n * mult) as u64)
 }
 
 impl PrepConfig {
     /// Set one key from its text value. Train keys are accepted and ignored only when
     /// `allow_train_keys` (config files); on the command line they are an error.
-    pub fn set(&mut self, key: &str, value: &str, allow_train_keys: bool) -> Result<(), ConfigError> {
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: &str,
+        allow_train_keys: bool,
+    ) -> Result<(), ConfigError> {
         let v = value.trim();
         let int = |want: &str| v.parse::<u64>().map_err(|_| bad(key, v, want));
         match key {
@@ -179,7 +207,9 @@ impl PrepConfig {
                 }
                 self.max_video_frames = n as u32;
             }
-            "data.num_io_threads" => self.num_io_threads = int("a whole number (0 = one per core)")? as usize,
+            "data.num_io_threads" => {
+                self.num_io_threads = int("a whole number (0 = one per core)")? as usize
+            }
             "prep.fps" => {
                 self.fps = if v == "source" {
                     Fps::Source
@@ -207,10 +237,12 @@ impl PrepConfig {
                 }
             }
             "prep.compress" => {
-                self.compress = Compression::parse(v).ok_or_else(|| bad(key, v, "`none` or `zstd:N` with N in 1..22"))?
+                self.compress = Compression::parse(v)
+                    .ok_or_else(|| bad(key, v, "`none` or `zstd:N` with N in 1..22"))?
             }
             "prep.shard_size" => {
-                let n = parse_bytes(v).ok_or_else(|| bad(key, v, "a size such as 1GiB or 256MiB"))?;
+                let n =
+                    parse_bytes(v).ok_or_else(|| bad(key, v, "a size such as 1GiB or 256MiB"))?;
                 if n < 1 << 20 {
                     return Err(bad(key, v, "at least 1MiB"));
                 }
@@ -231,7 +263,11 @@ impl PrepConfig {
                 };
                 return Err(ConfigError(format!(
                     "unknown config key `{k}`{hint} (prep keys: {})",
-                    PREP_KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                    PREP_KEYS
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -242,7 +278,9 @@ impl PrepConfig {
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
         for o in overrides {
             let (k, v) = o.split_once('=').ok_or_else(|| {
-                ConfigError(format!("`{o}` is not a `key.sub=value` override (e.g. data.img_size=112)"))
+                ConfigError(format!(
+                    "`{o}` is not a `key.sub=value` override (e.g. data.img_size=112)"
+                ))
             })?;
             self.set(k.trim(), v, false)?;
         }
@@ -257,7 +295,8 @@ impl PrepConfig {
             .map_err(|e| ConfigError(format!("{}: invalid YAML: {e}", path.display())))?;
         let mut flat = Vec::new();
         if let Some(doc) = docs.first() {
-            flatten("", doc, &mut flat).map_err(|m| ConfigError(format!("{}: {m}", path.display())))?;
+            flatten("", doc, &mut flat)
+                .map_err(|m| ConfigError(format!("{}: {m}", path.display())))?;
         }
         for (k, v) in flat {
             self.set(&k, &v, true)
@@ -296,7 +335,9 @@ impl PrepConfig {
     /// Decoder threads to run at once.
     pub fn threads(&self) -> usize {
         if self.num_io_threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             self.num_io_threads
         }
@@ -311,7 +352,11 @@ fn flatten(prefix: &str, y: &Yaml, out: &mut Vec<(String, String)>) -> Result<()
                     Yaml::String(s) => s.clone(),
                     other => return Err(format!("key {other:?} under `{prefix}` is not text")),
                 };
-                let full = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                let full = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&full, v, out)?;
             }
         }
@@ -347,14 +392,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_suggest_the_nearest_one() {
-        let err = PrepConfig::default().apply_overrides(&["data.img_szie=3".into()]).unwrap_err();
+        let err = PrepConfig::default()
+            .apply_overrides(&["data.img_szie=3".into()])
+            .unwrap_err();
         assert!(err.0.contains("did you mean `data.img_size`"), "{err}");
     }
 
     #[test]
     fn type_errors_name_the_key() {
-        let err = PrepConfig::default().apply_overrides(&["data.max_video_frames=abc".into()]).unwrap_err();
-        assert!(err.0.contains("data.max_video_frames") && err.0.contains("abc"), "{err}");
+        let err = PrepConfig::default()
+            .apply_overrides(&["data.max_video_frames=abc".into()])
+            .unwrap_err();
+        assert!(
+            err.0.contains("data.max_video_frames") && err.0.contains("abc"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -363,11 +415,19 @@ mod tests {
         assert!(c.apply_overrides(&["data.batch_size=4".into()]).is_err());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.yaml");
-        std::fs::write(&f, "data:\n  batch_size: 4\n  img_size: 112\nprep:\n  scaler: area\n").unwrap();
+        std::fs::write(
+            &f,
+            "data:\n  batch_size: 4\n  img_size: 112\nprep:\n  scaler: area\n",
+        )
+        .unwrap();
         c.apply_yaml_file(&f).unwrap();
         assert_eq!((c.img_height, c.scaler), (112, Scaler::Area));
         std::fs::write(&f, "data:\n  img_sise: 112\n").unwrap();
-        assert!(c.apply_yaml_file(&f).unwrap_err().0.contains("did you mean `data.img_size`"));
+        assert!(c
+            .apply_yaml_file(&f)
+            .unwrap_err()
+            .0
+            .contains("did you mean `data.img_size`"));
     }
 
     #[test]
@@ -392,7 +452,10 @@ mod shipped_config {
         let text = std::fs::read_to_string(&path).unwrap();
         for (key, _) in PREP_KEYS {
             let leaf = key.rsplit('.').next().unwrap();
-            assert!(text.contains(&format!("{leaf}:")), "configs/config.yaml lacks {key}");
+            assert!(
+                text.contains(&format!("{leaf}:")),
+                "configs/config.yaml lacks {key}"
+            );
         }
     }
 }

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling::{Context as Sws, Flags};
 use ffmpeg::{codec, encoder, format, frame, Dictionary, Packet, Rational};
+use ffmpeg_next as ffmpeg;
 
 /// The codecs `prep synth` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,14 @@ fn err(path: &Path, what: &str) -> impl Fn(ffmpeg::Error) -> String {
 impl VideoWriter {
     /// Create `path` (container from its extension) for `width x height` frames whose
     /// timestamps count in units of `time_base` seconds.
-    pub fn create(path: &Path, codec_kind: Codec, width: u32, height: u32, time_base: Rational, frame_rate: Rational) -> Result<VideoWriter, String> {
+    pub fn create(
+        path: &Path,
+        codec_kind: Codec,
+        width: u32,
+        height: u32,
+        time_base: Rational,
+        frame_rate: Rational,
+    ) -> Result<VideoWriter, String> {
         crate::video::init();
         let mut octx = format::output(path).map_err(err(path, "cannot create"))?;
         let (found, pix) = match codec_kind {
@@ -53,10 +60,18 @@ impl VideoWriter {
             Codec::Mpeg4 => (encoder::find(codec::Id::MPEG4), Pixel::YUV420P),
             Codec::Mjpeg => (encoder::find(codec::Id::MJPEG), Pixel::YUVJ420P),
         };
-        let c = found.ok_or_else(|| format!("{}: no {codec_kind:?} encoder in this FFmpeg", path.display()))?;
+        let c = found.ok_or_else(|| {
+            format!(
+                "{}: no {codec_kind:?} encoder in this FFmpeg",
+                path.display()
+            )
+        })?;
         let global = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
         let mut ost = octx.add_stream(c).map_err(err(path, "add stream"))?;
-        let mut enc = codec::context::Context::new_with_codec(c).encoder().video().map_err(err(path, "encoder"))?;
+        let mut enc = codec::context::Context::new_with_codec(c)
+            .encoder()
+            .video()
+            .map_err(err(path, "encoder"))?;
         enc.set_width(width);
         enc.set_height(height);
         enc.set_format(pix);
@@ -81,11 +96,22 @@ impl VideoWriter {
         }
         enc.set_flags(flags);
         ost.set_time_base(time_base);
-        let enc = enc.open_as_with(c, opts).map_err(err(path, "open encoder"))?;
+        let enc = enc
+            .open_as_with(c, opts)
+            .map_err(err(path, "open encoder"))?;
         ost.set_parameters(&enc);
         octx.write_header().map_err(err(path, "write header"))?;
         let ost_tb = octx.stream(0).map(|s| s.time_base()).unwrap_or(time_base);
-        let sws = Sws::get(Pixel::RGB24, width, height, pix, width, height, Flags::BILINEAR).map_err(err(path, "scaler"))?;
+        let sws = Sws::get(
+            Pixel::RGB24,
+            width,
+            height,
+            pix,
+            width,
+            height,
+            Flags::BILINEAR,
+        )
+        .map_err(err(path, "scaler"))?;
         Ok(VideoWriter {
             octx,
             enc,
@@ -113,9 +139,13 @@ impl VideoWriter {
         for y in 0..self.height as usize {
             data[y * stride..y * stride + row].copy_from_slice(&rgb[y * row..(y + 1) * row]);
         }
-        self.sws.run(&self.rgb, &mut self.yuv).map_err(|e| format!("scale: {e}"))?;
+        self.sws
+            .run(&self.rgb, &mut self.yuv)
+            .map_err(|e| format!("scale: {e}"))?;
         self.yuv.set_pts(Some(pts));
-        self.enc.send_frame(&self.yuv).map_err(|e| format!("encode: {e}"))?;
+        self.enc
+            .send_frame(&self.yuv)
+            .map_err(|e| format!("encode: {e}"))?;
         self.drain()
     }
 
@@ -127,7 +157,8 @@ impl VideoWriter {
                 pkt.set_duration(self.frame_dur);
             }
             pkt.rescale_ts(self.enc_tb, self.ost_tb);
-            pkt.write_interleaved(&mut self.octx).map_err(|e| format!("write: {e}"))?;
+            pkt.write_interleaved(&mut self.octx)
+                .map_err(|e| format!("write: {e}"))?;
         }
         Ok(())
     }
@@ -136,6 +167,8 @@ impl VideoWriter {
     pub fn finish(mut self) -> Result<(), String> {
         self.enc.send_eof().map_err(|e| format!("encode: {e}"))?;
         self.drain()?;
-        self.octx.write_trailer().map_err(|e| format!("trailer: {e}"))
+        self.octx
+            .write_trailer()
+            .map_err(|e| format!("trailer: {e}"))
     }
 }

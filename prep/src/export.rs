@@ -8,14 +8,34 @@ use crate::error::{io, PrepError};
 
 /// Write frames `start .. start + count` of (session, view) as
 /// `DIR/<session>_<view>_<frame>.png`. Returns the files written.
-pub fn export_frames(cache: &Path, session: &str, view: &str, start: u64, count: u64, out: &Path) -> Result<Vec<PathBuf>, PrepError> {
+pub fn export_frames(
+    cache: &Path,
+    session: &str,
+    view: &str,
+    start: u64,
+    count: u64,
+    out: &Path,
+) -> Result<Vec<PathBuf>, PrepError> {
     let c = Cache::open(cache)?;
     let Some(s) = c.sessions.iter().find(|s| s.session == session) else {
-        let known: Vec<&str> = c.sessions.iter().take(10).map(|s| s.session.as_str()).collect();
-        return Err(PrepError::Other(format!("{}: no session `{session}` (sessions: {} ...)", cache.display(), known.join(", "))));
+        let known: Vec<&str> = c
+            .sessions
+            .iter()
+            .take(10)
+            .map(|s| s.session.as_str())
+            .collect();
+        return Err(PrepError::Other(format!(
+            "{}: no session `{session}` (sessions: {} ...)",
+            cache.display(),
+            known.join(", ")
+        )));
     };
     if !c.meta.views.iter().any(|v| v == view) {
-        return Err(PrepError::Other(format!("{}: no view `{view}` (views: {})", cache.display(), c.meta.views.join(", "))));
+        return Err(PrepError::Other(format!(
+            "{}: no view `{view}` (views: {})",
+            cache.display(),
+            c.meta.views.join(", ")
+        )));
     }
     if start >= s.timeline_frames {
         return Err(PrepError::Other(format!(

@@ -71,20 +71,40 @@ pub fn human_bytes(n: u64) -> String {
 pub fn text(dir: &Path) -> Result<String, PrepError> {
     let v = summary(dir)?;
     let mut s = String::new();
-    let views: Vec<&str> = v["views"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let views: Vec<&str> = v["views"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     s += &format!("cache            {}\n", dir.display());
     s += &format!("sessions         {}\n", v["sessions"]);
     s += &format!("views            {} ({})\n", views.len(), views.join(", "));
     s += &format!("timeline frames  {} per view\n", v["timeline_frames"]);
-    s += &format!("img_size         {}x{}  compress {}\n", v["img_size"][0], v["img_size"][1], v["compress"].as_str().unwrap_or(""));
+    s += &format!(
+        "img_size         {}x{}  compress {}\n",
+        v["img_size"][0],
+        v["img_size"][1],
+        v["compress"].as_str().unwrap_or("")
+    );
     s += &format!("fps              {}\n", v["fps"]);
     s += &format!("segments         {}\n", v["segments"]);
-    s += &format!("rgb bytes        {}\n", human_bytes(v["rgb_bytes"].as_u64().unwrap_or(0)));
-    s += &format!("kpt bytes        {}\n", human_bytes(v["kpt_bytes"].as_u64().unwrap_or(0)));
+    s += &format!(
+        "rgb bytes        {}\n",
+        human_bytes(v["rgb_bytes"].as_u64().unwrap_or(0))
+    );
+    s += &format!(
+        "kpt bytes        {}\n",
+        human_bytes(v["kpt_bytes"].as_u64().unwrap_or(0))
+    );
     s += "classes\n";
     let counts: Vec<(String, u64)> = v["classes"]
         .as_object()
-        .map(|m| m.iter().map(|(k, c)| (k.clone(), c.as_u64().unwrap_or(0))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, c)| (k.clone(), c.as_u64().unwrap_or(0)))
+                .collect()
+        })
         .unwrap_or_default();
     let max = counts.iter().map(|c| c.1).max().unwrap_or(1).max(1);
     for (label, n) in &counts {
@@ -105,7 +125,10 @@ pub fn text(dir: &Path) -> Result<String, PrepError> {
         );
     }
     if v["skipped"].as_u64().unwrap_or(0) > 0 {
-        s += &format!("skipped          {} view(s) at build time (see meta.json)\n", v["skipped"]);
+        s += &format!(
+            "skipped          {} view(s) at build time (see meta.json)\n",
+            v["skipped"]
+        );
     }
     Ok(s)
 }

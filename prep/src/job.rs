@@ -62,12 +62,22 @@ pub struct JobFile {
 pub fn safe_component(name: &str) -> String {
     let plain: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if plain == name && !name.starts_with('.') && !name.is_empty() {
         plain
     } else {
-        format!("{}-{:08x}", plain.trim_start_matches('.'), xxh3_64(name.as_bytes()) as u32)
+        format!(
+            "{}-{:08x}",
+            plain.trim_start_matches('.'),
+            xxh3_64(name.as_bytes()) as u32
+        )
     }
 }
 
@@ -84,19 +94,39 @@ pub fn identity(path: &Path) -> std::io::Result<(u64, i128)> {
 
 impl Job {
     /// Plan a job; computes its generation.
-    pub fn new(entry: ViewEntry, info: VideoInfo, timeline: Timeline, cfg: &PrepConfig) -> std::io::Result<Job> {
+    pub fn new(
+        entry: ViewEntry,
+        info: VideoInfo,
+        timeline: Timeline,
+        cfg: &PrepConfig,
+    ) -> std::io::Result<Job> {
         let (size, mtime_ns) = identity(&entry.path)?;
-        let rel_dir = format!("shards/{}/{}", safe_component(&entry.session), safe_component(&entry.view));
+        let rel_dir = format!(
+            "shards/{}/{}",
+            safe_component(&entry.session),
+            safe_component(&entry.view)
+        );
         let key = format!(
             "v{}|{:?}|{:?}|{size}|{mtime_ns}|{:?}|{:?}|{:?}",
             mvdrive_schemas::FORMAT_VERSION,
             cfg.params(),
-            entry.path.canonicalize().unwrap_or_else(|_| entry.path.clone()),
+            entry
+                .path
+                .canonicalize()
+                .unwrap_or_else(|_| entry.path.clone()),
             entry.offset_s,
             entry.fps,
             timeline,
         );
-        Ok(Job { gen: to_hex(xxh3_64(key.as_bytes())), entry, info, timeline, rel_dir, size, mtime_ns })
+        Ok(Job {
+            gen: to_hex(xxh3_64(key.as_bytes())),
+            entry,
+            info,
+            timeline,
+            rel_dir,
+            size,
+            mtime_ns,
+        })
     }
 
     /// Absolute shard folder.
@@ -122,7 +152,12 @@ impl Job {
 
     /// Decode, resize and write the job. `progress(n)` is told of every `n` timeline
     /// frames written. On error nothing of this job is left behind.
-    pub fn run(&self, cache: &Path, cfg: &PrepConfig, progress: &(dyn Fn(u64) + Sync)) -> Result<JobFile, String> {
+    pub fn run(
+        &self,
+        cache: &Path,
+        cfg: &PrepConfig,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<JobFile, String> {
         let dir = self.dir(cache);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let prefix = format!("rgb-{}", &self.gen[..8]);
@@ -134,11 +169,17 @@ impl Job {
                 for r in &mut records {
                     r.shard = format!("{}/{}", self.rel_dir, r.shard);
                 }
-                let jf = JobFile { gen: self.gen.clone(), view, records, decode_errors: errors };
+                let jf = JobFile {
+                    gen: self.gen.clone(),
+                    view,
+                    records,
+                    decode_errors: errors,
+                };
                 let tmp = dir.join(format!("{JOB_FILE}.tmp"));
                 let json = serde_json::to_vec_pretty(&jf).map_err(|e| e.to_string())?;
                 write_synced(&tmp, &json).map_err(|e| format!("{}: {e}", tmp.display()))?;
-                std::fs::rename(&tmp, dir.join(JOB_FILE)).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::rename(&tmp, dir.join(JOB_FILE))
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
                 Ok(jf)
             }
             Err(e) => {
@@ -227,7 +268,9 @@ impl Job {
             }
         }
         let damaged = match &stats.first_error {
-            Some(e) if stats.errors > 0 => format!("; {} damaged packet(s), first: {e}", stats.errors),
+            Some(e) if stats.errors > 0 => {
+                format!("; {} damaged packet(s), first: {e}", stats.errors)
+            }
             _ => String::new(),
         };
         if !picker.done() {

@@ -124,7 +124,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .without_time()
         .with_target(false)
@@ -142,7 +143,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Synth { out, sessions, seed } => {
+        Command::Synth {
+            out,
+            sessions,
+            seed,
+        } => {
             let s = synth::synth(&out, sessions, seed, quiet)?;
             println!(
                 "synth: wrote {} sessions, {} videos, {} segments to {} (manifest.csv, segments.csv, labels.txt, keypoints/)",
@@ -152,7 +157,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 s.out.display()
             );
         }
-        Command::Build { manifest, segments, out, data_root, labels, config, allow_skips, overrides } => {
+        Command::Build {
+            manifest,
+            segments,
+            out,
+            data_root,
+            labels,
+            config,
+            allow_skips,
+            overrides,
+        } => {
             let mut cfg = PrepConfig::default();
             if let Some(f) = &config {
                 cfg.apply_yaml_file(f)?;
@@ -162,7 +176,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let p = segments.parent()?.join("labels.txt");
                 p.is_file().then_some(p)
             });
-            let args = BuildArgs { manifest, segments, out, data_root, labels, config: cfg, quiet };
+            let args = BuildArgs {
+                manifest,
+                segments,
+                out,
+                data_root,
+                labels,
+                config: cfg,
+                quiet,
+            };
             let s = build(&args)?;
             for w in &s.warnings {
                 eprintln!("warning: {w}");
@@ -186,7 +208,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 human_bytes(s.peak_rss)
             );
             if !s.skipped.is_empty() {
-                eprintln!("skipped {} view(s); their sessions are not in the cache:", s.skipped.len());
+                eprintln!(
+                    "skipped {} view(s); their sessions are not in the cache:",
+                    s.skipped.len()
+                );
                 for k in &s.skipped {
                     eprintln!("  session `{}` view `{}`: {}", k.session, k.view, k.reason);
                 }
@@ -197,7 +222,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Verify { cache } => {
-            let total = mvdrive_schemas::meta::Meta::load(&cache).map(|m| m.totals.rgb_bytes + m.totals.kpt_bytes).unwrap_or(0);
+            let total = mvdrive_schemas::meta::Meta::load(&cache)
+                .map(|m| m.totals.rgb_bytes + m.totals.kpt_bytes)
+                .unwrap_or(0);
             let pb = progress::bar(total, "bytes", quiet);
             let report = mvdrive_schemas::verify::verify(&cache, |n| pb.inc(n));
             pb.finish_and_clear();
@@ -212,18 +239,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for p in &report.problems {
                     eprintln!("{p}");
                 }
-                eprintln!("error: {} problem(s) in {}; re-run `prep build` to repair it", report.problems.len(), cache.display());
+                eprintln!(
+                    "error: {} problem(s) in {}; re-run `prep build` to repair it",
+                    report.problems.len(),
+                    cache.display()
+                );
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Inspect { cache, json } => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&inspect::summary(&cache)?)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&inspect::summary(&cache)?)?
+                );
             } else {
                 print!("{}", inspect::text(&cache)?);
             }
         }
-        Command::ExportFrames { cache, session, view, start, count, out } => {
+        Command::ExportFrames {
+            cache,
+            session,
+            view,
+            start,
+            count,
+            out,
+        } => {
             let files = export::export_frames(&cache, &session, &view, start, count, &out)
                 .with_context(|| format!("export-frames from {}", cache.display()))?;
             println!("wrote {} PNG file(s) to {}", files.len(), out.display());

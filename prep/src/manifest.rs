@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
-use arrow_array::{Array, Float32Array, Float64Array, Int32Array, Int64Array, LargeStringArray, StringArray};
+use arrow_array::{
+    Array, Float32Array, Float64Array, Int32Array, Int64Array, LargeStringArray, StringArray,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// A table of text cells read from CSV or Parquet, with line numbers for messages.
@@ -30,7 +32,10 @@ impl TextTable {
         if !path.is_file() {
             return Err(format!("{shown}: file not found"));
         }
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+        {
             return read_parquet(path);
         }
         let mut rdr = csv::ReaderBuilder::new()
@@ -49,7 +54,9 @@ impl TextTable {
             let rec = rec.map_err(|e| {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
                 let what = match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => {
                         format!("{len} fields but the header has {expected_len}")
                     }
                     csv::ErrorKind::Utf8 { .. } => "text is not valid UTF-8".to_string(),
@@ -83,12 +90,20 @@ fn read_parquet(path: &Path) -> Result<TextTable, String> {
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| format!("{shown}: {e}"))?;
-        headers = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        headers = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let n = batch.num_rows();
         let mut cols: Vec<Vec<String>> = Vec::new();
         for (c, name) in batch.columns().iter().zip(&headers) {
             cols.push(text_column(c.as_ref()).ok_or_else(|| {
-                format!("{shown}: column `{name}` has type {}, expected text or numbers", c.data_type())
+                format!(
+                    "{shown}: column `{name}` has type {}, expected text or numbers",
+                    c.data_type()
+                )
             })?);
         }
         for i in 0..n {
@@ -104,9 +119,22 @@ fn read_parquet(path: &Path) -> Result<TextTable, String> {
 }
 
 fn text_column(a: &dyn Array) -> Option<Vec<String>> {
-    fn conv<A: Array + 'static, T: ToString>(a: &dyn Array, f: impl Fn(&A, usize) -> T) -> Option<Vec<String>> {
+    fn conv<A: Array + 'static, T: ToString>(
+        a: &dyn Array,
+        f: impl Fn(&A, usize) -> T,
+    ) -> Option<Vec<String>> {
         let a = a.as_any().downcast_ref::<A>()?;
-        Some((0..a.len()).map(|i| if a.is_null(i) { String::new() } else { f(a, i).to_string() }).collect())
+        Some(
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        String::new()
+                    } else {
+                        f(a, i).to_string()
+                    }
+                })
+                .collect(),
+        )
     }
     conv::<StringArray, _>(a, |a, i| a.value(i).to_string())
         .or_else(|| conv::<LargeStringArray, _>(a, |a, i| a.value(i).to_string()))
@@ -171,7 +199,10 @@ const MANIFEST_REQUIRED: &[&str] = &["session", "subject", "view", "video"];
 const MANIFEST_OPTIONAL: &[&str] = &["fps", "offset_s", "keypoints", "keypoint_layout", "split"];
 
 fn cell<'a>(t: &TextTable, row: &'a [String], name: &str) -> Option<&'a str> {
-    t.col(name).and_then(|i| row.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty())
+    t.col(name)
+        .and_then(|i| row.get(i))
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
 }
 
 /// Lexically resolve `rel` under `root`, refusing anything that leaves it.
@@ -185,7 +216,10 @@ pub fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf, String> {
         return if canon.starts_with(&canon_root) {
             Ok(canon)
         } else {
-            Err(format!("path `{rel}` is outside the data root {}", root.display()))
+            Err(format!(
+                "path `{rel}` is outside the data root {}",
+                root.display()
+            ))
         };
     }
     for c in p.components() {
@@ -231,7 +265,11 @@ impl Manifest {
             Some(r) => r.to_path_buf(),
             None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
         };
-        let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root };
+        let root = if root.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            root
+        };
         let mut problems = Vec::new();
         for req in MANIFEST_REQUIRED {
             if t.col(req).is_none() {
@@ -246,10 +284,13 @@ impl Manifest {
             return Err(problems);
         }
         if t.rows.is_empty() {
-            return Err(vec![format!("{shown}: no rows; add one row per (session, view)")]);
+            return Err(vec![format!(
+                "{shown}: no rows; add one row per (session, view)"
+            )]);
         }
         for h in &t.headers {
-            if !MANIFEST_REQUIRED.contains(&h.as_str()) && !MANIFEST_OPTIONAL.contains(&h.as_str()) {
+            if !MANIFEST_REQUIRED.contains(&h.as_str()) && !MANIFEST_OPTIONAL.contains(&h.as_str())
+            {
                 tracing::warn!("{shown}: ignoring unknown column `{h}`");
             }
         }
@@ -264,7 +305,9 @@ impl Manifest {
                 cell(&t, row, "view"),
                 cell(&t, row, "video"),
             ) else {
-                problems.push(format!("{at}: session, subject, view and video must all be filled in"));
+                problems.push(format!(
+                    "{at}: session, subject, view and video must all be filled in"
+                ));
                 continue;
             };
             if let Some(first) = seen.insert((session.into(), view.into()), *line) {
@@ -277,7 +320,10 @@ impl Manifest {
                 None => None,
                 Some(Ok(f)) if f.is_finite() && f > 0.0 => Some(f),
                 Some(_) => {
-                    problems.push(format!("{at}: fps `{}` is not a positive number", cell(&t, row, "fps").unwrap_or("")));
+                    problems.push(format!(
+                        "{at}: fps `{}` is not a positive number",
+                        cell(&t, row, "fps").unwrap_or("")
+                    ));
                     continue;
                 }
             };
@@ -300,7 +346,10 @@ impl Manifest {
                 }
             };
             if !path.exists() {
-                problems.push(format!("{at}: video {} not found; fix the path or remove the row", path.display()));
+                problems.push(format!(
+                    "{at}: video {} not found; fix the path or remove the row",
+                    path.display()
+                ));
                 continue;
             }
             if !path.is_file() {
@@ -308,7 +357,10 @@ impl Manifest {
                 continue;
             }
             if let Err(e) = File::open(&path) {
-                problems.push(format!("{at}: video {} cannot be read: {e}", path.display()));
+                problems.push(format!(
+                    "{at}: video {} cannot be read: {e}",
+                    path.display()
+                ));
                 continue;
             }
             if !views.iter().any(|v| v == view) {
@@ -356,7 +408,11 @@ impl Manifest {
         }
         for s in &mut sessions {
             let have: HashSet<&str> = s.views.iter().map(|v| v.view.as_str()).collect();
-            let missing: Vec<&str> = views.iter().filter(|v| !have.contains(v.as_str())).map(String::as_str).collect();
+            let missing: Vec<&str> = views
+                .iter()
+                .filter(|v| !have.contains(v.as_str()))
+                .map(String::as_str)
+                .collect();
             if !missing.is_empty() {
                 problems.push(format!(
                     "{shown}: session `{}` is missing view(s) {} (every session needs every view: {}); add the rows or remove the session",
@@ -365,7 +421,8 @@ impl Manifest {
                     views.join(", ")
                 ));
             }
-            s.views.sort_by_key(|v| views.iter().position(|x| *x == v.view));
+            s.views
+                .sort_by_key(|v| views.iter().position(|x| *x == v.view));
         }
         if problems.is_empty() {
             Ok(Manifest {
@@ -430,7 +487,11 @@ pub struct Segments {
 impl Segments {
     /// Read and validate segments against a validated manifest. `labels_txt` (one label
     /// per line) fixes the class order.
-    pub fn load(path: &Path, manifest: &Manifest, labels_txt: Option<&Path>) -> Result<Segments, Vec<String>> {
+    pub fn load(
+        path: &Path,
+        manifest: &Manifest,
+        labels_txt: Option<&Path>,
+    ) -> Result<Segments, Vec<String>> {
         let t = TextTable::read(path).map_err(|e| vec![e])?;
         let shown = path.display().to_string();
         let secs = t.col("start_s").is_some() && t.col("end_s").is_some();
@@ -442,21 +503,33 @@ impl Segments {
                 t.headers.join(", ")
             )]);
         }
-        let sessions: HashMap<&str, &SessionEntry> = manifest.sessions.iter().map(|s| (s.name.as_str(), s)).collect();
+        let sessions: HashMap<&str, &SessionEntry> = manifest
+            .sessions
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
         let mut problems = Vec::new();
         let mut rows = Vec::new();
         for (line, row) in &t.rows {
             let at = format!("{shown} line {line}");
-            let (Some(session), Some(label)) = (cell(&t, row, "session"), cell(&t, row, "label")) else {
+            let (Some(session), Some(label)) = (cell(&t, row, "session"), cell(&t, row, "label"))
+            else {
                 problems.push(format!("{at}: session and label must be filled in"));
                 continue;
             };
             if !sessions.contains_key(session) {
-                problems.push(format!("{at}: session `{session}` is not in the manifest {}", manifest.path.display()));
+                problems.push(format!(
+                    "{at}: session `{session}` is not in the manifest {}",
+                    manifest.path.display()
+                ));
                 continue;
             }
             let time = if secs && cell(&t, row, "start_s").is_some() {
-                let parse = |c: &str| cell(&t, row, c).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
+                let parse = |c: &str| {
+                    cell(&t, row, c)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .filter(|v| v.is_finite())
+                };
                 match (parse("start_s"), parse("end_s")) {
                     (Some(start), Some(end)) if start < end => SegTime::Seconds { start, end },
                     (Some(_), Some(_)) => {
@@ -464,7 +537,9 @@ impl Segments {
                         continue;
                     }
                     _ => {
-                        problems.push(format!("{at}: start_s and end_s must be numbers of seconds"));
+                        problems.push(format!(
+                            "{at}: start_s and end_s must be numbers of seconds"
+                        ));
                         continue;
                     }
                 }
@@ -473,18 +548,27 @@ impl Segments {
                 let view = cell(&t, row, "frame_view").map(String::from);
                 if let Some(v) = &view {
                     if !manifest.views.contains(v) {
-                        problems.push(format!("{at}: frame_view `{v}` is not a view of the manifest ({})", manifest.views.join(", ")));
+                        problems.push(format!(
+                            "{at}: frame_view `{v}` is not a view of the manifest ({})",
+                            manifest.views.join(", ")
+                        ));
                         continue;
                     }
                 }
                 match (parse("start_frame"), parse("end_frame")) {
-                    (Some(start), Some(end)) if 0 <= start && start < end => SegTime::Frames { start, end, view },
+                    (Some(start), Some(end)) if 0 <= start && start < end => {
+                        SegTime::Frames { start, end, view }
+                    }
                     (Some(_), Some(_)) => {
-                        problems.push(format!("{at}: need 0 <= start_frame < end_frame (end is exclusive)"));
+                        problems.push(format!(
+                            "{at}: need 0 <= start_frame < end_frame (end is exclusive)"
+                        ));
                         continue;
                     }
                     _ => {
-                        problems.push(format!("{at}: start_frame and end_frame must be whole numbers"));
+                        problems.push(format!(
+                            "{at}: start_frame and end_frame must be whole numbers"
+                        ));
                         continue;
                     }
                 }
@@ -502,12 +586,23 @@ impl Segments {
         }
         let labels = match labels_txt {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| vec![format!("{}: {e}", p.display())])?;
-                let labels: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| vec![format!("{}: {e}", p.display())])?;
+                let labels: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
                 let known: HashSet<&str> = labels.iter().map(String::as_str).collect();
                 for r in &rows {
                     if !known.contains(r.label.as_str()) {
-                        problems.push(format!("{shown} line {}: label `{}` is not in {}", r.line, r.label, p.display()));
+                        problems.push(format!(
+                            "{shown} line {}: label `{}` is not in {}",
+                            r.line,
+                            r.label,
+                            p.display()
+                        ));
                     }
                 }
                 labels
@@ -518,7 +613,9 @@ impl Segments {
             }
         };
         if rows.is_empty() && problems.is_empty() {
-            problems.push(format!("{shown}: no segments; add at least one labelled segment"));
+            problems.push(format!(
+                "{shown}: no segments; add at least one labelled segment"
+            ));
         }
         if problems.is_empty() {
             Ok(Segments {
@@ -540,7 +637,11 @@ mod tests {
     fn paths_may_not_escape_the_root() {
         let dir = tempfile::tempdir().unwrap();
         assert!(resolve_under(dir.path(), "a/../b.mp4").is_ok());
-        assert!(resolve_under(dir.path(), "../b.mp4").unwrap_err().contains("escapes the data root"));
-        assert!(resolve_under(dir.path(), "/etc/passwd").unwrap_err().contains("outside the data root"));
+        assert!(resolve_under(dir.path(), "../b.mp4")
+            .unwrap_err()
+            .contains("escapes the data root"));
+        assert!(resolve_under(dir.path(), "/etc/passwd")
+            .unwrap_err()
+            .contains("outside the data root"));
     }
 }

@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mvdrive_schemas::checksum::{to_hex, xxh3_file};
-use mvdrive_schemas::index::{write_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow};
+use mvdrive_schemas::index::{
+    write_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow,
+};
 use mvdrive_schemas::meta::{IndexFile, Meta, Skipped, SourceFile, Totals};
 use mvdrive_schemas::{FORMAT_VERSION, INDEX_DIR, META_FILE};
 use rayon::prelude::*;
@@ -96,25 +98,42 @@ struct SessionPlan {
 pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     let started = Instant::now();
     let cfg = &args.config;
-    let manifest = Manifest::load(&args.manifest, args.data_root.as_deref()).map_err(PrepError::Invalid)?;
-    let segments = Segments::load(&args.segments, &manifest, args.labels.as_deref()).map_err(PrepError::Invalid)?;
+    let manifest =
+        Manifest::load(&args.manifest, args.data_root.as_deref()).map_err(PrepError::Invalid)?;
+    let segments = Segments::load(&args.segments, &manifest, args.labels.as_deref())
+        .map_err(PrepError::Invalid)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads())
         .build()
         .map_err(|e| PrepError::Other(format!("cannot start worker threads: {e}")))?;
     let mut summary = BuildSummary::default();
-    if manifest.sessions.iter().any(|s| s.views.iter().any(|v| v.keypoints.is_some())) {
+    if manifest
+        .sessions
+        .iter()
+        .any(|s| s.views.iter().any(|v| v.keypoints.is_some()))
+    {
         summary
             .warnings
             .push("the manifest lists keypoint files; caching keypoints is not built yet (issue #3), so they were not read".into());
     }
 
     // Probe every video (headers only) in parallel.
-    let entries: Vec<_> = manifest.sessions.iter().flat_map(|s| s.views.iter()).collect();
-    let probes: Vec<Result<VideoInfo, String>> =
-        pool.install(|| entries.par_iter().map(|e| video::probe(&e.path, e.fps)).collect());
-    let probe: HashMap<(&str, &str), &Result<VideoInfo, String>> =
-        entries.iter().zip(&probes).map(|(e, p)| ((e.session.as_str(), e.view.as_str()), p)).collect();
+    let entries: Vec<_> = manifest
+        .sessions
+        .iter()
+        .flat_map(|s| s.views.iter())
+        .collect();
+    let probes: Vec<Result<VideoInfo, String>> = pool.install(|| {
+        entries
+            .par_iter()
+            .map(|e| video::probe(&e.path, e.fps))
+            .collect()
+    });
+    let probe: HashMap<(&str, &str), &Result<VideoInfo, String>> = entries
+        .iter()
+        .zip(&probes)
+        .map(|(e, p)| ((e.session.as_str(), e.view.as_str()), p))
+        .collect();
 
     // Plan each session's timeline; a view whose header cannot be read skips its session.
     let mut problems = Vec::new();
@@ -138,7 +157,10 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             .views
             .iter()
             .zip(&infos)
-            .map(|(v, i)| ViewSpan { offset_s: v.offset_s, duration_s: i.duration_s })
+            .map(|(v, i)| ViewSpan {
+                offset_s: v.offset_s,
+                duration_s: i.duration_s,
+            })
             .collect();
         let fps = match cfg.fps {
             Fps::Fixed(f) => f,
@@ -147,7 +169,12 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         let timeline = match Timeline::for_views(&spans, fps) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(format!("{} line {}: session `{}`: {e}", manifest.path.display(), s.views[0].line, s.name));
+                problems.push(format!(
+                    "{} line {}: session `{}`: {e}",
+                    manifest.path.display(),
+                    s.views[0].line,
+                    s.name
+                ));
                 continue;
             }
         };
@@ -159,9 +186,15 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     }
 
     // Map segments onto the timelines.
-    let skipped_sessions: HashSet<String> = summary.skipped.iter().map(|s| s.session.clone()).collect();
+    let skipped_sessions: HashSet<String> =
+        summary.skipped.iter().map(|s| s.session.clone()).collect();
     let mut seg_rows: Vec<SegmentRow> = Vec::new();
-    let label_id: HashMap<&str, u32> = segments.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
+    let label_id: HashMap<&str, u32> = segments
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i as u32))
+        .collect();
     let seg_file = segments.path.display().to_string();
     for seg in &segments.rows {
         let Some(plan) = plans.get(&seg.session) else {
@@ -176,7 +209,10 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
                 };
                 let Some(job) = job else { continue };
                 let f = job.info.fps;
-                (job.entry.offset_s + *start as f64 / f, job.entry.offset_s + *end as f64 / f)
+                (
+                    job.entry.offset_s + *start as f64 / f,
+                    job.entry.offset_s + *end as f64 / f,
+                )
             }
         };
         let tl = &plan.timeline;
@@ -204,7 +240,10 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             end_s: end,
             frame_start: range.start,
             frame_end: range.end,
-            split: seg.split.clone().or_else(|| sess.and_then(|s| s.split.clone())),
+            split: seg
+                .split
+                .clone()
+                .or_else(|| sess.and_then(|s| s.split.clone())),
             source_row: seg.line,
         });
     }
@@ -241,8 +280,11 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     let pb = progress::bar(total, "frames", args.quiet);
     pb.set_message(format!("{} views", todo.len()));
     let tick = |n: u64| pb.inc(n);
-    let results: Vec<(&Job, Result<JobFile, String>)> =
-        pool.install(|| todo.par_iter().map(|j| (*j, j.run(out, cfg, &tick))).collect());
+    let results: Vec<(&Job, Result<JobFile, String>)> = pool.install(|| {
+        todo.par_iter()
+            .map(|j| (*j, j.run(out, cfg, &tick)))
+            .collect()
+    });
     pb.finish_and_clear();
     let failed: Mutex<Vec<Skipped>> = Mutex::new(Vec::new());
     for (job, r) in results {
@@ -252,26 +294,37 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
                 summary.frames_decoded += jf.view.decoded_frames;
                 done.push(jf);
             }
-            Err(e) => failed.lock().unwrap_or_else(|p| p.into_inner()).push(Skipped {
-                session: job.entry.session.clone(),
-                view: job.entry.view.clone(),
-                reason: format!("{}: {e}", job.entry.path.display()),
-            }),
+            Err(e) => failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Skipped {
+                    session: job.entry.session.clone(),
+                    view: job.entry.view.clone(),
+                    reason: format!("{}: {e}", job.entry.path.display()),
+                }),
         }
     }
-    summary.skipped.extend(failed.into_inner().unwrap_or_else(|p| p.into_inner()));
-    let skipped_sessions: HashSet<String> =
-        skipped_sessions.into_iter().chain(summary.skipped.iter().map(|s| s.session.clone())).collect();
+    summary
+        .skipped
+        .extend(failed.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let skipped_sessions: HashSet<String> = skipped_sessions
+        .into_iter()
+        .chain(summary.skipped.iter().map(|s| s.session.clone()))
+        .collect();
 
     // Assemble the index of the sessions whose every view is cached.
     let mut session_rows = Vec::new();
     let mut view_rows = Vec::new();
     let mut record_rows = Vec::new();
     let mut sources = Vec::new();
-    let by_key: HashMap<(String, String), JobFile> =
-        done.into_iter().map(|jf| ((jf.view.session.clone(), jf.view.view.clone()), jf)).collect();
+    let by_key: HashMap<(String, String), JobFile> = done
+        .into_iter()
+        .map(|jf| ((jf.view.session.clone(), jf.view.view.clone()), jf))
+        .collect();
     for s in &manifest.sessions {
-        let Some(plan) = plans.get(&s.name) else { continue };
+        let Some(plan) = plans.get(&s.name) else {
+            continue;
+        };
         if skipped_sessions.contains(&s.name) {
             continue;
         }
@@ -322,15 +375,24 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     summary.sessions = session_rows.len();
     summary.segments = seg_rows.len();
     summary.rgb_bytes = totals.rgb_bytes;
-    summary.shards = record_rows.iter().map(|r| r.shard.as_str()).collect::<HashSet<_>>().len();
+    summary.shards = record_rows
+        .iter()
+        .map(|r| r.shard.as_str())
+        .collect::<HashSet<_>>()
+        .len();
     // Finished jobs of skipped sessions stay on disk (unreferenced) so that a re-run after
     // fixing the failed view reuses them.
-    let referenced: HashSet<PathBuf> =
-        by_key.values().flat_map(|jf| jf.records.iter().map(|r| out.join(&r.shard))).collect();
+    let referenced: HashSet<PathBuf> = by_key
+        .values()
+        .flat_map(|jf| jf.records.iter().map(|r| out.join(&r.shard)))
+        .collect();
     let meta = Meta {
         format_version: FORMAT_VERSION,
         created_by: format!("mvdrive-prep {}", env!("CARGO_PKG_VERSION")),
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         params: cfg.params(),
         views: manifest.views.clone(),
         sources,
@@ -338,7 +400,15 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         skipped: summary.skipped.clone(),
         totals,
     };
-    commit(out, meta, &session_rows, &view_rows, &record_rows, &seg_rows, &label_rows)?;
+    commit(
+        out,
+        meta,
+        &session_rows,
+        &view_rows,
+        &record_rows,
+        &seg_rows,
+        &label_rows,
+    )?;
     let kept_dirs: HashSet<PathBuf> = plans
         .values()
         .flat_map(|p| p.jobs.iter())
@@ -352,13 +422,22 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     Ok(summary)
 }
 
-fn write_index_table<T: Table>(out: &Path, rows: &[T], renames: &mut Vec<(PathBuf, PathBuf)>, files: &mut Vec<IndexFile>) -> Result<(), PrepError> {
+fn write_index_table<T: Table>(
+    out: &Path,
+    rows: &[T],
+    renames: &mut Vec<(PathBuf, PathBuf)>,
+    files: &mut Vec<IndexFile>,
+) -> Result<(), PrepError> {
     let rel = format!("{INDEX_DIR}/{}", T::FILE);
     let dst = out.join(&rel);
     let tmp = out.join(format!("{rel}.tmp"));
     write_table(&tmp, rows)?;
     let bytes = std::fs::metadata(&tmp).map_err(io(&tmp))?.len();
-    files.push(IndexFile { path: rel, bytes, xxh3: to_hex(xxh3_file(&tmp)?) });
+    files.push(IndexFile {
+        path: rel,
+        bytes,
+        xxh3: to_hex(xxh3_file(&tmp)?),
+    });
     renames.push((tmp, dst));
     Ok(())
 }
@@ -425,9 +504,12 @@ fn collect_garbage(out: &Path, referenced: &HashSet<PathBuf>, kept_dirs: &HashSe
     walk(&shards, &mut |p, is_dir| {
         if is_dir {
             let _ = std::fs::remove_dir(p); // only succeeds when empty
-        } else if p.extension().is_some_and(|e| e == "shard") && !referenced.contains(p) {
-            let _ = std::fs::remove_file(p);
-        } else if p.file_name().is_some_and(|n| n == JOB_FILE) && !p.parent().is_some_and(|d| kept_dirs.contains(d)) {
+            return;
+        }
+        let stale_shard = p.extension().is_some_and(|e| e == "shard") && !referenced.contains(p);
+        let stale_job = p.file_name().is_some_and(|n| n == JOB_FILE)
+            && !p.parent().is_some_and(|d| kept_dirs.contains(d));
+        if stale_shard || stale_job {
             let _ = std::fs::remove_file(p);
         }
     });

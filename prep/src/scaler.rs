@@ -1,9 +1,9 @@
 //! Resizing decoded frames to `data.img_size` RGB with swscale, in one of three modes.
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::frame;
 use ffmpeg::software::scaling::{Context, Flags};
+use ffmpeg_next as ffmpeg;
 
 use crate::config::{ResizeMode, Scaler};
 
@@ -25,18 +25,33 @@ pub struct Placement {
 pub fn placement(mode: ResizeMode, src_w: u32, src_h: u32, out_w: u32, out_h: u32) -> Placement {
     let (sx, sy) = (out_w as f64 / src_w as f64, out_h as f64 / src_h as f64);
     match mode {
-        ResizeMode::Stretch => Placement { inner_w: out_w, inner_h: out_h, dx: 0, dy: 0 },
+        ResizeMode::Stretch => Placement {
+            inner_w: out_w,
+            inner_h: out_h,
+            dx: 0,
+            dy: 0,
+        },
         ResizeMode::Letterbox => {
             let s = sx.min(sy);
             let iw = ((src_w as f64 * s).round() as u32).clamp(1, out_w);
             let ih = ((src_h as f64 * s).round() as u32).clamp(1, out_h);
-            Placement { inner_w: iw, inner_h: ih, dx: (out_w - iw) / 2, dy: (out_h - ih) / 2 }
+            Placement {
+                inner_w: iw,
+                inner_h: ih,
+                dx: (out_w - iw) / 2,
+                dy: (out_h - ih) / 2,
+            }
         }
         ResizeMode::CenterCrop => {
             let s = sx.max(sy);
             let iw = ((src_w as f64 * s).round() as u32).max(out_w);
             let ih = ((src_h as f64 * s).round() as u32).max(out_h);
-            Placement { inner_w: iw, inner_h: ih, dx: (iw - out_w) / 2, dy: (ih - out_h) / 2 }
+            Placement {
+                inner_w: iw,
+                inner_h: ih,
+                dx: (iw - out_w) / 2,
+                dy: (ih - out_h) / 2,
+            }
         }
     }
 }
@@ -60,7 +75,14 @@ impl Resizer {
             Scaler::Bicubic => Flags::BICUBIC,
             Scaler::Area => Flags::AREA,
         };
-        Resizer { mode, flags, out_w, out_h, ctx: None, scaled: frame::Video::empty() }
+        Resizer {
+            mode,
+            flags,
+            out_w,
+            out_h,
+            ctx: None,
+            scaled: frame::Video::empty(),
+        }
     }
 
     /// Bytes of one output frame (H * W * 3).
@@ -73,22 +95,32 @@ impl Resizer {
         let key = (src.format(), src.width(), src.height());
         if self.ctx.as_ref().map(|c| (c.0, c.1, c.2)) != Some(key) {
             let p = placement(self.mode, src.width(), src.height(), self.out_w, self.out_h);
-            let ctx = Context::get(key.0, key.1, key.2, Pixel::RGB24, p.inner_w, p.inner_h, self.flags)
-                .map_err(|e| format!("cannot scale {:?} {}x{} frames: {e}", key.0, key.1, key.2))?;
+            let ctx = Context::get(
+                key.0,
+                key.1,
+                key.2,
+                Pixel::RGB24,
+                p.inner_w,
+                p.inner_h,
+                self.flags,
+            )
+            .map_err(|e| format!("cannot scale {:?} {}x{} frames: {e}", key.0, key.1, key.2))?;
             self.ctx = Some((key.0, key.1, key.2, ctx, p));
             self.scaled = frame::Video::empty();
         }
         let Some((_, _, _, ctx, p)) = self.ctx.as_mut() else {
             return Err("internal: no scaler".into());
         };
-        ctx.run(src, &mut self.scaled).map_err(|e| format!("scaling failed: {e}"))?;
+        ctx.run(src, &mut self.scaled)
+            .map_err(|e| format!("scaling failed: {e}"))?;
         let stride = self.scaled.stride(0);
         let data = self.scaled.data(0);
         let row = self.out_w as usize * 3;
         match self.mode {
             ResizeMode::Stretch => {
                 for y in 0..self.out_h as usize {
-                    out[y * row..(y + 1) * row].copy_from_slice(&data[y * stride..y * stride + row]);
+                    out[y * row..(y + 1) * row]
+                        .copy_from_slice(&data[y * stride..y * stride + row]);
                 }
             }
             ResizeMode::Letterbox => {

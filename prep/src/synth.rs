@@ -21,8 +21,22 @@ pub const CLASSES: [&str; 4] = ["drinking", "looking_left", "safe_driving", "tex
 
 /// COCO-17 joint order used by the keypoint CSVs.
 pub const COCO17: [&str; 17] = [
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
-    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
     "right_ankle",
 ];
 
@@ -69,9 +83,51 @@ struct Camera {
 }
 
 const CAMERAS: [Camera; 3] = [
-    Camera { name: "front", width: 160, height: 120, rate: (15, 1), offset_s: 0.0, codec: Codec::H264, ext: "mp4", sx: 1.0, tx: 0.0, sy: 1.0, ty: 0.0, mirror: false, background: [70, 80, 95] },
-    Camera { name: "left", width: 128, height: 96, rate: (10, 1), offset_s: 0.4, codec: Codec::Mjpeg, ext: "avi", sx: 1.25, tx: -0.2, sy: 1.2, ty: -0.15, mirror: false, background: [95, 85, 70] },
-    Camera { name: "right", width: 176, height: 132, rate: (25, 2), offset_s: -0.25, codec: Codec::Mpeg4, ext: "mkv", sx: 0.9, tx: 0.05, sy: 0.9, ty: 0.08, mirror: true, background: [60, 95, 75] },
+    Camera {
+        name: "front",
+        width: 160,
+        height: 120,
+        rate: (15, 1),
+        offset_s: 0.0,
+        codec: Codec::H264,
+        ext: "mp4",
+        sx: 1.0,
+        tx: 0.0,
+        sy: 1.0,
+        ty: 0.0,
+        mirror: false,
+        background: [70, 80, 95],
+    },
+    Camera {
+        name: "left",
+        width: 128,
+        height: 96,
+        rate: (10, 1),
+        offset_s: 0.4,
+        codec: Codec::Mjpeg,
+        ext: "avi",
+        sx: 1.25,
+        tx: -0.2,
+        sy: 1.2,
+        ty: -0.15,
+        mirror: false,
+        background: [95, 85, 70],
+    },
+    Camera {
+        name: "right",
+        width: 176,
+        height: 132,
+        rate: (25, 2),
+        offset_s: -0.25,
+        codec: Codec::Mpeg4,
+        ext: "mkv",
+        sx: 0.9,
+        tx: 0.05,
+        sy: 0.9,
+        ty: 0.08,
+        mirror: true,
+        background: [60, 95, 75],
+    },
 ];
 
 struct Subject {
@@ -102,14 +158,23 @@ fn pose(segs: &[Segment], s: f64, phase: f64) -> Pose {
     let wheel_r = (0.44, 0.62);
     let wheel_l = (0.26, 0.64);
     let sway = 0.006 * (s * 1.3 + phase).sin();
-    let mut p = Pose { head: (0.5 + sway, 0.36), right_hand: (wheel_r.0, wheel_r.1 + sway), left_hand: wheel_l };
-    let Some(seg) = segs.iter().find(|g| g.start <= s && s < g.end) else { return p };
+    let mut p = Pose {
+        head: (0.5 + sway, 0.36),
+        right_hand: (wheel_r.0, wheel_r.1 + sway),
+        left_hand: wheel_l,
+    };
+    let Some(seg) = segs.iter().find(|g| g.start <= s && s < g.end) else {
+        return p;
+    };
     let tau = (s - seg.start) / (seg.end - seg.start);
     let pi = std::f64::consts::PI;
     match CLASSES[seg.class] {
         "texting" => {
             p.head.1 += 0.04;
-            p.right_hand = (0.6, 0.84 + 0.03 * (2.0 * pi * 3.0 * (s - seg.start) + phase).sin());
+            p.right_hand = (
+                0.6,
+                0.84 + 0.03 * (2.0 * pi * 3.0 * (s - seg.start) + phase).sin(),
+            );
         }
         "drinking" => {
             let b = (pi * tau).sin().powi(2);
@@ -134,8 +199,14 @@ impl Canvas<'_> {
         let (cx, cy) = (c.0 * self.w as f64, c.1 * self.h as f64);
         let rp = r * self.w as f64;
         let inner = ring.map(|t| (r - t) * self.w as f64).unwrap_or(-1.0);
-        let (x0, x1) = ((cx - rp).floor().max(0.0) as usize, ((cx + rp).ceil() as usize).min(self.w));
-        let (y0, y1) = ((cy - rp).floor().max(0.0) as usize, ((cy + rp).ceil() as usize).min(self.h));
+        let (x0, x1) = (
+            (cx - rp).floor().max(0.0) as usize,
+            ((cx + rp).ceil() as usize).min(self.w),
+        );
+        let (y0, y1) = (
+            (cy - rp).floor().max(0.0) as usize,
+            ((cy + rp).ceil() as usize).min(self.h),
+        );
         for y in y0..y1 {
             for x in x0..x1 {
                 let d = ((x as f64 + 0.5 - cx).powi(2) + (y as f64 + 0.5 - cy).powi(2)).sqrt();
@@ -171,7 +242,10 @@ fn joints(pose: &Pose, sub: &Subject) -> [(f64, f64, f64); 17] {
     let ls = (0.5 - 0.12 * k, 0.56);
     let rs = (0.5 + 0.12 * k, 0.56);
     let le = lerp(ls, pose.left_hand, 0.5);
-    let re = { let m = lerp(rs, pose.right_hand, 0.5); (m.0 + 0.03, m.1 + 0.04) };
+    let re = {
+        let m = lerp(rs, pose.right_hand, 0.5);
+        (m.0 + 0.03, m.1 + 0.04)
+    };
     let v = 1.0;
     [
         (hx, hy, v),
@@ -216,9 +290,19 @@ fn render(cam: &Camera, sub: &Subject, pose: &Pose, buf: &mut [u8]) {
     cv.rect(a, b, sub.shirt);
     cv.disc(pr((0.35, 0.66)), sxr(0.15), [30, 30, 30], Some(sxr(0.025)));
     cv.disc(pr(pose.head), sxr(0.1 * k), sub.skin, None);
-    cv.disc(pr((pose.head.0, pose.head.1 + 0.07 * k)), sxr(0.03 * k), [60, 20, 20], None);
+    cv.disc(
+        pr((pose.head.0, pose.head.1 + 0.07 * k)),
+        sxr(0.03 * k),
+        [60, 20, 20],
+        None,
+    );
     cv.disc(pr(pose.left_hand), sxr(0.035), sub.skin, None);
-    cv.disc(pr(pose.right_hand), sxr(0.035), [sub.skin[0], sub.skin[1].saturating_sub(30), sub.skin[2]], None);
+    cv.disc(
+        pr(pose.right_hand),
+        sxr(0.035),
+        [sub.skin[0], sub.skin[1].saturating_sub(30), sub.skin[2]],
+        None,
+    );
 }
 
 /// What `synth` wrote.
@@ -235,14 +319,30 @@ pub struct SynthSummary {
 }
 
 /// Write `sessions` sessions (seeded by `seed`) into `out`.
-pub fn synth(out: &Path, sessions: usize, seed: u64, quiet: bool) -> Result<SynthSummary, PrepError> {
+pub fn synth(
+    out: &Path,
+    sessions: usize,
+    seed: u64,
+    quiet: bool,
+) -> Result<SynthSummary, PrepError> {
     if sessions == 0 {
         return Err(PrepError::Other("--sessions must be at least 1".into()));
     }
-    let mut rng = Rng(seed ^ 0x6d76_6472_6976_65);
+    let mut rng = Rng(seed ^ 0x006d_7664_7269_7665);
     let n_subjects = sessions.clamp(1, 4);
-    let palette = [[200, 60, 60], [60, 120, 200], [230, 190, 60], [120, 200, 120], [180, 90, 200]];
-    let skins = [[235, 200, 170], [200, 150, 110], [150, 100, 70], [250, 220, 190]];
+    let palette = [
+        [200, 60, 60],
+        [60, 120, 200],
+        [230, 190, 60],
+        [120, 200, 120],
+        [180, 90, 200],
+    ];
+    let skins = [
+        [235, 200, 170],
+        [200, 150, 110],
+        [150, 100, 70],
+        [250, 220, 190],
+    ];
     let subjects: Vec<Subject> = (0..n_subjects)
         .map(|i| Subject {
             id: format!("p{:02}", i + 1),
@@ -256,7 +356,8 @@ pub fn synth(out: &Path, sessions: usize, seed: u64, quiet: bool) -> Result<Synt
     for d in [&videos_dir, &kpt_dir] {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
-    let mut manifest = String::from("session,subject,view,video,offset_s,keypoints,keypoint_layout,split\n");
+    let mut manifest =
+        String::from("session,subject,view,video,offset_s,keypoints,keypoint_layout,split\n");
     let mut segcsv = String::from("session,start_s,end_s,label\n");
     let mut n_segments = 0;
     let pb = crate::progress::bar((sessions * CAMERAS.len()) as u64, "videos", quiet);
@@ -279,12 +380,20 @@ pub fn synth(out: &Path, sessions: usize, seed: u64, quiet: bool) -> Result<Synt
         order.push(rng.below(CLASSES.len()));
         for class in order {
             let d = rng.range(2.0, 3.2);
-            segs.push(Segment { start: t, end: t + d, class });
+            segs.push(Segment {
+                start: t,
+                end: t + d,
+                class,
+            });
             t += d;
         }
         let end = t;
         for g in &segs {
-            let _ = writeln!(segcsv, "{session},{:.3},{:.3},{}", g.start, g.end, CLASSES[g.class]);
+            let _ = writeln!(
+                segcsv,
+                "{session},{:.3},{:.3},{}",
+                g.start, g.end, CLASSES[g.class]
+            );
             n_segments += 1;
         }
         let phase = rng.range(0.0, 6.0);
@@ -297,25 +406,42 @@ pub fn synth(out: &Path, sessions: usize, seed: u64, quiet: bool) -> Result<Synt
             let rel_video = format!("videos/{session}_{}.{}", cam.name, cam.ext);
             let rel_kpt = format!("keypoints/{session}_{}.csv", cam.name);
             let path = out.join(&rel_video);
-            let mut w = VideoWriter::create(&path, cam.codec, cam.width, cam.height, Rational(den, num), Rational(num, den))
-                .map_err(PrepError::Other)?;
+            let mut w = VideoWriter::create(
+                &path,
+                cam.codec,
+                cam.width,
+                cam.height,
+                Rational(den, num),
+                Rational(num, den),
+            )
+            .map_err(PrepError::Other)?;
             let mut buf = vec![0u8; (cam.width * cam.height * 3) as usize];
             let mut kcsv = String::from("frame,joint,x,y,conf\n");
             for k in 0..frames {
                 let s = cam.offset_s + k as f64 / fps;
                 let p = pose(&segs, s, phase);
                 render(cam, sub, &p, &mut buf);
-                w.push_rgb(&buf, k).map_err(|e| PrepError::Other(format!("{}: {e}", path.display())))?;
+                w.push_rgb(&buf, k)
+                    .map_err(|e| PrepError::Other(format!("{}: {e}", path.display())))?;
                 for (j, (x, y, c)) in joints(&p, sub).iter().enumerate() {
                     let (u, v) = project(cam, (*x, *y));
-                    let (px, py) = if *c > 0.0 { (u * cam.width as f64, v * cam.height as f64) } else { (0.0, 0.0) };
+                    let (px, py) = if *c > 0.0 {
+                        (u * cam.width as f64, v * cam.height as f64)
+                    } else {
+                        (0.0, 0.0)
+                    };
                     let _ = writeln!(kcsv, "{k},{j},{px:.2},{py:.2},{c:.2}");
                 }
             }
-            w.finish().map_err(|e| PrepError::Other(format!("{}: {e}", path.display())))?;
+            w.finish()
+                .map_err(|e| PrepError::Other(format!("{}: {e}", path.display())))?;
             let kpath = out.join(&rel_kpt);
             std::fs::write(&kpath, kcsv).map_err(io(&kpath))?;
-            let _ = writeln!(manifest, "{session},{},{},{rel_video},{},{rel_kpt},coco17,{split}", sub.id, cam.name, cam.offset_s);
+            let _ = writeln!(
+                manifest,
+                "{session},{},{},{rel_video},{},{rel_kpt},coco17,{split}",
+                sub.id, cam.name, cam.offset_s
+            );
             pb.inc(1);
         }
     }
@@ -326,5 +452,10 @@ pub fn synth(out: &Path, sessions: usize, seed: u64, quiet: bool) -> Result<Synt
     std::fs::write(&spath, segcsv).map_err(io(&spath))?;
     let lpath = out.join("labels.txt");
     std::fs::write(&lpath, CLASSES.join("\n") + "\n").map_err(io(&lpath))?;
-    Ok(SynthSummary { out: out.to_path_buf(), sessions, videos: sessions * CAMERAS.len(), segments: n_segments })
+    Ok(SynthSummary {
+        out: out.to_path_buf(),
+        sessions,
+        videos: sessions * CAMERAS.len(),
+        segments: n_segments,
+    })
 }

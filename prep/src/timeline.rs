@@ -35,8 +35,14 @@ pub struct ViewSpan {
 impl Timeline {
     /// The timeline covering the overlap of all `views` at `fps`.
     pub fn for_views(views: &[ViewSpan], fps: f64) -> Result<Timeline, String> {
-        let start = views.iter().map(|v| v.offset_s).fold(f64::NEG_INFINITY, f64::max);
-        let end = views.iter().map(|v| v.offset_s + v.duration_s).fold(f64::INFINITY, f64::min);
+        let start = views
+            .iter()
+            .map(|v| v.offset_s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let end = views
+            .iter()
+            .map(|v| v.offset_s + v.duration_s)
+            .fold(f64::INFINITY, f64::min);
         if views.is_empty() || end - start <= EPS {
             return Err(format!(
                 "the views do not overlap in time (latest start {start:.3} s, earliest end {end:.3} s); check offset_s"
@@ -44,7 +50,10 @@ impl Timeline {
         }
         let frames = ((end - start) * fps - EPS).ceil().max(0.0) as u64;
         if frames == 0 {
-            return Err(format!("the views overlap for {:.3} s, less than one frame at {fps} fps", end - start));
+            return Err(format!(
+                "the views overlap for {:.3} s, less than one frame at {fps} fps",
+                end - start
+            ));
         }
         Ok(Timeline {
             fps,
@@ -65,7 +74,9 @@ impl Timeline {
 
     /// Timeline frames whose time lies in `[start_s, end_s)`, clipped to the timeline.
     pub fn frame_range(&self, start_s: f64, end_s: f64) -> Range<u64> {
-        let idx = |t: f64| (((t - self.start_s) * self.fps - EPS).ceil().max(0.0) as u64).min(self.frames);
+        let idx = |t: f64| {
+            (((t - self.start_s) * self.fps - EPS).ceil().max(0.0) as u64).min(self.frames)
+        };
         idx(start_s)..idx(end_s)
     }
 }
@@ -147,22 +158,40 @@ mod tests {
     #[test]
     fn same_rate_maps_one_to_one() {
         let times: Vec<f64> = (0..30).map(|k| k as f64 / 15.0).collect();
-        let tl = Timeline::for_views(&[ViewSpan { offset_s: 0.0, duration_s: 2.0 }], 15.0).unwrap();
+        let tl = Timeline::for_views(
+            &[ViewSpan {
+                offset_s: 0.0,
+                duration_s: 2.0,
+            }],
+            15.0,
+        )
+        .unwrap();
         assert_eq!(tl.frames, 30);
-        assert_eq!(pick_all(&tl, 0.0, &times, 1.0 / 15.0), (0..30).collect::<Vec<_>>());
+        assert_eq!(
+            pick_all(&tl, 0.0, &times, 1.0 / 15.0),
+            (0..30).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn views_with_other_rates_and_offsets_hold_their_latest_frame() {
         // View A: 10 fps from session time 0; view B: 4 fps from session time 0.3.
-        let a = ViewSpan { offset_s: 0.0, duration_s: 3.0 };
-        let b = ViewSpan { offset_s: 0.3, duration_s: 2.0 };
+        let a = ViewSpan {
+            offset_s: 0.0,
+            duration_s: 3.0,
+        };
+        let b = ViewSpan {
+            offset_s: 0.3,
+            duration_s: 2.0,
+        };
         let tl = Timeline::for_views(&[a, b], 5.0).unwrap();
         assert_eq!((tl.start_s, tl.frames), (0.3, 10)); // 0.3 .. 2.3 s at 5 fps
         let tb: Vec<f64> = (0..8).map(|k| k as f64 / 4.0).collect();
         let got = pick_all(&tl, 0.3, &tb, 0.25);
         // Timeline frame i at session 0.3 + 0.2 i = local 0.2 i in B: frame floor(0.8 i).
-        let want: Vec<usize> = (0..10).map(|i| (0.8 * i as f64 + 1e-9).floor() as usize).collect();
+        let want: Vec<usize> = (0..10)
+            .map(|i| (0.8 * i as f64 + 1e-9).floor() as usize)
+            .collect();
         assert_eq!(got, want);
         let ta: Vec<f64> = (0..30).map(|k| k as f64 / 10.0).collect();
         let got = pick_all(&tl, 0.0, &ta, 0.1);
@@ -173,14 +202,22 @@ mod tests {
     #[test]
     fn variable_frame_rate_uses_timestamps() {
         let times = [0.0, 0.05, 0.3, 0.35, 0.9];
-        let tl = Timeline { fps: 10.0, start_s: 0.0, frames: 10 };
+        let tl = Timeline {
+            fps: 10.0,
+            start_s: 0.0,
+            frames: 10,
+        };
         let got = pick_all(&tl, 0.0, &times, 0.1);
         assert_eq!(got, vec![0, 1, 1, 2, 3, 3, 3, 3, 3, 4]);
     }
 
     #[test]
     fn segments_map_to_half_open_frame_ranges() {
-        let tl = Timeline { fps: 4.0, start_s: 0.5, frames: 20 };
+        let tl = Timeline {
+            fps: 4.0,
+            start_s: 0.5,
+            frames: 20,
+        };
         assert_eq!(tl.frame_range(1.0, 2.0), 2..6);
         assert_eq!(tl.frame_range(0.0, 0.6), 0..1);
         assert_eq!(tl.frame_range(9.0, 12.0), 20..20);
@@ -188,8 +225,16 @@ mod tests {
 
     #[test]
     fn disjoint_views_are_an_error() {
-        let a = ViewSpan { offset_s: 0.0, duration_s: 1.0 };
-        let b = ViewSpan { offset_s: 2.0, duration_s: 1.0 };
-        assert!(Timeline::for_views(&[a, b], 5.0).unwrap_err().contains("do not overlap"));
+        let a = ViewSpan {
+            offset_s: 0.0,
+            duration_s: 1.0,
+        };
+        let b = ViewSpan {
+            offset_s: 2.0,
+            duration_s: 1.0,
+        };
+        assert!(Timeline::for_views(&[a, b], 5.0)
+            .unwrap_err()
+            .contains("do not overlap"));
     }
 }

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Once;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::{format, frame, media, Rational};
+use ffmpeg_next as ffmpeg;
 
 /// Initialise FFmpeg once and make it quiet (errors reach the user through our messages).
 pub fn init() {
@@ -38,7 +38,8 @@ fn secs(ts: i64, tb: Rational) -> f64 {
 }
 
 fn rate(r: Rational) -> Option<f64> {
-    (r.numerator() > 0 && r.denominator() > 0).then(|| r.numerator() as f64 / r.denominator() as f64)
+    (r.numerator() > 0 && r.denominator() > 0)
+        .then(|| r.numerator() as f64 / r.denominator() as f64)
 }
 
 fn open(path: &Path) -> Result<(format::context::Input, usize), String> {
@@ -47,7 +48,9 @@ fn open(path: &Path) -> Result<(format::context::Input, usize), String> {
     if meta.len() == 0 {
         return Err("is empty (0 bytes); re-export or re-copy the video".into());
     }
-    let ictx = format::input(path).map_err(|e| format!("cannot be opened as a video ({e}); the file is corrupt or not a video"))?;
+    let ictx = format::input(path).map_err(|e| {
+        format!("cannot be opened as a video ({e}); the file is corrupt or not a video")
+    })?;
     let idx = ictx
         .streams()
         .best(media::Type::Video)
@@ -63,11 +66,17 @@ pub fn probe(path: &Path, fps_override: Option<f64>) -> Result<VideoInfo, String
     let tb = stream.time_base();
     let params = stream.parameters();
     let codec = params.id().name().to_string();
-    let ctx = ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| format!("unusable codec parameters: {e}"))?;
-    let dec = ctx.decoder().video().map_err(|e| format!("no decoder for codec `{codec}`: {e}"))?;
+    let ctx = ffmpeg::codec::context::Context::from_parameters(params)
+        .map_err(|e| format!("unusable codec parameters: {e}"))?;
+    let dec = ctx
+        .decoder()
+        .video()
+        .map_err(|e| format!("no decoder for codec `{codec}`: {e}"))?;
     let (width, height) = (dec.width(), dec.height());
     if width == 0 || height == 0 {
-        return Err(format!("has a {width}x{height} video stream; the file is corrupt"));
+        return Err(format!(
+            "has a {width}x{height} video stream; the file is corrupt"
+        ));
     }
     let avg_fps = rate(stream.avg_frame_rate());
     let guess_fps = rate(stream.rate());
@@ -79,7 +88,11 @@ pub fn probe(path: &Path, fps_override: Option<f64>) -> Result<VideoInfo, String
     } else if ictx.duration() > 0 {
         // SAFETY: reading a plain field of the open format context.
         let fmt_start_ts = unsafe { (*ictx.as_ptr()).start_time };
-        let fmt_start = if fmt_start_ts == NOPTS { 0.0 } else { fmt_start_ts as f64 / 1e6 };
+        let fmt_start = if fmt_start_ts == NOPTS {
+            0.0
+        } else {
+            fmt_start_ts as f64 / 1e6
+        };
         ictx.duration() as f64 / 1e6 - (start_s - fmt_start)
     } else {
         0.0
@@ -94,7 +107,10 @@ pub fn probe(path: &Path, fps_override: Option<f64>) -> Result<VideoInfo, String
             let scan = scan_packets(&mut ictx, idx, tb);
             let fps = fps_override
                 .or(avg_fps)
-                .or_else(|| (scan.count > 1 && scan.span() > 0.0).then(|| (scan.count - 1) as f64 / scan.span()))
+                .or_else(|| {
+                    (scan.count > 1 && scan.span() > 0.0)
+                        .then(|| (scan.count - 1) as f64 / scan.span())
+                })
                 .or(guess_fps)
                 .ok_or("has no frame rate; add an `fps` column to the manifest")?;
             let dur = match fps_override {
@@ -136,7 +152,11 @@ impl Scan {
 }
 
 fn scan_packets(ictx: &mut format::context::Input, idx: usize, tb: Rational) -> Scan {
-    let mut scan = Scan { count: 0, first: f64::INFINITY, last: f64::NEG_INFINITY };
+    let mut scan = Scan {
+        count: 0,
+        first: f64::INFINITY,
+        last: f64::NEG_INFINITY,
+    };
     let mut packet = ffmpeg::Packet::empty();
     while packet.read(ictx).is_ok() {
         if packet.stream() != idx {
@@ -188,8 +208,12 @@ pub fn decode(
     let stream = ictx.stream(idx).ok_or("has no video stream")?;
     let tb = stream.time_base();
     let mut start = stream.start_time();
-    let fps = fps_override.or_else(|| rate(stream.avg_frame_rate())).or_else(|| rate(stream.rate())).unwrap_or(25.0);
-    let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(|e| e.to_string())?;
+    let fps = fps_override
+        .or_else(|| rate(stream.avg_frame_rate()))
+        .or_else(|| rate(stream.rate()))
+        .unwrap_or(25.0);
+    let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|e| e.to_string())?;
     ctx.set_threading(ffmpeg::codec::threading::Config::count(1));
     let mut dec = ctx.decoder().video().map_err(|e| e.to_string())?;
     let mut stats = DecodeStats::default();
@@ -216,9 +240,14 @@ pub fn decode(
             match dec.receive_frame(&mut frame) {
                 Ok(()) => {}
                 Err(ffmpeg::Error::Eof) => return Ok(true),
-                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => return Ok(true),
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
+                    return Ok(true)
+                }
                 Err(e) => {
-                    note_error(stats, format!("decode error after {:.2} s: {e}", last_t.unwrap_or(0.0)));
+                    note_error(
+                        stats,
+                        format!("decode error after {:.2} s: {e}", last_t.unwrap_or(0.0)),
+                    );
                     return Ok(true);
                 }
             }
@@ -253,7 +282,10 @@ pub fn decode(
             Err(ffmpeg::Error::Eof) => break,
             Err(e) => {
                 read_errors += 1;
-                note_error(&mut stats, format!("read error after {:.2} s: {e}", last_t.unwrap_or(0.0)));
+                note_error(
+                    &mut stats,
+                    format!("read error after {:.2} s: {e}", last_t.unwrap_or(0.0)),
+                );
                 if read_errors > 32 {
                     break;
                 }
@@ -264,7 +296,10 @@ pub fn decode(
             continue;
         }
         if let Err(e) = dec.send_packet(&packet) {
-            note_error(&mut stats, format!("damaged packet after {:.2} s: {e}", last_t.unwrap_or(0.0)));
+            note_error(
+                &mut stats,
+                format!("damaged packet after {:.2} s: {e}", last_t.unwrap_or(0.0)),
+            );
         }
         if !drain(&mut dec, &mut stats, &mut last_t, &mut start)? {
             return Ok(stats);

@@ -93,7 +93,12 @@ impl Cache {
         if b > map.len() {
             return Err(Error::format(
                 &path,
-                format!("record {}..{} lies past the end of the shard ({} bytes)", a, b, map.len()),
+                format!(
+                    "record {}..{} lies past the end of the shard ({} bytes)",
+                    a,
+                    b,
+                    map.len()
+                ),
             ));
         }
         let comp = Compression::from_column(&rec.compression).ok_or_else(|| {
@@ -127,7 +132,9 @@ impl Cache {
                     format!("no frame {t} for session `{session}` view `{view}`"),
                 )
             })?;
-        self.with_record(rec, |v, p| Ok(v.frame((t - rec.frame_start) as usize, p)?.into_owned()))
+        self.with_record(rec, |v, p| {
+            Ok(v.frame((t - rec.frame_start) as usize, p)?.into_owned())
+        })
     }
 }
 

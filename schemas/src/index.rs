@@ -177,7 +177,10 @@ struct Cols<'a> {
 impl<'a> Cols<'a> {
     fn get<A: Array + 'static>(&self, name: &str) -> Result<&'a A> {
         let col = self.batch.column_by_name(name).ok_or_else(|| {
-            Error::format(self.path, format!("missing column `{name}`; rebuild the cache"))
+            Error::format(
+                self.path,
+                format!("missing column `{name}`; rebuild the cache"),
+            )
         })?;
         col.as_any().downcast_ref::<A>().ok_or_else(|| {
             Error::format(
@@ -232,7 +235,11 @@ impl Table for SessionRow {
     fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>> {
         let c = Cols { batch, path };
         let (session, subject, split) = (c.str("session")?, c.str("subject")?, c.opt_str("split")?);
-        let (fps, start, frames) = (c.f64("fps")?, c.f64("timeline_start_s")?, c.u64("timeline_frames")?);
+        let (fps, start, frames) = (
+            c.f64("fps")?,
+            c.f64("timeline_start_s")?,
+            c.u64("timeline_frames")?,
+        );
         Ok((0..batch.num_rows())
             .map(|i| SessionRow {
                 session: session[i].clone(),
@@ -278,10 +285,22 @@ impl Table for ViewRow {
     }
     fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>> {
         let c = Cols { batch, path };
-        let (session, view, video, codec) =
-            (c.str("session")?, c.str("view")?, c.str("video")?, c.str("codec")?);
-        let (offset, w, h) = (c.f64("offset_s")?, c.u32("src_width")?, c.u32("src_height")?);
-        let (fps, dur, dec) = (c.f64("src_fps")?, c.f64("src_duration_s")?, c.u64("decoded_frames")?);
+        let (session, view, video, codec) = (
+            c.str("session")?,
+            c.str("view")?,
+            c.str("video")?,
+            c.str("codec")?,
+        );
+        let (offset, w, h) = (
+            c.f64("offset_s")?,
+            c.u32("src_width")?,
+            c.u32("src_height")?,
+        );
+        let (fps, dur, dec) = (
+            c.f64("src_fps")?,
+            c.f64("src_duration_s")?,
+            c.u64("decoded_frames")?,
+        );
         Ok((0..batch.num_rows())
             .map(|i| ViewRow {
                 session: session[i].clone(),
@@ -348,7 +367,12 @@ impl Table for RecordRow {
         );
         let (chunk, offset, length) = (c.u32("chunk")?, c.u64("offset")?, c.u64("length")?);
         let (fstart, fcount) = (c.u64("frame_start")?, c.u32("frame_count")?);
-        let (h, w, ch, xx) = (c.u32("height")?, c.u32("width")?, c.u32("channels")?, c.u64("xxh3")?);
+        let (h, w, ch, xx) = (
+            c.u32("height")?,
+            c.u32("width")?,
+            c.u32("channels")?,
+            c.u64("xxh3")?,
+        );
         Ok((0..batch.num_rows())
             .map(|i| RecordRow {
                 session: session[i].clone(),
@@ -402,9 +426,18 @@ impl Table for SegmentRow {
     }
     fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>> {
         let c = Cols { batch, path };
-        let (id, session, label, label_id) =
-            (c.u64("segment_id")?, c.str("session")?, c.str("label")?, c.u32("label_id")?);
-        let (s, e, fs, fe) = (c.f64("start_s")?, c.f64("end_s")?, c.u64("frame_start")?, c.u64("frame_end")?);
+        let (id, session, label, label_id) = (
+            c.u64("segment_id")?,
+            c.str("session")?,
+            c.str("label")?,
+            c.u32("label_id")?,
+        );
+        let (s, e, fs, fe) = (
+            c.f64("start_s")?,
+            c.f64("end_s")?,
+            c.u64("frame_start")?,
+            c.u64("frame_end")?,
+        );
         let (split, row) = (c.opt_str("split")?, c.u64("source_row")?);
         Ok((0..batch.num_rows())
             .map(|i| SegmentRow {
@@ -456,12 +489,11 @@ impl Table for LabelRow {
 /// name and renames; see `prep`'s commit protocol), and fsync it.
 pub fn write_table<T: Table>(path: &Path, rows: &[T]) -> Result<()> {
     let schema = Arc::new(T::schema());
-    let batch = RecordBatch::try_new(schema.clone(), T::columns(rows)).map_err(|source| {
-        Error::Arrow {
+    let batch =
+        RecordBatch::try_new(schema.clone(), T::columns(rows)).map_err(|source| Error::Arrow {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     let file = File::create(path).map_err(io(path))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -558,6 +590,9 @@ mod tests {
         // A sessions table where a labels table is expected.
         write_table(&path, &Vec::<SessionRow>::new()).unwrap();
         let err = read_table::<LabelRow>(&path).unwrap_err().to_string();
-        assert!(err.contains("labels.parquet") && err.contains("label_id"), "{err}");
+        assert!(
+            err.contains("labels.parquet") && err.contains("label_id"),
+            "{err}"
+        );
     }
 }

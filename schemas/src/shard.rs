@@ -39,7 +39,9 @@ impl Compression {
             "zstd" => Some(Compression::Zstd(3)),
             _ => {
                 let level: i32 = s.strip_prefix("zstd:")?.parse().ok()?;
-                (1..=22).contains(&level).then_some(Compression::Zstd(level))
+                (1..=22)
+                    .contains(&level)
+                    .then_some(Compression::Zstd(level))
             }
         }
     }
@@ -134,7 +136,10 @@ impl ShardWriter {
     /// shard first if this record would push the current one over the cap.
     pub fn begin_record(&mut self, frame_bytes: usize, frame_count: u32) -> Result<()> {
         if self.record.is_some() {
-            return Err(Error::format(&self.dir, "begin_record while a record is open"));
+            return Err(Error::format(
+                &self.dir,
+                "begin_record while a record is open",
+            ));
         }
         let estimate = frame_bytes as u64 * frame_count as u64;
         let roll = match &self.current {
@@ -154,10 +159,16 @@ impl ShardWriter {
                 len: 0,
             });
         }
-        let shard = self.current.as_mut().expect("a shard is open after rolling");
+        let shard = self
+            .current
+            .as_mut()
+            .expect("a shard is open after rolling");
         let start = page_align(shard.len);
         let pad = (start - shard.len) as usize;
-        shard.file.write_all(&vec![0u8; pad]).map_err(io(&shard.tmp))?;
+        shard
+            .file
+            .write_all(&vec![0u8; pad])
+            .map_err(io(&shard.tmp))?;
         shard.len = start;
         self.record = Some(OpenRecord {
             start,
@@ -210,7 +221,10 @@ impl ShardWriter {
         if rec.frames != rec.expected {
             return Err(Error::format(
                 &shard.tmp,
-                format!("record closed after {} of {} frames", rec.frames, rec.expected),
+                format!(
+                    "record closed after {} of {} frames",
+                    rec.frames, rec.expected
+                ),
             ));
         }
         if let Compression::Zstd(_) = self.compression {
@@ -248,7 +262,11 @@ impl ShardWriter {
         let mut names = Vec::new();
         for (tmp, dst) in std::mem::take(&mut self.done) {
             std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-            names.push(dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            names.push(
+                dst.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
         }
         Ok(names)
     }
@@ -303,7 +321,9 @@ impl<'a> RecordView<'a> {
             }
         } else {
             let table = (frame_count as usize + 1) * 8;
-            if bytes.len() < table || view.offset(frame_count as usize) != (bytes.len() - table) as u64 {
+            if bytes.len() < table
+                || view.offset(frame_count as usize) != (bytes.len() - table) as u64
+            {
                 return Err(Error::format(path, "zstd record: bad offset table"));
             }
             let mut prev = 0;
@@ -353,7 +373,11 @@ impl<'a> RecordView<'a> {
         if out.len() != self.frame_bytes {
             return Err(Error::format(
                 path,
-                format!("zstd frame {i} decodes to {} bytes, expected {}", out.len(), self.frame_bytes),
+                format!(
+                    "zstd frame {i} decodes to {} bytes, expected {}",
+                    out.len(),
+                    self.frame_bytes
+                ),
             ));
         }
         Ok(Cow::Owned(out))
@@ -366,10 +390,17 @@ mod tests {
     use crate::checksum::xxh3;
 
     fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| (0..fb).map(|j| ((i * 31 + j) % 251) as u8).collect()).collect()
+        (0..n)
+            .map(|i| (0..fb).map(|j| ((i * 31 + j) % 251) as u8).collect())
+            .collect()
     }
 
-    fn write(dir: &Path, comp: Compression, cap: u64, recs: &[Vec<Vec<u8>>]) -> Vec<RecordLocation> {
+    fn write(
+        dir: &Path,
+        comp: Compression,
+        cap: u64,
+        recs: &[Vec<Vec<u8>>],
+    ) -> Vec<RecordLocation> {
         let mut w = ShardWriter::new(dir, "rgb-t", cap, comp);
         let mut locs = Vec::new();
         for r in recs {
@@ -399,7 +430,10 @@ mod tests {
             for (i, f) in recs[1].iter().enumerate() {
                 assert_eq!(&*view.frame(i, dir.path()).unwrap(), f.as_slice());
             }
-            assert_eq!(matches!(view.frame(0, dir.path()).unwrap(), Cow::Borrowed(_)), comp == Compression::None);
+            assert_eq!(
+                matches!(view.frame(0, dir.path()).unwrap(), Cow::Borrowed(_)),
+                comp == Compression::None
+            );
         }
     }
 
@@ -411,7 +445,10 @@ mod tests {
         assert_eq!(locs[0].shard, "rgb-t-00000.shard");
         assert_eq!(locs[1].shard, "rgb-t-00001.shard");
         assert_eq!(locs[2].shard, "rgb-t-00002.shard");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 3);
         assert!(names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")));
     }

@@ -39,7 +39,12 @@ pub fn verify(dir: &Path, mut progress: impl FnMut(u64)) -> Report {
             return report;
         }
     };
-    let listed: HashSet<&str> = cache.meta.index_files.iter().map(|f| f.path.as_str()).collect();
+    let listed: HashSet<&str> = cache
+        .meta
+        .index_files
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
     for rel in [
         index_rel_path::<SessionRow>(),
         index_rel_path::<ViewRow>(),
@@ -48,7 +53,9 @@ pub fn verify(dir: &Path, mut progress: impl FnMut(u64)) -> Report {
         index_rel_path::<LabelRow>(),
     ] {
         if !listed.contains(rel.as_str()) {
-            report.problems.push(format!("meta.json does not list {rel}"));
+            report
+                .problems
+                .push(format!("meta.json does not list {rel}"));
         }
     }
     check_tables(&cache, &mut report.problems);
@@ -57,26 +64,41 @@ pub fn verify(dir: &Path, mut progress: impl FnMut(u64)) -> Report {
 }
 
 fn check_tables(c: &Cache, problems: &mut Vec<String>) {
-    let sessions: HashMap<&str, &SessionRow> = c.sessions.iter().map(|s| (s.session.as_str(), s)).collect();
+    let sessions: HashMap<&str, &SessionRow> =
+        c.sessions.iter().map(|s| (s.session.as_str(), s)).collect();
     if sessions.len() != c.sessions.len() {
         problems.push("sessions.parquet: duplicate session ids".into());
     }
     let mut views_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for v in &c.views {
         if !sessions.contains_key(v.session.as_str()) {
-            problems.push(format!("views.parquet: session `{}` is not in sessions.parquet", v.session));
+            problems.push(format!(
+                "views.parquet: session `{}` is not in sessions.parquet",
+                v.session
+            ));
         }
         views_of.entry(&v.session).or_default().push(&v.view);
     }
     for s in &c.sessions {
-        let have: HashSet<&str> = views_of.get(s.session.as_str()).into_iter().flatten().copied().collect();
+        let have: HashSet<&str> = views_of
+            .get(s.session.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
         for v in &c.meta.views {
             if !have.contains(v.as_str()) {
-                problems.push(format!("session `{}` has no row for view `{v}` in views.parquet", s.session));
+                problems.push(format!(
+                    "session `{}` has no row for view `{v}` in views.parquet",
+                    s.session
+                ));
             }
         }
         if s.fps <= 0.0 || !s.fps.is_finite() {
-            problems.push(format!("sessions.parquet: session `{}` has fps {}", s.session, s.fps));
+            problems.push(format!(
+                "sessions.parquet: session `{}` has fps {}",
+                s.session, s.fps
+            ));
         }
     }
     // Each (session, view) must cover [0, timeline_frames) with chunks 0, 1, ... in order.
@@ -88,16 +110,30 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
     let m = p.max_video_frames as u64;
     for s in &c.sessions {
         for v in &c.meta.views {
-            let mut list = recs.remove(&(s.session.as_str(), v.as_str())).unwrap_or_default();
+            let mut list = recs
+                .remove(&(s.session.as_str(), v.as_str()))
+                .unwrap_or_default();
             list.sort_by_key(|r| r.chunk);
             let mut next = 0u64;
             for (i, r) in list.iter().enumerate() {
-                let at = format!("record (session `{}`, view `{v}`, chunk {})", s.session, r.chunk);
-                if r.chunk as usize != i || r.frame_start != next || r.frame_start != r.chunk as u64 * m {
-                    problems.push(format!("{at}: starts at frame {} but frame {next} was expected", r.frame_start));
+                let at = format!(
+                    "record (session `{}`, view `{v}`, chunk {})",
+                    s.session, r.chunk
+                );
+                if r.chunk as usize != i
+                    || r.frame_start != next
+                    || r.frame_start != r.chunk as u64 * m
+                {
+                    problems.push(format!(
+                        "{at}: starts at frame {} but frame {next} was expected",
+                        r.frame_start
+                    ));
                 }
                 if r.frame_count == 0 || r.frame_count as u64 > m {
-                    problems.push(format!("{at}: {} frames (max_video_frames is {m})", r.frame_count));
+                    problems.push(format!(
+                        "{at}: {} frames (max_video_frames is {m})",
+                        r.frame_count
+                    ));
                 }
                 if (r.height, r.width, r.channels) != (p.img_height, p.img_width, 3) {
                     problems.push(format!(
@@ -116,20 +152,38 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
         }
     }
     for ((s, v), _) in recs {
-        problems.push(format!("records.parquet: (session `{s}`, view `{v}`) is not in the sessions/views tables"));
+        problems.push(format!(
+            "records.parquet: (session `{s}`, view `{v}`) is not in the sessions/views tables"
+        ));
     }
-    let labels: HashMap<u32, &str> = c.labels.iter().map(|l| (l.label_id, l.label.as_str())).collect();
+    let labels: HashMap<u32, &str> = c
+        .labels
+        .iter()
+        .map(|l| (l.label_id, l.label.as_str()))
+        .collect();
     for seg in &c.segments {
-        let at = format!("segments.parquet row {} (segment {})", seg.segment_id, seg.source_row);
+        let at = format!(
+            "segments.parquet row {} (segment {})",
+            seg.segment_id, seg.source_row
+        );
         match sessions.get(seg.session.as_str()) {
-            None => problems.push(format!("{at}: session `{}` is not in sessions.parquet", seg.session)),
-            Some(s) if seg.frame_start >= seg.frame_end || seg.frame_end > s.timeline_frames => problems.push(
-                format!("{at}: frames {}..{} outside the timeline of {} frames", seg.frame_start, seg.frame_end, s.timeline_frames),
-            ),
+            None => problems.push(format!(
+                "{at}: session `{}` is not in sessions.parquet",
+                seg.session
+            )),
+            Some(s) if seg.frame_start >= seg.frame_end || seg.frame_end > s.timeline_frames => {
+                problems.push(format!(
+                    "{at}: frames {}..{} outside the timeline of {} frames",
+                    seg.frame_start, seg.frame_end, s.timeline_frames
+                ))
+            }
             Some(_) => {}
         }
         if labels.get(&seg.label_id) != Some(&seg.label.as_str()) {
-            problems.push(format!("{at}: label `{}` does not match label id {}", seg.label, seg.label_id));
+            problems.push(format!(
+                "{at}: label `{}` does not match label id {}",
+                seg.label, seg.label_id
+            ));
         }
     }
 }
@@ -143,28 +197,42 @@ fn check_records(c: &Cache, report: &mut Report, progress: &mut impl FnMut(u64))
         let map = match resolve(&c.dir, shard).and_then(|_| c.shard(shard)) {
             Ok(m) => m,
             Err(e) => {
-                report.problems.push(format!("{e} (referenced by {} records)", recs.len()));
+                report
+                    .problems
+                    .push(format!("{e} (referenced by {} records)", recs.len()));
                 continue;
             }
         };
         recs.sort_by_key(|r| r.offset);
         let mut end = 0u64;
         for r in recs {
-            let at = format!("{shard} @ {} (session `{}`, view `{}`, chunk {})", r.offset, r.session, r.view, r.chunk);
+            let at = format!(
+                "{shard} @ {} (session `{}`, view `{}`, chunk {})",
+                r.offset, r.session, r.view, r.chunk
+            );
             if r.offset % PAGE_SIZE != 0 {
-                report.problems.push(format!("{at}: offset is not page aligned"));
+                report
+                    .problems
+                    .push(format!("{at}: offset is not page aligned"));
             }
             if r.offset < end {
-                report.problems.push(format!("{at}: overlaps the previous record"));
+                report
+                    .problems
+                    .push(format!("{at}: overlaps the previous record"));
             }
             end = r.offset + r.length;
             if end > map.len() as u64 {
-                report.problems.push(format!("{at}: ends at byte {end} but the shard has {} bytes", map.len()));
+                report.problems.push(format!(
+                    "{at}: ends at byte {end} but the shard has {} bytes",
+                    map.len()
+                ));
                 continue;
             }
             let bytes = &map[r.offset as usize..end as usize];
             if xxh3(bytes) != r.xxh3 {
-                report.problems.push(format!("{at}: checksum mismatch (the shard is corrupt; re-run `prep build`)"));
+                report.problems.push(format!(
+                    "{at}: checksum mismatch (the shard is corrupt; re-run `prep build`)"
+                ));
             }
             let deep = c.with_record(r, |view, path| {
                 if Compression::from_column(&r.compression) != Some(Compression::None) {

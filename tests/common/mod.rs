@@ -15,7 +15,10 @@ pub fn root() -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target profile folder");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile folder");
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -27,7 +30,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Run `prep` with `args`.
 pub fn prep(args: &[&str]) -> Output {
-    Command::new(bin("prep")).args(args).output().expect("run prep")
+    Command::new(bin("prep"))
+        .args(args)
+        .output()
+        .expect("run prep")
 }
 
 /// Run `prep` and require success; returns stdout.
@@ -60,7 +66,11 @@ pub fn ffmpeg(args: &[&str]) {
         .args(args)
         .output()
         .expect("ffmpeg CLI (installed by `make setup`)");
-    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// True if this FFmpeg has the named encoder.
@@ -68,18 +78,35 @@ pub fn has_encoder(name: &str) -> bool {
     Command::new("ffmpeg")
         .args(["-v", "error", "-hide_banner", "-encoders"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().any(|w| w == name))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .any(|w| w == name)
+        })
         .unwrap_or(false)
 }
 
 /// Encoder arguments for a codec name used in the tests.
 pub fn codec_args(codec: &str) -> Vec<&'static str> {
     match codec {
-        "h264" => vec!["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"],
-        "h264-lossless" => vec!["-c:v", "libx264", "-preset", "veryfast", "-qp", "0", "-pix_fmt", "yuv420p"],
+        "h264" => vec![
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ],
+        "h264-lossless" => vec![
+            "-c:v", "libx264", "-preset", "veryfast", "-qp", "0", "-pix_fmt", "yuv420p",
+        ],
         "mpeg4" => vec!["-c:v", "mpeg4", "-q:v", "3"],
         "mjpeg" => vec!["-c:v", "mjpeg", "-q:v", "3"],
-        "vp9" => vec!["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M"],
+        "vp9" => vec![
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-b:v",
+            "1M",
+        ],
         other => panic!("unknown test codec {other}"),
     }
 }
@@ -143,7 +170,11 @@ pub fn build_err(dir: &Path, cache: &Path, extra: &[&str]) -> String {
 /// The whole content of an RGB raw file as (frames, bytes per frame).
 pub fn raw_frames(path: &Path, frame_bytes: usize) -> Vec<Vec<u8>> {
     let data = std::fs::read(path).expect("read raw");
-    assert_eq!(data.len() % frame_bytes, 0, "raw size not a multiple of the frame size");
+    assert_eq!(
+        data.len() % frame_bytes,
+        0,
+        "raw size not a multiple of the frame size"
+    );
     data.chunks(frame_bytes).map(<[u8]>::to_vec).collect()
 }
 
@@ -165,8 +196,15 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Parse "N views decoded ... M reused" from prep build's summary.
 pub fn decoded_and_reused(stdout: &str) -> (usize, usize) {
-    let line = stdout.lines().find(|l| l.contains("views decoded")).expect("summary line");
-    let decoded = line.split_whitespace().next().and_then(|n| n.parse().ok()).expect("decoded count");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("views decoded"))
+        .expect("summary line");
+    let decoded = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("decoded count");
     let reused = line
         .split(", ")
         .find(|p| p.ends_with("reused"))

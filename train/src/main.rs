@@ -42,7 +42,10 @@ fn main() -> Result<()> {
             println!("cuda available: {}", tch::Cuda::is_available());
             println!("cuda devices:   {}", tch::Cuda::device_count());
             let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
-            println!("cpu tensor check: sum([1,2,3]) = {}", t.sum(tch::Kind::Float).double_value(&[]));
+            println!(
+                "cpu tensor check: sum([1,2,3]) = {}",
+                t.sum(tch::Kind::Float).double_value(&[])
+            );
             Ok(())
         }
         Command::Fit { .. } | Command::Eval { .. } | Command::Plan { .. } => bail!(
