@@ -7,6 +7,8 @@ use mvdrive_schemas::meta::PrepParams;
 use mvdrive_schemas::shard::Compression;
 use yaml_rust2::{Yaml, YamlLoader};
 
+pub use crate::keypoints::KptNormalize;
+
 /// Keys `prep` reads, with a one-line description (shown in errors and `--help`).
 pub const PREP_KEYS: &[(&str, &str)] = &[
     (
@@ -114,6 +116,8 @@ pub struct PrepConfig {
     pub shard_size: u64,
     /// Damaged packets tolerated per video.
     pub max_decode_errors: u64,
+    /// Keypoint normalisation.
+    pub kpt_normalize: KptNormalize,
 }
 
 impl Default for PrepConfig {
@@ -129,6 +133,7 @@ impl Default for PrepConfig {
             compress: Compression::None,
             shard_size: 1 << 30,
             max_decode_errors: 0,
+            kpt_normalize: KptNormalize::None,
         }
     }
 }
@@ -249,6 +254,14 @@ impl PrepConfig {
                 self.shard_size = n;
             }
             "prep.max_decode_errors" => self.max_decode_errors = int("a whole number")?,
+            "prep.kpt_normalize" => {
+                self.kpt_normalize = match v {
+                    "none" => KptNormalize::None,
+                    "image" => KptNormalize::Image,
+                    "center_scale" => KptNormalize::CenterScale,
+                    _ => return Err(bad(key, v, "one of none, image, center_scale")),
+                }
+            }
             k if TRAIN_KEYS.contains(&k) => {
                 if !allow_train_keys {
                     return Err(ConfigError(format!(
@@ -329,6 +342,12 @@ impl PrepConfig {
             compress: self.compress.to_string(),
             max_video_frames: self.max_video_frames,
             shard_size: self.shard_size,
+            kpt_normalize: match self.kpt_normalize {
+                KptNormalize::None => "none",
+                KptNormalize::Image => "image",
+                KptNormalize::CenterScale => "center_scale",
+            }
+            .into(),
         }
     }
 

@@ -12,11 +12,12 @@ use std::time::UNIX_EPOCH;
 
 use mvdrive_schemas::checksum::to_hex;
 use mvdrive_schemas::index::{RecordRow, ViewRow};
-use mvdrive_schemas::shard::ShardWriter;
+use mvdrive_schemas::shard::{Compression, ShardWriter};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::PrepConfig;
+use crate::keypoints;
 use crate::manifest::ViewEntry;
 use crate::scaler::Resizer;
 use crate::timeline::{Picker, Timeline};
@@ -55,6 +56,9 @@ pub struct JobFile {
     pub records: Vec<RecordRow>,
     /// Damaged packets seen (within `prep.max_decode_errors`).
     pub decode_errors: u64,
+    /// Warnings about the view's keypoint file.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A path component made from a user's id: kept when it is plain, else made plain and
@@ -90,6 +94,23 @@ pub fn identity(path: &Path) -> std::io::Result<(u64, i128)> {
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     Ok((m.len(), mtime))
+}
+
+/// Identity of a file, or of a folder's files (count, total size, newest mtime).
+pub fn tree_identity(path: &Path) -> std::io::Result<(u64, u64, i128)> {
+    if path.is_dir() {
+        let (mut n, mut bytes, mut newest) = (0u64, 0u64, 0i128);
+        for e in std::fs::read_dir(path)? {
+            let (b, t) = identity(&e?.path())?;
+            n += 1;
+            bytes += b;
+            newest = newest.max(t);
+        }
+        Ok((n, bytes, newest))
+    } else {
+        let (b, t) = identity(path)?;
+        Ok((1, b, t))
+    }
 }
 
 impl Job {
@@ -160,20 +181,32 @@ impl Job {
     ) -> Result<JobFile, String> {
         let dir = self.dir(cache);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let prefix = format!("rgb-{}", &self.gen[..8]);
-        let mut writer = ShardWriter::new(&dir, &prefix, cfg.shard_size, cfg.compress);
-        match self.write_records(&mut writer, cfg, progress) {
-            Ok((mut records, view, errors)) => {
-                let names = writer.finish().map_err(|e| e.to_string())?;
-                debug_assert!(!names.is_empty());
+        let g = &self.gen[..8];
+        let mut rgb = ShardWriter::new(&dir, &format!("rgb-{g}"), cfg.shard_size, cfg.compress);
+        let mut kpt =
+            ShardWriter::new(&dir, &format!("kpt-{g}"), cfg.shard_size, Compression::None);
+        let written =
+            self.write_rgb(&mut rgb, cfg, progress)
+                .and_then(|(records, sources, view, errors)| {
+                    let (kpt_records, valid, warnings) =
+                        self.write_keypoints(&mut kpt, &sources, view.decoded_frames, cfg)?;
+                    Ok((records, kpt_records, view, errors, valid, warnings))
+                });
+        match written {
+            Ok((mut records, kpt_records, mut view, errors, valid, warnings)) => {
+                rgb.finish().map_err(|e| e.to_string())?;
+                kpt.finish().map_err(|e| e.to_string())?;
+                records.extend(kpt_records);
                 for r in &mut records {
                     r.shard = format!("{}/{}", self.rel_dir, r.shard);
                 }
+                view.kpt_valid_frames = valid;
                 let jf = JobFile {
                     gen: self.gen.clone(),
                     view,
                     records,
                     decode_errors: errors,
+                    warnings,
                 };
                 let tmp = dir.join(format!("{JOB_FILE}.tmp"));
                 let json = serde_json::to_vec_pretty(&jf).map_err(|e| e.to_string())?;
@@ -183,88 +216,112 @@ impl Job {
                 Ok(jf)
             }
             Err(e) => {
-                writer.abort();
+                rgb.abort();
+                kpt.abort();
                 Err(e)
             }
         }
     }
 
-    fn write_records(
+    fn record_template(
+        &self,
+        modality: &str,
+        height: u32,
+        width: u32,
+        channels: u32,
+        compression: Compression,
+    ) -> RecordRow {
+        RecordRow {
+            session: self.entry.session.clone(),
+            view: self.entry.view.clone(),
+            modality: modality.into(),
+            chunk: 0,
+            shard: String::new(),
+            offset: 0,
+            length: 0,
+            frame_start: 0,
+            frame_count: 0,
+            height,
+            width,
+            channels,
+            compression: compression.column_name().into(),
+            xxh3: 0,
+        }
+    }
+
+    /// Decode and write RGB records; returns them, the source frame shown at each timeline
+    /// frame, the view's row and the number of damaged packets.
+    #[allow(clippy::type_complexity)]
+    fn write_rgb(
         &self,
         writer: &mut ShardWriter,
         cfg: &PrepConfig,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(Vec<RecordRow>, ViewRow, u64), String> {
+    ) -> Result<(Vec<RecordRow>, Vec<u64>, ViewRow, u64), String> {
         let tl = &self.timeline;
-        let m = cfg.max_video_frames as u64;
         let mut resizer = Resizer::new(cfg.resize, cfg.scaler, cfg.img_width, cfg.img_height);
         let fb = resizer.frame_bytes();
+        let template = self.record_template("rgb", cfg.img_height, cfg.img_width, 3, cfg.compress);
+        let mut chunks = Chunker::new(writer, cfg.max_video_frames, tl.frames, fb, template);
         let mut picker = Picker::new(tl, self.entry.offset_s);
-        let mut prev: Option<ffmpeg_next::frame::Video> = None;
+        let mut prev: Option<(ffmpeg_next::frame::Video, u64)> = None;
         let mut scaled = vec![0u8; fb];
         let mut scaled_valid = false;
-        let mut records: Vec<RecordRow> = Vec::new();
+        let mut sources: Vec<u64> = Vec::with_capacity(tl.frames as usize);
+        let mut decoded = 0u64;
 
-        // Write timeline frames `range` from `src` (scaled once, then repeated if held).
+        // Write timeline frames `range` from source frame `src` (number `k`), scaled once
+        // and repeated while it is held.
         let mut emit = |range: std::ops::Range<u64>,
                         src: &ffmpeg_next::frame::Video,
+                        k: u64,
                         scaled_valid: &mut bool,
-                        records: &mut Vec<RecordRow>|
+                        chunks: &mut Chunker<'_>,
+                        sources: &mut Vec<u64>|
          -> Result<(), String> {
             for i in range {
                 if !*scaled_valid {
                     resizer.resize(src, &mut scaled)?;
                     *scaled_valid = true;
                 }
-                if i % m == 0 {
-                    let count = m.min(tl.frames - i) as u32;
-                    writer.begin_record(fb, count).map_err(|e| e.to_string())?;
-                }
-                writer.push_frame(&scaled).map_err(|e| e.to_string())?;
-                if (i + 1) % m == 0 || i + 1 == tl.frames {
-                    let loc = writer.end_record().map_err(|e| e.to_string())?;
-                    let chunk = (i / m) as u32;
-                    records.push(RecordRow {
-                        session: self.entry.session.clone(),
-                        view: self.entry.view.clone(),
-                        modality: "rgb".into(),
-                        chunk,
-                        shard: loc.shard,
-                        offset: loc.offset,
-                        length: loc.length,
-                        frame_start: chunk as u64 * m,
-                        frame_count: (i + 1 - chunk as u64 * m) as u32,
-                        height: cfg.img_height,
-                        width: cfg.img_width,
-                        channels: 3,
-                        compression: cfg.compress.column_name().into(),
-                        xxh3: loc.xxh3,
-                    });
-                }
+                chunks.push(i, &scaled)?;
+                sources.push(k);
                 progress(1);
             }
             Ok(())
         };
 
         let stats = video::decode(&self.entry.path, self.entry.fps, |frame, t| {
+            let k = decoded;
+            decoded += 1;
             let range = picker.advance_to(t);
             if !range.is_empty() {
                 // Frames before the first source frame can only come from rounding: use it.
-                let src = prev.as_ref().unwrap_or(&frame);
-                emit(range, src, &mut scaled_valid, &mut records)?;
+                let (src, sk) = match prev.as_ref() {
+                    Some((f, pk)) => (f, *pk),
+                    None => (&frame, k),
+                };
+                emit(range, src, sk, &mut scaled_valid, &mut chunks, &mut sources)?;
             }
             if picker.done() {
                 return Ok(Flow::Stop);
             }
-            prev = Some(frame);
+            prev = Some((frame, k));
             scaled_valid = false;
             Ok(Flow::Continue)
         })?;
         if !picker.done() {
-            if let Some(last) = prev.as_ref() {
+            if let Some((last, k)) = prev.as_ref() {
                 // The last frame is shown for one frame interval (half more for rounding).
                 let range = picker.finish(stats.last_time + 1.5 / self.info.fps);
-                emit(range, last, &mut scaled_valid, &mut records)?;
+                emit(
+                    range,
+                    last,
+                    *k,
+                    &mut scaled_valid,
+                    &mut chunks,
+                    &mut sources,
+                )?;
             }
         }
         let damaged = match &stats.first_error {
@@ -282,9 +339,7 @@ impl Job {
             ));
         }
         if stats.errors > cfg.max_decode_errors {
-            return Err(format!(
-                "the video is damaged{damaged} (raise prep.max_decode_errors to accept damaged videos)"
-            ));
+            return Err(format!("the video is damaged{damaged} (raise prep.max_decode_errors to accept damaged videos)"));
         }
         let view = ViewRow {
             session: self.entry.session.clone(),
@@ -297,8 +352,120 @@ impl Job {
             src_duration_s: self.info.duration_s,
             codec: self.info.codec.clone(),
             decoded_frames: stats.frames,
+            keypoints: self.entry.keypoints.clone(),
+            keypoint_layout: self
+                .entry
+                .keypoints
+                .as_ref()
+                .and(self.entry.keypoint_layout.clone()),
+            kpt_valid_frames: 0,
         };
-        Ok((records, view, stats.errors))
+        Ok((chunks.records, sources, view, stats.errors))
+    }
+
+    /// Write keypoint records: for each timeline frame, the keypoints of the source frame
+    /// the RGB record shows, normalised, with a validity flag. Returns the records, the
+    /// number of valid frames and warnings about the file.
+    fn write_keypoints(
+        &self,
+        writer: &mut ShardWriter,
+        sources: &[u64],
+        decoded: u64,
+        cfg: &PrepConfig,
+    ) -> Result<(Vec<RecordRow>, u64, Vec<String>), String> {
+        let (Some(path), Some(layout)) = (&self.entry.keypoints_path, &self.entry.keypoint_layout)
+        else {
+            return Ok((Vec::new(), 0, Vec::new()));
+        };
+        let track = keypoints::load(path, layout, self.info.width, self.info.height)?;
+        let warnings = track.warnings(path, Some(decoded));
+        let (k, c) = (track.layout.len(), track.channels);
+        let template = self.record_template("kpt", k as u32, c as u32, 4, Compression::None);
+        let mut chunks = Chunker::new(
+            writer,
+            cfg.max_video_frames,
+            self.timeline.frames,
+            (k * c + 1) * 4,
+            template,
+        );
+        let mut bytes = Vec::with_capacity((k * c + 1) * 4);
+        let mut valid_frames = 0;
+        for (i, &src) in sources.iter().enumerate() {
+            let (vals, valid) = keypoints::frame_values(
+                &track,
+                src,
+                cfg.kpt_normalize,
+                self.info.width,
+                self.info.height,
+            );
+            bytes.clear();
+            for v in vals
+                .iter()
+                .chain(std::iter::once(&if valid { 1.0 } else { 0.0 }))
+            {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            valid_frames += valid as u64;
+            chunks.push(i as u64, &bytes)?;
+        }
+        Ok((chunks.records, valid_frames, warnings))
+    }
+}
+
+/// Cuts a view's timeline frames into records of at most `max_video_frames` frames:
+/// record `c` holds frames `[c * m, min((c + 1) * m, frames))`, for every view alike.
+struct Chunker<'a> {
+    writer: &'a mut ShardWriter,
+    m: u64,
+    frames: u64,
+    frame_bytes: usize,
+    template: RecordRow,
+    records: Vec<RecordRow>,
+}
+
+impl<'a> Chunker<'a> {
+    fn new(
+        writer: &'a mut ShardWriter,
+        m: u32,
+        frames: u64,
+        frame_bytes: usize,
+        template: RecordRow,
+    ) -> Self {
+        Chunker {
+            writer,
+            m: m as u64,
+            frames,
+            frame_bytes,
+            template,
+            records: Vec::new(),
+        }
+    }
+
+    /// Append timeline frame `i` (frames arrive in order).
+    fn push(&mut self, i: u64, frame: &[u8]) -> Result<(), String> {
+        let m = self.m;
+        if i.is_multiple_of(m) {
+            let count = m.min(self.frames - i) as u32;
+            self.writer
+                .begin_record(self.frame_bytes, count)
+                .map_err(|e| e.to_string())?;
+        }
+        self.writer.push_frame(frame).map_err(|e| e.to_string())?;
+        if (i + 1).is_multiple_of(m) || i + 1 == self.frames {
+            let loc = self.writer.end_record().map_err(|e| e.to_string())?;
+            let chunk = i / m;
+            self.records.push(RecordRow {
+                chunk: chunk as u32,
+                shard: loc.shard,
+                offset: loc.offset,
+                length: loc.length,
+                frame_start: chunk * m,
+                frame_count: (i + 1 - chunk * m) as u32,
+                xxh3: loc.xxh3,
+                ..self.template.clone()
+            });
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mvdrive_prep::config::{PrepConfig, PREP_KEYS};
 use mvdrive_prep::inspect::human_bytes;
@@ -68,6 +68,10 @@ enum Command {
         /// Exit 0 even if some videos failed to decode (their sessions are left out).
         #[arg(long)]
         allow_skips: bool,
+        /// Build only part K of N (0-based K: every N-th session in sorted id order, from
+        /// the K-th) into a partial cache; join the parts with `prep merge`.
+        #[arg(long, value_name = "K/N", value_parser = parse_part)]
+        part: Option<(u32, u32)>,
         /// key=value settings, e.g. data.img_size=112 prep.fps=8.
         overrides: Vec<String>,
     },
@@ -104,21 +108,51 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// NOT BUILT YET (issue #3): convert Label Studio / Drive&Act / AI City / DMD annotations.
-    Import {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-    /// NOT BUILT YET (issue #3): subject-grouped folds.
+    /// Convert Label Studio / Drive&Act / AI City / DMD annotations to manifest.csv + segments.csv.
+    Import(mvdrive_prep::import::ImportArgs),
+    /// Assign sessions to K folds grouped by subject (no subject in two folds) and write
+    /// the manifest with a `fold` column.
     Split {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Manifest to read.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Number of folds.
+        #[arg(long)]
+        folds: usize,
+        /// Group by subject (default) or session.
+        #[arg(long, value_enum, default_value = "subject")]
+        by: mvdrive_prep::split::GroupBy,
+        /// Random seed of the assignment.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output manifest (default: <manifest>.folds.csv next to it).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
-    /// NOT BUILT YET (issue #3): join partial caches built with --part K/N.
+    /// Join partial caches built with `prep build --part K/N` into one index, without copying shards.
     Merge {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Merged cache folder (new).
+        #[arg(long)]
+        out: PathBuf,
+        /// Partial caches.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
     },
+}
+
+fn parse_part(s: &str) -> Result<(u32, u32), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 0/4")?;
+    let (k, n): (u32, u32) = (
+        k.trim().parse().map_err(|_| "K is not a number")?,
+        n.trim().parse().map_err(|_| "N is not a number")?,
+    );
+    if n == 0 || k >= n {
+        return Err(format!(
+            "part {k}/{n}: K counts from 0 and must be below N (parts 0/{n} .. {}/{n})",
+            n.max(1) - 1
+        ));
+    }
+    Ok((k, n))
 }
 
 fn main() -> ExitCode {
@@ -165,6 +199,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             labels,
             config,
             allow_skips,
+            part,
             overrides,
         } => {
             let mut cfg = PrepConfig::default();
@@ -184,16 +219,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 labels,
                 config: cfg,
                 quiet,
+                part,
             };
             let s = build(&args)?;
             for w in &s.warnings {
                 eprintln!("warning: {w}");
             }
             println!(
-                "prep build: {} sessions, {} segments, {} in {} shards -> {}",
+                "prep build: {} sessions, {} segments, {} RGB + {} keypoints in {} shards -> {}",
                 s.sessions,
                 s.segments,
                 human_bytes(s.rgb_bytes),
+                human_bytes(s.kpt_bytes),
                 s.shards,
                 args.out.display()
             );
@@ -269,8 +306,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("export-frames from {}", cache.display()))?;
             println!("wrote {} PNG file(s) to {}", files.len(), out.display());
         }
-        Command::Import { .. } | Command::Split { .. } | Command::Merge { .. } => {
-            bail!("`prep import`, `prep split` and `prep merge` are not built yet (open issue #3)")
+        Command::Import(args) => println!("{}", mvdrive_prep::import::run(&args)?),
+        Command::Split {
+            manifest,
+            folds,
+            by,
+            seed,
+            out,
+        } => {
+            let out = out.unwrap_or_else(|| manifest.with_extension("folds.csv"));
+            let s = mvdrive_prep::split::split(&manifest, &out, folds, by, seed)?;
+            for (i, (groups, sessions)) in s.folds.iter().enumerate() {
+                println!("fold {i}: {sessions} sessions, {}", groups.join(" "));
+            }
+            println!("wrote {}", s.out.display());
+        }
+        Command::Merge { out, parts } => {
+            let s = mvdrive_prep::merge::merge(&out, &parts)?;
+            println!(
+                "merged {} parts: {} sessions, {} records -> {}",
+                s.parts,
+                s.sessions,
+                s.records,
+                out.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

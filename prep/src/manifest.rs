@@ -163,10 +163,16 @@ pub struct ViewEntry {
     pub fps: Option<f64>,
     /// `offset_s`: session time of this view's first frame.
     pub offset_s: f64,
-    /// `keypoints` column (not cached yet).
+    /// `keypoints` column as written (relative to the data root).
     pub keypoints: Option<String>,
+    /// Resolved keypoint file or folder.
+    pub keypoints_path: Option<PathBuf>,
+    /// `keypoint_layout` column.
+    pub keypoint_layout: Option<String>,
     /// `split` column.
     pub split: Option<String>,
+    /// `fold` column (written by `prep split`).
+    pub fold: Option<u32>,
 }
 
 /// One session and its views, in manifest view order.
@@ -178,6 +184,8 @@ pub struct SessionEntry {
     pub subject: String,
     /// Split, if the manifest gives one.
     pub split: Option<String>,
+    /// Fold, if the manifest gives one.
+    pub fold: Option<u32>,
     /// One entry per view, in [`Manifest::views`] order.
     pub views: Vec<ViewEntry>,
 }
@@ -196,7 +204,14 @@ pub struct Manifest {
 }
 
 const MANIFEST_REQUIRED: &[&str] = &["session", "subject", "view", "video"];
-const MANIFEST_OPTIONAL: &[&str] = &["fps", "offset_s", "keypoints", "keypoint_layout", "split"];
+const MANIFEST_OPTIONAL: &[&str] = &[
+    "fps",
+    "offset_s",
+    "keypoints",
+    "keypoint_layout",
+    "split",
+    "fold",
+];
 
 fn cell<'a>(t: &TextTable, row: &'a [String], name: &str) -> Option<&'a str> {
     t.col(name)
@@ -363,6 +378,53 @@ impl Manifest {
                 ));
                 continue;
             }
+            let keypoints = cell(&t, row, "keypoints").map(String::from);
+            let keypoint_layout = cell(&t, row, "keypoint_layout").map(String::from);
+            let mut keypoints_path = None;
+            if let Some(k) = &keypoints {
+                match &keypoint_layout {
+                    None => {
+                        problems.push(format!(
+                            "{at}: keypoints given without keypoint_layout (one of {})",
+                            mvdrive_schemas::layout::layout_names()
+                        ));
+                        continue;
+                    }
+                    Some(l) if mvdrive_schemas::layout::layout(l).is_none() => {
+                        problems.push(format!(
+                            "{at}: unknown keypoint_layout `{l}` (known: {})",
+                            mvdrive_schemas::layout::layout_names()
+                        ));
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+                match resolve_under(&root, k) {
+                    Ok(p) if p.exists() => keypoints_path = Some(p),
+                    Ok(p) => {
+                        problems.push(format!(
+                            "{at}: keypoints {} not found; fix the path or leave the cell empty (a view may have no keypoints)",
+                            p.display()
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        problems.push(format!("{at}: {e}"));
+                        continue;
+                    }
+                }
+            }
+            let fold = match cell(&t, row, "fold").map(str::parse::<u32>) {
+                None => None,
+                Some(Ok(f)) => Some(f),
+                Some(Err(_)) => {
+                    problems.push(format!(
+                        "{at}: fold `{}` is not a whole number",
+                        cell(&t, row, "fold").unwrap_or("")
+                    ));
+                    continue;
+                }
+            };
             if !views.iter().any(|v| v == view) {
                 views.push(view.to_string());
             }
@@ -375,8 +437,11 @@ impl Manifest {
                 path,
                 fps,
                 offset_s,
-                keypoints: cell(&t, row, "keypoints").map(String::from),
+                keypoints,
+                keypoints_path,
+                keypoint_layout,
                 split: cell(&t, row, "split").map(String::from),
+                fold,
             });
         }
         let mut sessions: Vec<SessionEntry> = Vec::new();
@@ -387,6 +452,7 @@ impl Manifest {
                     name: e.session.clone(),
                     subject: e.subject.clone(),
                     split: e.split.clone(),
+                    fold: e.fold,
                     views: Vec::new(),
                 });
                 sessions.len() - 1
@@ -396,6 +462,12 @@ impl Manifest {
                 problems.push(format!(
                     "{shown} line {}: session `{}` has subject `{}` here but `{}` on an earlier row; one subject per session",
                     e.line, e.session, e.subject, s.subject
+                ));
+            }
+            if s.fold != e.fold {
+                problems.push(format!(
+                    "{shown} line {}: session `{}` has fold {:?} here but {:?} on an earlier row; one fold per session",
+                    e.line, e.session, e.fold, s.fold
                 ));
             }
             if s.split != e.split {

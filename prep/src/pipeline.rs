@@ -45,6 +45,9 @@ pub struct BuildArgs {
     pub config: PrepConfig,
     /// No progress bar.
     pub quiet: bool,
+    /// `--part k/n`: build only the sessions whose position in the manifest's sorted
+    /// session ids is `k` modulo `n` (0-based `k`), into a partial cache for `prep merge`.
+    pub part: Option<(u32, u32)>,
 }
 
 /// What `prep build` did.
@@ -66,6 +69,8 @@ pub struct BuildSummary {
     pub segments: usize,
     /// Bytes of RGB records in the index.
     pub rgb_bytes: u64,
+    /// Bytes of keypoint records in the index.
+    pub kpt_bytes: u64,
     /// Shard files in the index.
     pub shards: usize,
     /// Wall time.
@@ -107,14 +112,9 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         .build()
         .map_err(|e| PrepError::Other(format!("cannot start worker threads: {e}")))?;
     let mut summary = BuildSummary::default();
-    if manifest
-        .sessions
-        .iter()
-        .any(|s| s.views.iter().any(|v| v.keypoints.is_some()))
-    {
-        summary
-            .warnings
-            .push("the manifest lists keypoint files; caching keypoints is not built yet (issue #3), so they were not read".into());
+    let mut manifest = manifest;
+    if let Some((k, n)) = args.part {
+        manifest.sessions = select_part(&manifest.sessions, k, n);
     }
 
     // Probe every video (headers only) in parallel.
@@ -178,6 +178,21 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
                 continue;
             }
         };
+        for (v, info) in s.views.iter().zip(&infos) {
+            let (Some(kp), Some(layout)) = (&v.keypoints_path, &v.keypoint_layout) else {
+                continue;
+            };
+            match crate::keypoints::load(kp, layout, info.width, info.height) {
+                Err(e) => problems.push(format!("{} line {}: {e}", manifest.path.display(), v.line)),
+                Ok(t) if !t.pixels && cfg.kpt_normalize == crate::keypoints::KptNormalize::Image => problems.push(format!(
+                    "{} line {}: prep.kpt_normalize=image needs pixel coordinates, but {} ({layout}) holds 3-D world coordinates; use none or center_scale",
+                    manifest.path.display(),
+                    v.line,
+                    kp.display()
+                )),
+                Ok(_) => {}
+            }
+        }
         let mut jobs = Vec::new();
         for (v, info) in s.views.iter().zip(infos) {
             jobs.push(Job::new(v.clone(), info, timeline, cfg).map_err(io(&v.path))?);
@@ -250,6 +265,9 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     if !problems.is_empty() {
         return Err(PrepError::Invalid(problems));
     }
+    summary
+        .warnings
+        .extend(overlap_warnings(&seg_rows, &seg_file));
 
     // From here on we write. Take the cache's lock and sweep temporary files of a crashed run.
     let out = &args.out;
@@ -290,6 +308,7 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     for (job, r) in results {
         match r {
             Ok(jf) => {
+                summary.warnings.extend(jf.warnings.iter().cloned());
                 summary.frames_written += job.timeline.frames;
                 summary.frames_decoded += jf.view.decoded_frames;
                 done.push(jf);
@@ -335,6 +354,7 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             fps: plan.timeline.fps,
             timeline_start_s: plan.timeline.start_s,
             timeline_frames: plan.timeline.frames,
+            fold: s.fold,
         });
         for job in &plan.jobs {
             let jf = &by_key[&(s.name.clone(), job.entry.view.clone())];
@@ -368,13 +388,22 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         views: view_rows.len() as u64,
         records: record_rows.len() as u64,
         timeline_frames: session_rows.iter().map(|s| s.timeline_frames).sum(),
-        rgb_bytes: record_rows.iter().map(|r| r.length).sum(),
-        kpt_bytes: 0,
+        rgb_bytes: record_rows
+            .iter()
+            .filter(|r| r.modality == "rgb")
+            .map(|r| r.length)
+            .sum(),
+        kpt_bytes: record_rows
+            .iter()
+            .filter(|r| r.modality == "kpt")
+            .map(|r| r.length)
+            .sum(),
         segments: seg_rows.len() as u64,
     };
     summary.sessions = session_rows.len();
     summary.segments = seg_rows.len();
     summary.rgb_bytes = totals.rgb_bytes;
+    summary.kpt_bytes = totals.kpt_bytes;
     summary.shards = record_rows
         .iter()
         .map(|r| r.shard.as_str())
@@ -399,6 +428,8 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         index_files: Vec::new(),
         skipped: summary.skipped.clone(),
         totals,
+        part: args.part,
+        merged_from: Vec::new(),
     };
     commit(
         out,
@@ -420,6 +451,50 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     summary.seconds = started.elapsed().as_secs_f64();
     summary.peak_rss = peak_rss_bytes();
     Ok(summary)
+}
+
+/// One warning per pair of segments of a session whose timeline frames overlap (allowed:
+/// multi-label annotations overlap, but it is often a mistake).
+fn overlap_warnings(rows: &[SegmentRow], file: &str) -> Vec<String> {
+    let mut by_session: BTreeMap<&str, Vec<&SegmentRow>> = BTreeMap::new();
+    for r in rows {
+        by_session.entry(&r.session).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for list in by_session.values_mut() {
+        list.sort_by_key(|r| (r.frame_start, r.frame_end));
+        for w in list.windows(2) {
+            if w[1].frame_start < w[0].frame_end {
+                out.push(format!(
+                    "{file} lines {} and {}: segments `{}` and `{}` of session `{}` overlap",
+                    w[0].source_row, w[1].source_row, w[0].label, w[1].label, w[0].session
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The sessions of part `k` of `n`: every `n`-th session in sorted id order, from the
+/// `k`-th. Deterministic for a given manifest, whatever its row order.
+pub fn select_part(
+    sessions: &[crate::manifest::SessionEntry],
+    k: u32,
+    n: u32,
+) -> Vec<crate::manifest::SessionEntry> {
+    let mut ids: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
+    ids.sort_unstable();
+    let mine: HashSet<&str> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u32 % n == k)
+        .map(|(_, s)| *s)
+        .collect();
+    sessions
+        .iter()
+        .filter(|s| mine.contains(s.name.as_str()))
+        .cloned()
+        .collect()
 }
 
 fn write_index_table<T: Table>(
@@ -445,7 +520,7 @@ fn write_index_table<T: Table>(
 /// Write the index tables and `meta.json`: all under temporary names first, then renamed,
 /// `meta.json` last. `meta.json` holds each table's checksum, so a reader that finds a
 /// table from another build refuses it.
-fn commit(
+pub(crate) fn commit(
     out: &Path,
     mut meta: Meta,
     sessions: &[SessionRow],

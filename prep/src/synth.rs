@@ -15,6 +15,7 @@ use ffmpeg_next::Rational;
 
 use crate::encode::{Codec, VideoWriter};
 use crate::error::{io, PrepError};
+use crate::rng::Rng;
 
 /// The classes, in label order.
 pub const CLASSES: [&str; 4] = ["drinking", "looking_left", "safe_driving", "texting"];
@@ -39,28 +40,6 @@ pub const COCO17: [&str; 17] = [
     "left_ankle",
     "right_ankle",
 ];
-
-/// SplitMix64: a tiny, seedable generator, so the dataset is a pure function of the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, a: f64, b: f64) -> f64 {
-        a + (b - a) * self.unit()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// One camera.
 struct Camera {
@@ -328,7 +307,7 @@ pub fn synth(
     if sessions == 0 {
         return Err(PrepError::Other("--sessions must be at least 1".into()));
     }
-    let mut rng = Rng(seed ^ 0x006d_7664_7269_7665);
+    let mut rng = Rng::new(seed ^ 0x006d_7664_7269_7665);
     let n_subjects = sessions.clamp(1, 4);
     let palette = [
         [200, 60, 60],
@@ -373,9 +352,7 @@ pub fn synth(
         let mut segs = Vec::new();
         let mut t = 0.5;
         let mut order: Vec<usize> = (0..CLASSES.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
+        rng.shuffle(&mut order);
         order.push(rng.below(CLASSES.len()));
         order.push(rng.below(CLASSES.len()));
         for class in order {

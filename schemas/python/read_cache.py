@@ -4,6 +4,8 @@
     python read_cache.py CACHE                     # list sessions, views and records
     python read_cache.py CACHE --session S --view V --frame T --out frame.rgb
                                                    # write timeline frame T as raw HWC RGB bytes
+    python read_cache.py CACHE --session S --view V --frame T --keypoints --out kpt.f32
+                                                   # write its keypoints (float32 K*C, then the valid flag)
 """
 import argparse
 import json
@@ -44,6 +46,19 @@ def record_frames(cache, rec):
     raise ValueError(f"unknown compression {rec['compression']}")
 
 
+def keypoints(cache, records, session, view, t):
+    """Keypoints of timeline frame t: ((K, C) float32 array, valid), or None without keypoints."""
+    for rec in records:
+        if (rec["session"], rec["view"], rec["modality"]) == (session, view, "kpt") and \
+                rec["frame_start"] <= t < rec["frame_start"] + rec["frame_count"]:
+            k, c = rec["height"], rec["width"]
+            a = np.memmap(os.path.join(cache, rec["shard"]), dtype="<f4", mode="r", offset=rec["offset"],
+                          shape=(rec["frame_count"], k * c + 1))
+            row = np.asarray(a[t - rec["frame_start"]])
+            return row[:-1].reshape(k, c), bool(row[-1] > 0)
+    return None
+
+
 def frame(cache, records, session, view, t):
     for rec in records:
         if (rec["session"], rec["view"], rec["modality"]) == (session, view, "rgb") and \
@@ -59,6 +74,7 @@ def main():
     ap.add_argument("--view")
     ap.add_argument("--frame", type=int)
     ap.add_argument("--out")
+    ap.add_argument("--keypoints", action="store_true", help="with --out: write the frame's keypoints (float32 K*C, then the flag) instead")
     a = ap.parse_args()
     meta, t = load(a.cache)
     if a.session is None:
@@ -66,6 +82,14 @@ def main():
               f"{len(t['segments'])} segments, img {meta['params']['img_height']}x{meta['params']['img_width']}")
         for s in t["sessions"]:
             print(f"  {s['session']}: {s['timeline_frames']} frames @ {s['fps']} fps")
+        return
+    if a.keypoints:
+        kp = keypoints(a.cache, t["records"], a.session, a.view, a.frame)
+        if kp is None:
+            sys.exit(f"{a.session}/{a.view} has no keypoints")
+        print(f"keypoints of frame {a.frame} of {a.session}/{a.view}: shape {kp[0].shape}, valid {kp[1]}")
+        if a.out:
+            np.concatenate([kp[0].reshape(-1), np.float32([1.0 if kp[1] else 0.0])]).astype("<f4").tofile(a.out)
         return
     img = frame(a.cache, t["records"], a.session, a.view, a.frame)
     print(f"frame {a.frame} of {a.session}/{a.view}: shape {img.shape}, mean {img.mean():.3f}")

@@ -104,20 +104,57 @@ impl Cache {
         let comp = Compression::from_column(&rec.compression).ok_or_else(|| {
             Error::format(&path, format!("unknown compression `{}`", rec.compression))
         })?;
-        let fb = (rec.height * rec.width * rec.channels) as usize;
+        let fb = rec.frame_bytes();
         let view = RecordView::new(&map[a..b], rec.frame_count, fb, comp, &path)?;
         f(view, &path)
     }
 
-    /// The RGB records of one (session, view), in timeline order.
-    pub fn rgb_records(&self, session: &str, view: &str) -> Vec<&RecordRow> {
+    /// The records of one modality (`rgb` or `kpt`) of one (session, view), in timeline order.
+    pub fn records_of(&self, modality: &str, session: &str, view: &str) -> Vec<&RecordRow> {
         let mut v: Vec<&RecordRow> = self
             .records
             .iter()
-            .filter(|r| r.modality == "rgb" && r.session == session && r.view == view)
+            .filter(|r| r.modality == modality && r.session == session && r.view == view)
             .collect();
         v.sort_by_key(|r| r.frame_start);
         v
+    }
+
+    /// The RGB records of one (session, view), in timeline order.
+    pub fn rgb_records(&self, session: &str, view: &str) -> Vec<&RecordRow> {
+        self.records_of("rgb", session, view)
+    }
+
+    /// Keypoints of timeline frame `t` of (session, view): `joints * values` f32 values
+    /// and whether the frame is valid. `None` if the view has no keypoints.
+    pub fn read_keypoints(
+        &self,
+        session: &str,
+        view: &str,
+        t: u64,
+    ) -> Result<Option<(Vec<f32>, bool)>> {
+        let recs = self.records_of("kpt", session, view);
+        if recs.is_empty() {
+            return Ok(None);
+        }
+        let rec = recs
+            .into_iter()
+            .find(|r| r.frame_start <= t && t < r.frame_start + r.frame_count as u64)
+            .ok_or_else(|| {
+                Error::format(
+                    &self.dir,
+                    format!("no keypoint frame {t} for session `{session}` view `{view}`"),
+                )
+            })?;
+        self.with_record(rec, |v, p| {
+            let bytes = v.frame((t - rec.frame_start) as usize, p)?;
+            let mut vals: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let flag = vals.pop().unwrap_or(0.0);
+            Ok(Some((vals, flag > 0.0)))
+        })
     }
 
     /// A copy of timeline frame `t` of (session, view) as HWC RGB bytes.

@@ -47,6 +47,8 @@ pub struct SessionRow {
     pub timeline_start_s: f64,
     /// Number of timeline frames; every view has every one of them.
     pub timeline_frames: u64,
+    /// Cross-validation fold from the manifest's `fold` column (see `prep split`).
+    pub fold: Option<u32>,
 }
 
 /// One (session, view): where it came from and how it decoded.
@@ -72,6 +74,12 @@ pub struct ViewRow {
     pub codec: String,
     /// Frames the decoder produced.
     pub decoded_frames: u64,
+    /// Keypoint file relative to the data root, if the view has keypoints.
+    pub keypoints: Option<String>,
+    /// Joint layout of the keypoints (see `layout.rs`), if any.
+    pub keypoint_layout: Option<String>,
+    /// Timeline frames whose keypoints are valid (mask = 1).
+    pub kpt_valid_frames: u64,
 }
 
 /// One record: a contiguous, page-aligned run of frames of one (session, view, chunk).
@@ -81,7 +89,7 @@ pub struct RecordRow {
     pub session: String,
     /// View name.
     pub view: String,
-    /// `rgb` (keypoint records will be `kpt`).
+    /// `rgb` or `kpt`.
     pub modality: String,
     /// Chunk number: the record holds timeline frames
     /// `[chunk * max_video_frames, chunk * max_video_frames + frame_count)`.
@@ -96,16 +104,34 @@ pub struct RecordRow {
     pub frame_start: u64,
     /// Number of frames in the record.
     pub frame_count: u32,
-    /// Frame height.
+    /// `rgb`: frame height. `kpt`: joints K.
     pub height: u32,
-    /// Frame width.
+    /// `rgb`: frame width. `kpt`: values per joint C (3: x, y, conf; 4: x, y, z, conf).
     pub width: u32,
-    /// Channels per pixel (3: RGB).
+    /// `rgb`: bytes per pixel (3). `kpt`: 4 (bytes per f32 value).
     pub channels: u32,
     /// `none` or `zstd` (see FORMAT.md for the zstd record layout).
     pub compression: String,
     /// XXH3-64 of the record's `length` bytes.
     pub xxh3: u64,
+}
+
+impl RecordRow {
+    /// Bytes of one frame of this record, uncompressed: `height * width * channels` for
+    /// `rgb`; for `kpt`, `(joints * values + 1) * 4`: the f32 values, then a f32 validity
+    /// flag (1.0 valid, 0.0 masked).
+    pub fn frame_bytes(&self) -> usize {
+        let (h, w, c) = (
+            self.height as usize,
+            self.width as usize,
+            self.channels as usize,
+        );
+        if self.modality == "kpt" {
+            (h * w + 1) * c
+        } else {
+            h * w * c
+        }
+    }
 }
 
 /// One labelled segment, mapped onto the session timeline.
@@ -202,6 +228,12 @@ impl<'a> Cols<'a> {
     fn u64(&self, name: &str) -> Result<Vec<u64>> {
         Ok(self.get::<UInt64Array>(name)?.values().to_vec())
     }
+    fn opt_u32(&self, name: &str) -> Result<Vec<Option<u32>>> {
+        let a = self.get::<UInt32Array>(name)?;
+        Ok((0..a.len())
+            .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+            .collect())
+    }
     fn u32(&self, name: &str) -> Result<Vec<u32>> {
         Ok(self.get::<UInt32Array>(name)?.values().to_vec())
     }
@@ -220,6 +252,7 @@ impl Table for SessionRow {
             field("fps", DataType::Float64, false),
             field("timeline_start_s", DataType::Float64, false),
             field("timeline_frames", DataType::UInt64, false),
+            field("fold", DataType::UInt32, true),
         ])
     }
     fn columns(rows: &[Self]) -> Vec<ArrayRef> {
@@ -230,6 +263,7 @@ impl Table for SessionRow {
             f64s(rows, |r| r.fps),
             f64s(rows, |r| r.timeline_start_s),
             u64s(rows, |r| r.timeline_frames),
+            Arc::new(rows.iter().map(|r| r.fold).collect::<UInt32Array>()),
         ]
     }
     fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>> {
@@ -240,6 +274,7 @@ impl Table for SessionRow {
             c.f64("timeline_start_s")?,
             c.u64("timeline_frames")?,
         );
+        let fold = c.opt_u32("fold")?;
         Ok((0..batch.num_rows())
             .map(|i| SessionRow {
                 session: session[i].clone(),
@@ -248,6 +283,7 @@ impl Table for SessionRow {
                 fps: fps[i],
                 timeline_start_s: start[i],
                 timeline_frames: frames[i],
+                fold: fold[i],
             })
             .collect())
     }
@@ -267,6 +303,9 @@ impl Table for ViewRow {
             field("src_duration_s", DataType::Float64, false),
             field("codec", DataType::Utf8, false),
             field("decoded_frames", DataType::UInt64, false),
+            field("keypoints", DataType::Utf8, true),
+            field("keypoint_layout", DataType::Utf8, true),
+            field("kpt_valid_frames", DataType::UInt64, false),
         ])
     }
     fn columns(rows: &[Self]) -> Vec<ArrayRef> {
@@ -281,6 +320,9 @@ impl Table for ViewRow {
             f64s(rows, |r| r.src_duration_s),
             strs(rows, |r| &r.codec),
             u64s(rows, |r| r.decoded_frames),
+            opt_strs(rows, |r| r.keypoints.as_deref()),
+            opt_strs(rows, |r| r.keypoint_layout.as_deref()),
+            u64s(rows, |r| r.kpt_valid_frames),
         ]
     }
     fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>> {
@@ -301,6 +343,11 @@ impl Table for ViewRow {
             c.f64("src_duration_s")?,
             c.u64("decoded_frames")?,
         );
+        let (kp, kl, kv) = (
+            c.opt_str("keypoints")?,
+            c.opt_str("keypoint_layout")?,
+            c.u64("kpt_valid_frames")?,
+        );
         Ok((0..batch.num_rows())
             .map(|i| ViewRow {
                 session: session[i].clone(),
@@ -313,6 +360,9 @@ impl Table for ViewRow {
                 src_duration_s: dur[i],
                 codec: codec[i].clone(),
                 decoded_frames: dec[i],
+                keypoints: kp[i].clone(),
+                keypoint_layout: kl[i].clone(),
+                kpt_valid_frames: kv[i],
             })
             .collect())
     }
@@ -577,6 +627,7 @@ mod tests {
             fps: 7.5,
             timeline_start_s: 0.25,
             timeline_frames: 99,
+            fold: split.map(|_| 2),
         };
         let rows = vec![row("a", Some("train")), row("b", None)];
         write_table(&path, &rows).unwrap();

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod checksum;
 pub mod error;
 pub mod index;
+pub mod layout;
 pub mod meta;
 pub mod shard;
 pub mod verify;

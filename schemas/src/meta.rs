@@ -31,6 +31,8 @@ pub struct PrepParams {
     pub max_video_frames: u32,
     /// `prep.shard_size`: shard size cap in bytes (a single larger record gets its own shard).
     pub shard_size: u64,
+    /// `prep.kpt_normalize`: `none`, `image` or `center_scale`.
+    pub kpt_normalize: String,
 }
 
 /// Identity of a source video at the time it was cached (for incremental re-runs).
@@ -110,6 +112,12 @@ pub struct Meta {
     pub skipped: Vec<Skipped>,
     /// Totals.
     pub totals: Totals,
+    /// `Some((k, n))` for a partial cache built with `--part k/n` (0-based k).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<(u32, u32)>,
+    /// For a merged cache: the partial caches it references, relative to its root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
 }
 
 impl Meta {

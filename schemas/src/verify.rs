@@ -101,59 +101,87 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
             ));
         }
     }
-    // Each (session, view) must cover [0, timeline_frames) with chunks 0, 1, ... in order.
-    let mut recs: BTreeMap<(&str, &str), Vec<&RecordRow>> = BTreeMap::new();
-    for r in c.records.iter().filter(|r| r.modality == "rgb") {
-        recs.entry((&r.session, &r.view)).or_default().push(r);
+    // Each (session, view) must cover [0, timeline_frames) with chunks 0, 1, ... in order,
+    // in RGB, and in keypoints where the view has them.
+    let mut recs: BTreeMap<(&str, &str, &str), Vec<&RecordRow>> = BTreeMap::new();
+    for r in &c.records {
+        recs.entry((&r.modality, &r.session, &r.view))
+            .or_default()
+            .push(r);
     }
+    let kpt_layout: HashMap<(&str, &str), &str> = c
+        .views
+        .iter()
+        .filter_map(|v| {
+            v.keypoint_layout
+                .as_deref()
+                .map(|l| ((v.session.as_str(), v.view.as_str()), l))
+        })
+        .collect();
     let p = &c.meta.params;
     let m = p.max_video_frames as u64;
     for s in &c.sessions {
         for v in &c.meta.views {
-            let mut list = recs
-                .remove(&(s.session.as_str(), v.as_str()))
-                .unwrap_or_default();
-            list.sort_by_key(|r| r.chunk);
-            let mut next = 0u64;
-            for (i, r) in list.iter().enumerate() {
-                let at = format!(
-                    "record (session `{}`, view `{v}`, chunk {})",
-                    s.session, r.chunk
-                );
-                if r.chunk as usize != i
-                    || r.frame_start != next
-                    || r.frame_start != r.chunk as u64 * m
-                {
-                    problems.push(format!(
-                        "{at}: starts at frame {} but frame {next} was expected",
-                        r.frame_start
-                    ));
-                }
-                if r.frame_count == 0 || r.frame_count as u64 > m {
-                    problems.push(format!(
-                        "{at}: {} frames (max_video_frames is {m})",
-                        r.frame_count
-                    ));
-                }
-                if (r.height, r.width, r.channels) != (p.img_height, p.img_width, 3) {
-                    problems.push(format!(
-                        "{at}: {}x{}x{} frames but the cache is {}x{}x3",
-                        r.height, r.width, r.channels, p.img_height, p.img_width
-                    ));
-                }
-                next = r.frame_start + r.frame_count as u64;
+            let layout = kpt_layout.get(&(s.session.as_str(), v.as_str())).copied();
+            let mut modalities = vec!["rgb"];
+            if layout.is_some() {
+                modalities.push("kpt");
             }
-            if next != s.timeline_frames {
-                problems.push(format!(
-                    "session `{}` view `{v}`: records cover {next} of {} timeline frames",
-                    s.session, s.timeline_frames
-                ));
+            for modality in modalities {
+                let mut list = recs
+                    .remove(&(modality, s.session.as_str(), v.as_str()))
+                    .unwrap_or_default();
+                list.sort_by_key(|r| r.chunk);
+                let mut next = 0u64;
+                for (i, r) in list.iter().enumerate() {
+                    let at = format!(
+                        "{modality} record (session `{}`, view `{v}`, chunk {})",
+                        s.session, r.chunk
+                    );
+                    if r.chunk as usize != i
+                        || r.frame_start != next
+                        || r.frame_start != r.chunk as u64 * m
+                    {
+                        problems.push(format!(
+                            "{at}: starts at frame {} but frame {next} was expected",
+                            r.frame_start
+                        ));
+                    }
+                    if r.frame_count == 0 || r.frame_count as u64 > m {
+                        problems.push(format!(
+                            "{at}: {} frames (max_video_frames is {m})",
+                            r.frame_count
+                        ));
+                    }
+                    let dims_ok = match (modality, layout.and_then(crate::layout::layout)) {
+                        ("kpt", Some(l)) => {
+                            r.height as usize == l.len()
+                                && (3..=4).contains(&r.width)
+                                && r.channels == 4
+                        }
+                        ("kpt", None) => false,
+                        _ => (r.height, r.width, r.channels) == (p.img_height, p.img_width, 3),
+                    };
+                    if !dims_ok {
+                        problems.push(format!(
+                            "{at}: shape {}x{}x{} does not fit the cache (img {}x{}, keypoint layout {:?})",
+                            r.height, r.width, r.channels, p.img_height, p.img_width, layout
+                        ));
+                    }
+                    next = r.frame_start + r.frame_count as u64;
+                }
+                if next != s.timeline_frames {
+                    problems.push(format!(
+                        "session `{}` view `{v}`: {modality} records cover {next} of {} timeline frames",
+                        s.session, s.timeline_frames
+                    ));
+                }
             }
         }
     }
-    for ((s, v), _) in recs {
+    for ((modality, s, v), _) in recs {
         problems.push(format!(
-            "records.parquet: (session `{s}`, view `{v}`) is not in the sessions/views tables"
+            "records.parquet: {modality} records of (session `{s}`, view `{v}`) belong to no session/view with that modality"
         ));
     }
     let labels: HashMap<u32, &str> = c

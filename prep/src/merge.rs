@@ -1,0 +1,188 @@
+//! `prep merge --out CACHE PART...`: join partial caches (built with `prep build --part k/n`)
+//! into one index, without copying shards.
+//!
+//! The merged cache holds `parts/<i>`, a symbolic link to each partial cache, and an index
+//! whose records point through those links (`parts/<i>/shards/...`). Move the partial
+//! caches and the merged one together, or merge again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mvdrive_schemas::meta::{Meta, Totals};
+use mvdrive_schemas::{Cache, FORMAT_VERSION, META_FILE};
+
+use crate::error::{io, PrepError};
+
+/// What `merge` did.
+#[derive(Debug, Clone)]
+pub struct MergeSummary {
+    /// Parts merged.
+    pub parts: usize,
+    /// Sessions in the merged index.
+    pub sessions: usize,
+    /// Records in the merged index.
+    pub records: usize,
+}
+
+/// Merge `parts` into `out`.
+pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
+    if parts.is_empty() {
+        return Err(PrepError::Other("give the partial caches to merge".into()));
+    }
+    let caches: Vec<Cache> = parts
+        .iter()
+        .map(|p| Cache::open(p))
+        .collect::<Result<_, _>>()?;
+    let first = &caches[0];
+    let mut problems = Vec::new();
+    let mut owner: HashMap<&str, &Path> = HashMap::new();
+    for (c, p) in caches.iter().zip(parts) {
+        let shown = p.display();
+        if c.meta.params != first.meta.params {
+            problems.push(format!(
+                "{shown}: built with other parameters than {} ({:?} vs {:?}); rebuild the parts with the same settings",
+                parts[0].display(),
+                c.meta.params,
+                first.meta.params
+            ));
+        }
+        if c.meta.views != first.meta.views {
+            problems.push(format!(
+                "{shown}: views {:?} differ from {:?}",
+                c.meta.views, first.meta.views
+            ));
+        }
+        let labels = |c: &Cache| {
+            c.labels
+                .iter()
+                .map(|l| (l.label_id, l.label.clone()))
+                .collect::<Vec<_>>()
+        };
+        if labels(c) != labels(first) {
+            problems.push(format!("{shown}: its classes differ from {}'s; build every part from the same segments file", parts[0].display()));
+        }
+        if !c.meta.merged_from.is_empty() {
+            problems.push(format!(
+                "{shown}: is itself a merged cache; merge the original parts"
+            ));
+        }
+        for s in &c.sessions {
+            if let Some(other) = owner.insert(&s.session, p) {
+                problems.push(format!(
+                    "session `{}` is in both {} and {shown}; parts must not overlap",
+                    s.session,
+                    other.display()
+                ));
+            }
+        }
+    }
+    if let Some((_, n)) = first.meta.part {
+        if caches.len() as u32 != n {
+            tracing::warn!(
+                "merging {} parts of a build split into {n}; the merged cache lacks some sessions",
+                caches.len()
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PrepError::Invalid(problems));
+    }
+    if out.join("shards").exists() {
+        return Err(PrepError::Other(format!(
+            "{}: holds a built cache; merge into a new folder",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let lock_path = out.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(PrepError::Other(format!(
+            "{}: another prep command is writing this cache",
+            out.display()
+        )));
+    }
+    let links = out.join("parts");
+    std::fs::create_dir_all(&links).map_err(io(&links))?;
+    let mut merged_from = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let target = p.canonicalize().map_err(io(p))?;
+        let link = links.join(i.to_string());
+        let tmp = links.join(format!("{i}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &link).map_err(io(&link))?;
+        merged_from.push(target.display().to_string());
+    }
+
+    let mut sessions = Vec::new();
+    let mut views = Vec::new();
+    let mut records = Vec::new();
+    let mut segments = Vec::new();
+    let mut sources = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, c) in caches.iter().enumerate() {
+        sessions.extend(c.sessions.iter().cloned());
+        views.extend(c.views.iter().cloned());
+        records.extend(c.records.iter().cloned().map(|mut r| {
+            r.shard = format!("parts/{i}/{}", r.shard);
+            r
+        }));
+        segments.extend(c.segments.iter().cloned());
+        sources.extend(c.meta.sources.iter().cloned());
+        skipped.extend(c.meta.skipped.iter().cloned());
+    }
+    // A single build lists segments in segments-file order: so does the merge.
+    sessions.sort_by(|a, b| a.session.cmp(&b.session));
+    segments.sort_by_key(|s| s.source_row);
+    for (i, s) in segments.iter_mut().enumerate() {
+        s.segment_id = i as u64;
+    }
+    let mut labels = first.labels.clone();
+    for l in &mut labels {
+        l.segments = segments.iter().filter(|s| s.label_id == l.label_id).count() as u64;
+    }
+    let totals = Totals {
+        sessions: sessions.len() as u64,
+        views: views.len() as u64,
+        records: records.len() as u64,
+        timeline_frames: sessions.iter().map(|s| s.timeline_frames).sum(),
+        rgb_bytes: records
+            .iter()
+            .filter(|r| r.modality == "rgb")
+            .map(|r| r.length)
+            .sum(),
+        kpt_bytes: records
+            .iter()
+            .filter(|r| r.modality == "kpt")
+            .map(|r| r.length)
+            .sum(),
+        segments: segments.len() as u64,
+    };
+    let meta = Meta {
+        format_version: FORMAT_VERSION,
+        created_by: format!("mvdrive-prep {} (merge)", env!("CARGO_PKG_VERSION")),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        params: first.meta.params.clone(),
+        views: first.meta.views.clone(),
+        sources,
+        index_files: Vec::new(),
+        skipped,
+        totals,
+        part: None,
+        merged_from,
+    };
+    let summary = MergeSummary {
+        parts: parts.len(),
+        sessions: sessions.len(),
+        records: records.len(),
+    };
+    crate::pipeline::commit(out, meta, &sessions, &views, &records, &segments, &labels)?;
+    debug_assert!(out.join(META_FILE).exists());
+    drop(lock);
+    Ok(summary)
+}
