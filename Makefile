@@ -9,7 +9,7 @@ PREP    := target/release/prep
 TRAIN   := target/release/train
 DEMO    := demo-out
 APT_PKGS := pkg-config libavformat-dev libavcodec-dev libavutil-dev libswscale-dev \
-            libclang1-14 libclang-common-14-dev ffmpeg python3-venv
+            libclang1-14 libclang-common-14-dev ffmpeg python3-venv fonts-dejavu-core
 # libtorch comes from the pinned PyPI wheel (see DESIGN.md); numpy + pyarrow run the
 # Python reader example (schemas/python/) and its test.
 PIP_TORCH := torch==2.11.0

@@ -5,8 +5,6 @@ use std::path::Path;
 
 use mvdrive_schemas::meta::PrepParams;
 use mvdrive_schemas::shard::Compression;
-use yaml_rust2::{Yaml, YamlLoader};
-
 pub use crate::keypoints::KptNormalize;
 
 /// Keys `prep` reads, with a one-line description (shown in errors and `--help`).
@@ -41,26 +39,14 @@ pub const PREP_KEYS: &[(&str, &str)] = &[
         "prep.max_decode_errors",
         "damaged packets tolerated per video, default 0",
     ),
+    (
+        "prep.kpt_normalize",
+        "keypoints: none (default, source pixels) | image ([0,1]) | center_scale",
+    ),
 ];
 
 /// Keys that belong to `train`; `prep` accepts them in a config file and ignores them.
-pub const TRAIN_KEYS: &[&str] = &[
-    "data.batch_size",
-    "data.num_workers",
-    "data.uniform_temporal_subsample_num",
-    "data.load_rgb",
-    "data.load_kpt",
-    "train.accumulate_grad_batches",
-    "train.max_epochs",
-    "train.view",
-    "train.view_name",
-    "trainer.precision",
-    "model.backbone",
-    "model.use_gradient_checkpointing",
-    "model.fusion_mode",
-    "model.input_type",
-    "model.model_class_num",
-];
+pub use mvdrive_schemas::settings::TRAIN_KEY_NAMES as TRAIN_KEYS;
 
 /// How frames are fitted into `data.img_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,14 +135,7 @@ fn bad(key: &str, value: &str, want: &str) -> ConfigError {
 
 /// The closest known key to `key`, for "did you mean" hints.
 pub fn nearest_key(key: &str) -> Option<&'static str> {
-    PREP_KEYS
-        .iter()
-        .map(|(k, _)| *k)
-        .chain(TRAIN_KEYS.iter().copied())
-        .map(|k| (strsim::jaro_winkler(key, k), k))
-        .filter(|(score, _)| *score > 0.7)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| k)
+    mvdrive_schemas::settings::nearest(key, PREP_KEYS.iter().map(|(k, _)| *k).chain(TRAIN_KEYS.iter().copied()))
 }
 
 /// Parse a byte size such as `1GiB`, `256MiB`, `500MB` or `123456`.
@@ -262,7 +241,7 @@ impl PrepConfig {
                     _ => return Err(bad(key, v, "one of none, image, center_scale")),
                 }
             }
-            k if TRAIN_KEYS.contains(&k) => {
+            k if TRAIN_KEYS.contains(&k) && !PREP_KEYS.iter().any(|(p, _)| *p == k) => {
                 if !allow_train_keys {
                     return Err(ConfigError(format!(
                         "config key `{k}` is a `train` setting; `prep build` does not use it (pass it to `train fit`)"
@@ -304,13 +283,8 @@ impl PrepConfig {
     pub fn apply_yaml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        let docs = YamlLoader::load_from_str(&text)
-            .map_err(|e| ConfigError(format!("{}: invalid YAML: {e}", path.display())))?;
-        let mut flat = Vec::new();
-        if let Some(doc) = docs.first() {
-            flatten("", doc, &mut flat)
-                .map_err(|m| ConfigError(format!("{}: {m}", path.display())))?;
-        }
+        let flat = mvdrive_schemas::settings::flatten_yaml(&text)
+            .map_err(|m| ConfigError(format!("{}: {m}", path.display())))?;
         for (k, v) in flat {
             self.set(&k, &v, true)
                 .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
@@ -361,32 +335,6 @@ impl PrepConfig {
             self.num_io_threads
         }
     }
-}
-
-fn flatten(prefix: &str, y: &Yaml, out: &mut Vec<(String, String)>) -> Result<(), String> {
-    match y {
-        Yaml::Hash(h) => {
-            for (k, v) in h {
-                let k = match k {
-                    Yaml::String(s) => s.clone(),
-                    other => return Err(format!("key {other:?} under `{prefix}` is not text")),
-                };
-                let full = if prefix.is_empty() {
-                    k
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&full, v, out)?;
-            }
-        }
-        Yaml::Null if prefix.is_empty() => {}
-        Yaml::Null => out.push((prefix.to_string(), "null".into())),
-        Yaml::Real(s) | Yaml::String(s) => out.push((prefix.to_string(), s.clone())),
-        Yaml::Integer(i) => out.push((prefix.to_string(), i.to_string())),
-        Yaml::Boolean(b) => out.push((prefix.to_string(), b.to_string())),
-        _ => return Err(format!("`{prefix}` has a value of a kind prep cannot read")),
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -461,6 +409,12 @@ mod tests {
 #[cfg(test)]
 mod shipped_config {
     use super::*;
+
+    #[test]
+    fn the_shared_key_list_matches_this_table() {
+        let mine: Vec<&str> = PREP_KEYS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(mine, mvdrive_schemas::settings::PREP_KEY_NAMES);
+    }
 
     #[test]
     fn configs_config_yaml_documents_exactly_the_code_defaults() {

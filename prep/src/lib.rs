@@ -18,7 +18,6 @@ pub mod manifest;
 pub mod merge;
 pub mod pipeline;
 pub mod progress;
-pub mod rng;
 pub mod scaler;
 pub mod split;
 pub mod synth;

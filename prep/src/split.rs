@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{io, PrepError};
 use crate::manifest::TextTable;
-use crate::rng::Rng;
+use mvdrive_schemas::rng::Rng;
 
 /// What `split` groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -15,7 +15,7 @@ use ffmpeg_next::Rational;
 
 use crate::encode::{Codec, VideoWriter};
 use crate::error::{io, PrepError};
-use crate::rng::Rng;
+use mvdrive_schemas::rng::Rng;
 
 /// The classes, in label order.
 pub const CLASSES: [&str; 4] = ["drinking", "looking_left", "safe_driving", "texting"];

@@ -9,7 +9,8 @@
 //! - [`shard`]: page-aligned records inside shard files, written by [`shard::ShardWriter`]
 //!   and read as zero-copy frame slices by [`shard::RecordView`];
 //! - [`cache`]: [`cache::Cache`], an opened cache with memory-mapped shards;
-//! - [`verify`]: full consistency and checksum verification.
+//! - [`verify`]: full consistency and checksum verification;
+//! - [`layout`]: keypoint joint layouts; [`settings`]: YAML settings shared by prep and train.
 //!
 //! No ffmpeg and no torch in here, so every tool can read a cache cheaply.
 
@@ -19,6 +20,8 @@ pub mod error;
 pub mod index;
 pub mod layout;
 pub mod meta;
+pub mod rng;
+pub mod settings;
 pub mod shard;
 pub mod verify;
 

@@ -1,5 +1,5 @@
-//! SplitMix64: a tiny seedable generator, so synthetic data and folds are pure functions
-//! of their seed on every platform.
+//! SplitMix64: a tiny seedable generator, so synthetic data, folds and training sample
+//! order are pure functions of their seed on every platform.
 
 /// A SplitMix64 generator.
 pub struct Rng(u64);
@@ -32,6 +32,15 @@ impl Rng {
     /// Uniform in 0..n.
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
+    }
+
+    /// A generator for one item of a stream: a pure function of (seed, a, b), so any
+    /// position of a sampler can be recomputed without replaying the ones before it.
+    pub fn for_item(seed: u64, a: u64, b: u64) -> Rng {
+        let mut r = Rng(seed ^ 0xA076_1D64_78BD_642F);
+        let x = r.next_u64() ^ a.wrapping_mul(0xE703_7ED1_A0B4_28DB);
+        let mut r = Rng(x);
+        Rng(r.next_u64() ^ b.wrapping_mul(0x8EBC_6AF0_9C88_C6E3))
     }
 
     /// Fisher-Yates shuffle.

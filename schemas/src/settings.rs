@@ -1,0 +1,118 @@
+//! Settings files shared by `prep` and `train`: YAML flattened to `section.key` pairs, and
+//! "did you mean" suggestions for unknown keys.
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// Keys of `configs/config.yaml` that `prep` reads (its own table with defaults and docs is
+/// `mvdrive_prep::config::PREP_KEYS`; a test keeps the two equal).
+pub const PREP_KEY_NAMES: &[&str] = &[
+    "data.img_size",
+    "data.max_video_frames",
+    "data.num_io_threads",
+    "prep.fps",
+    "prep.resize",
+    "prep.scaler",
+    "prep.compress",
+    "prep.shard_size",
+    "prep.max_decode_errors",
+    "prep.kpt_normalize",
+];
+
+/// Keys of `configs/config.yaml` that `train` reads (its table with defaults and docs is
+/// `mvdrive_train::config::KEYS`; a test keeps the two equal).
+pub const TRAIN_KEY_NAMES: &[&str] = &[
+    "data.batch_size",
+    "data.num_workers",
+    "data.img_size",
+    "data.uniform_temporal_subsample_num",
+    "data.load_rgb",
+    "data.load_kpt",
+    "data.train_split",
+    "data.val_split",
+    "data.fold",
+    "data.balanced_sampler",
+    "train.max_epochs",
+    "train.accumulate_grad_batches",
+    "train.view",
+    "train.view_name",
+    "train.seed",
+    "train.lr",
+    "train.weight_decay",
+    "train.warmup_epochs",
+    "train.grad_clip",
+    "train.label_smoothing",
+    "train.monitor",
+    "train.early_stopping_patience",
+    "train.checkpoint_every_n_steps",
+    "trainer.precision",
+    "trainer.device",
+    "trainer.experiment",
+    "trainer.log_dir",
+    "model.backbone",
+    "model.fusion_mode",
+    "model.input_type",
+    "model.model_class_num",
+    "model.use_gradient_checkpointing",
+];
+
+/// Flatten a YAML document into `(dotted.key, value text)` pairs, in file order.
+pub fn flatten_yaml(text: &str) -> Result<Vec<(String, String)>, String> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
+    let mut flat = Vec::new();
+    if let Some(doc) = docs.first() {
+        flatten("", doc, &mut flat)?;
+    }
+    Ok(flat)
+}
+
+fn flatten(prefix: &str, y: &Yaml, out: &mut Vec<(String, String)>) -> Result<(), String> {
+    match y {
+        Yaml::Hash(h) => {
+            for (k, v) in h {
+                let k = match k {
+                    Yaml::String(s) => s.clone(),
+                    other => return Err(format!("key {other:?} under `{prefix}` is not text")),
+                };
+                let full = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                flatten(&full, v, out)?;
+            }
+        }
+        Yaml::Null if prefix.is_empty() => {}
+        Yaml::Null => out.push((prefix.to_string(), "null".into())),
+        Yaml::Real(s) | Yaml::String(s) => out.push((prefix.to_string(), s.clone())),
+        Yaml::Integer(i) => out.push((prefix.to_string(), i.to_string())),
+        Yaml::Boolean(b) => out.push((prefix.to_string(), b.to_string())),
+        _ => return Err(format!("`{prefix}` has a value of a kind mvdrive cannot read (lists are not settings)")),
+    }
+    Ok(())
+}
+
+/// The candidate closest to `key` (Jaro-Winkler above 0.7), for "did you mean" hints.
+pub fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|k| (strsim::jaro_winkler(key, k), k))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_yaml_flattens_to_dotted_keys() {
+        let flat = flatten_yaml("data:\n  img_size: 112\n  load_rgb: true\ntrainer:\n  precision: bf16-mixed\n").unwrap();
+        assert_eq!(
+            flat,
+            vec![
+                ("data.img_size".to_string(), "112".to_string()),
+                ("data.load_rgb".into(), "true".into()),
+                ("trainer.precision".into(), "bf16-mixed".into())
+            ]
+        );
+        assert!(flatten_yaml("a: [1, 2]").is_err());
+        assert_eq!(nearest("data.img_szie", ["data.img_size", "model.backbone"]), Some("data.img_size"));
+    }
+}
