@@ -1,0 +1,194 @@
+//! Per-view video backbones.
+//!
+//! One backbone is shared by every camera view (see [`crate::model`]). Today these are
+//! torchvision's video ResNets ([`r3d`]): `r3d_18` and `r2plus1d_18`, with torchvision's
+//! exact variable names so Kinetics-400 weights exported by `scripts/export_torchvision.py`
+//! load by name ([`load_weights`]).
+
+pub mod r3d;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use tch::nn;
+
+pub use r3d::{normalize_kinetics, Segment, VideoResNet, FEATURE_DIM, KINETICS_MEAN, KINETICS_STD};
+
+/// Which backbone `model.backbone` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackboneKind {
+    /// torchvision `r3d_18`: 3x3x3 convolutions (33.4 M parameters with a 400-class head).
+    R3d18,
+    /// torchvision `r2plus1d_18`: (2+1)D factorised convolutions (31.5 M with 400 classes).
+    /// The original project's `3dcnn` means this one.
+    R2Plus1d18,
+}
+
+/// The values `model.backbone` accepts, for error messages.
+pub const BACKBONE_NAMES: [&str; 3] = ["r3d_18", "r2plus1d_18", "3dcnn"];
+
+impl BackboneKind {
+    /// torchvision's builder name (`r3d_18` or `r2plus1d_18`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackboneKind::R3d18 => "r3d_18",
+            BackboneKind::R2Plus1d18 => "r2plus1d_18",
+        }
+    }
+}
+
+impl fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackboneKind {
+    type Err = BackboneError;
+
+    /// Parses `r3d_18`, `r2plus1d_18` or `3dcnn` (= `r2plus1d_18`), case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "r3d_18" => Ok(BackboneKind::R3d18),
+            "r2plus1d_18" | "3dcnn" => Ok(BackboneKind::R2Plus1d18),
+            _ => Err(BackboneError::UnknownBackbone {
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// Errors of backbone selection and weight loading; each names the key or file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum BackboneError {
+    #[error(
+        "model.backbone: unknown backbone `{value}`; use one of r3d_18, r2plus1d_18, \
+         3dcnn (= r2plus1d_18)"
+    )]
+    UnknownBackbone { value: String },
+    #[error("cannot read weights file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: tch::TchError,
+    },
+    #[error(
+        "weights file {} has no tensor `{key}`; was it exported for another backbone? \
+         (scripts/export_torchvision.py writes torchvision names)",
+        file.display()
+    )]
+    MissingKey { key: String, file: PathBuf },
+    #[error(
+        "weights file {}: tensor `{key}` has shape {found:?} but the model expects \
+         {expected:?}; export weights for the same backbone, or skip this key (e.g. `fc` \
+         when the number of classes differs)",
+        file.display()
+    )]
+    ShapeMismatch {
+        key: String,
+        file: PathBuf,
+        expected: Vec<i64>,
+        found: Vec<i64>,
+    },
+    #[error("weights file {}: cannot copy tensor `{key}`: {source}", file.display())]
+    Copy {
+        key: String,
+        file: PathBuf,
+        source: tch::TchError,
+    },
+}
+
+/// What [`load_weights`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Variables whose values came from the file.
+    pub loaded: Vec<String>,
+    /// Variables left as they were because they matched a `skip` prefix.
+    pub skipped: Vec<String>,
+    /// `*.num_batches_tracked` tensors in the file (torchvision BatchNorm counters; tch
+    /// has no such variable and momentum-based BN never reads it).
+    pub ignored_counters: usize,
+    /// Other tensors in the file that no variable asked for.
+    pub unused: Vec<String>,
+}
+
+fn matches_prefix(name: &str, prefix: &str) -> bool {
+    name == prefix
+        || (name.len() > prefix.len()
+            && name.starts_with(prefix)
+            && name.as_bytes()[prefix.len()] == b'.')
+}
+
+/// Loads a `.safetensors` file (e.g. from `scripts/export_torchvision.py`) into `vs` by
+/// variable name, strictly: every variable of `vs` not under a `skip` prefix (e.g. `"fc"`
+/// to keep a freshly initialised head of another size) must be in the file with the same
+/// shape. Values are cast to the variable's kind and device. `*.num_batches_tracked`
+/// tensors are ignored; other extra tensors are listed in [`LoadReport::unused`].
+pub fn load_weights(
+    vs: &mut nn::VarStore,
+    file: &Path,
+    skip: &[&str],
+) -> Result<LoadReport, BackboneError> {
+    let tensors: HashMap<String, tch::Tensor> = tch::Tensor::read_safetensors(file)
+        .map_err(|source| BackboneError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?
+        .into_iter()
+        .collect();
+    let mut report = LoadReport::default();
+    let mut used = BTreeSet::new();
+    let mut variables: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    // Check everything before copying anything, so a failed load leaves `vs` untouched.
+    let mut plan = Vec::with_capacity(variables.len());
+    for (name, var) in variables {
+        if skip.iter().any(|p| matches_prefix(&name, p)) {
+            report.skipped.push(name);
+            continue;
+        }
+        let Some(src) = tensors.get(&name) else {
+            return Err(BackboneError::MissingKey {
+                key: name,
+                file: file.to_path_buf(),
+            });
+        };
+        if src.size() != var.size() {
+            return Err(BackboneError::ShapeMismatch {
+                expected: var.size(),
+                found: src.size(),
+                key: name,
+                file: file.to_path_buf(),
+            });
+        }
+        used.insert(name.clone());
+        plan.push((name, var, src));
+    }
+    tch::no_grad(|| {
+        for (name, mut var, src) in plan {
+            let src = src.to_kind(var.kind()).to_device(var.device());
+            var.f_copy_(&src).map_err(|source| BackboneError::Copy {
+                key: name.clone(),
+                file: file.to_path_buf(),
+                source,
+            })?;
+            report.loaded.push(name);
+        }
+        Ok::<(), BackboneError>(())
+    })?;
+    let mut unused: Vec<String> = tensors
+        .keys()
+        .filter(|k| !used.contains(*k))
+        .filter(|k| !skip.iter().any(|p| matches_prefix(k, p)))
+        .cloned()
+        .collect();
+    unused.sort();
+    report.ignored_counters = unused
+        .iter()
+        .filter(|k| k.ends_with(".num_batches_tracked"))
+        .count();
+    unused.retain(|k| !k.ends_with(".num_batches_tracked"));
+    report.unused = unused;
+    Ok(report)
+}

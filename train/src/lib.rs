@@ -1,0 +1,9 @@
+//! `train`: a lean libtorch (tch) trainer that streams mvdrive caches.
+//!
+//! Modules are the nouns of training: [`backbone`] (per-view video networks), [`model`]
+//! (multi-view fusion and heads), [`plot`] (metrics and confusion plots).
+
+pub mod backbone;
+pub mod config;
+pub mod model;
+pub mod plot;
