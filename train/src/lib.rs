@@ -5,5 +5,6 @@
 
 pub mod backbone;
 pub mod config;
+pub mod metrics;
 pub mod model;
 pub mod plot;
