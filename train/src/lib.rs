@@ -5,6 +5,8 @@
 
 pub mod backbone;
 pub mod config;
+pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod sampler;

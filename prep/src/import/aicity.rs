@@ -194,25 +194,36 @@ fn read_labels_map(path: &Path) -> Result<HashMap<u32, String>, Vec<String>> {
     }
 }
 
-/// The video file of `filename` in `dir`: `filename + ext`, matched case-insensitively
-/// against the folder's files when the exact name is absent.
+/// The video file of `filename` in `dir`: `filename + ext`; when absent, a file of the
+/// folder with that name in another letter case, or with `_NoAudio` before the block
+/// number (`Dashboard_user_id_1_0` -> `Dashboard_user_id_1_NoAudio_0`).
 fn video_file(dir: &Path, filename: &str, ext: &str) -> PathBuf {
-    let name = if filename
-        .to_ascii_lowercase()
-        .ends_with(&ext.to_ascii_lowercase())
-    {
-        filename.to_string()
+    let lower = filename.to_ascii_lowercase();
+    let stem = if lower.ends_with(&ext.to_ascii_lowercase()) {
+        &filename[..filename.len() - ext.len()]
     } else {
-        format!("{filename}{ext}")
+        filename
     };
+    let name = format!("{stem}{ext}");
     let exact = dir.join(&name);
     if exact.is_file() {
         return exact;
     }
+    let mut wanted = vec![name.clone()];
+    if let Some((head, block)) = stem.rsplit_once('_') {
+        if !head.to_ascii_lowercase().ends_with("_noaudio") {
+            wanted.push(format!("{head}_NoAudio_{block}{ext}"));
+        }
+    }
     if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().eq_ignore_ascii_case(&name) && e.path().is_file() {
-                return e.path();
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for w in &wanted {
+            for p in &files {
+                let n = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                if n.is_some_and(|n| n.eq_ignore_ascii_case(w)) && p.is_file() {
+                    return p.clone();
+                }
             }
         }
     }
@@ -472,6 +483,7 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
             absolute(&video_file(&r.dir, &r.filename, &ext))
         })
         .collect();
+    let mut outside = Vec::new();
     for ((session, view, idx), path) in groups.iter().zip(&paths) {
         let r = &rows[idx[0]];
         match ctx.video_rel(path) {
@@ -484,9 +496,10 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
                 split: None,
                 at: r.at.clone(),
             }),
-            Err(e) => problems.push(outside_root_problem(&r.at, &e, &paths)),
+            Err(e) => outside.push((r.at.clone(), e)),
         }
     }
+    problems.extend(outside_root_problem(&outside, &paths));
 
     // Segments from one view per session.
     let mut sessions: Vec<&str> = Vec::new();

@@ -345,15 +345,17 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
         }
     }
     let all: Vec<PathBuf> = pending.iter().map(|(_, p)| p.clone()).collect();
+    let mut outside = Vec::new();
     for (mut row, path) in pending {
         match ctx.video_rel(&path) {
             Ok(v) => {
                 row.video = v;
                 out.views.push(row);
             }
-            Err(e) => problems.push(outside_root_problem(&row.at, &e, &all)),
+            Err(e) => outside.push((row.at.clone(), e)),
         }
     }
+    problems.extend(outside_root_problem(&outside, &all));
     if problems.is_empty() {
         Ok(out)
     } else {

@@ -465,6 +465,7 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
         }
     }
     let all: Vec<PathBuf> = videos.iter().map(|(_, p)| p.clone()).collect();
+    let mut outside = Vec::new();
     for (i, path) in &videos {
         let sv = &svs[*i];
         match ctx.video_rel(path) {
@@ -477,9 +478,10 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
                 split: sv.split.clone(),
                 at: sv.at.clone(),
             }),
-            Err(e) => problems.push(outside_root_problem(&sv.at, &e, &all)),
+            Err(e) => outside.push((sv.at.clone(), e)),
         }
     }
+    problems.extend(outside_root_problem(&outside, &all));
     // Keep the manifest in view order within a session.
     out.views.sort_by_key(|v| vpos(&v.view));
     let mut session_order: Vec<&str> = Vec::new();

@@ -103,11 +103,8 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
     for (file, _) in &files {
         st.read_file(file);
     }
-    if !st.outside.is_empty() {
-        for (at, err) in std::mem::take(&mut st.outside) {
-            let p = outside_root_problem(&at, &err, &st.abs_videos);
-            st.problems.push(p);
-        }
+    if let Some(p) = outside_root_problem(&st.outside, &st.abs_videos) {
+        st.problems.push(p);
     }
     let State {
         groups,

@@ -55,7 +55,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "NAME,...")]
     pub views: Option<String>,
     /// The view whose annotations give each session's segments (label-studio, drive-act,
-    /// aicity) [default: the first view that has annotations].
+    /// aicity) [default: the first view; see docs/importers.md].
     #[arg(long, value_name = "NAME")]
     pub time_view: Option<String>,
     /// Options of single formats.
@@ -1040,14 +1040,23 @@ pub(crate) fn common_folder(paths: &[PathBuf]) -> Option<PathBuf> {
     Some(common)
 }
 
-/// An error for videos outside the data root, suggesting a --data-root.
-pub(crate) fn outside_root_problem(at: &str, err: &str, all_videos: &[PathBuf]) -> String {
+/// One error for all videos outside the data root (`(at, error)` each), suggesting a
+/// --data-root that holds `all_videos`.
+pub(crate) fn outside_root_problem(
+    outside: &[(String, String)],
+    all_videos: &[PathBuf],
+) -> Option<String> {
+    let (at, err) = outside.first()?;
     let hint = common_folder(all_videos)
         .map(|c| format!("--data-root {}", c.display()))
         .unwrap_or_else(|| "--data-root DIR".into());
-    format!(
-        "{at}: {err}; pass {hint} (a folder holding all videos, and the same --data-root to prep build), or put --out there"
-    )
+    let more = match outside.len() {
+        1 => String::new(),
+        n => format!(" (and {} more video(s))", n - 1),
+    };
+    Some(format!(
+        "{at}: {err}{more}; pass {hint} (a folder holding all videos; give prep build the same --data-root), or put --out there"
+    ))
 }
 
 #[cfg(test)]

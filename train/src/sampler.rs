@@ -1,0 +1,181 @@
+//! Which segments a run sees, in which order, and which frames of each.
+//!
+//! Everything here is a pure function of (seed, epoch, position): a resumed run recomputes
+//! exactly the batches it would have seen, without replaying the ones before.
+
+use mvdrive_schemas::rng::Rng;
+use mvdrive_schemas::Cache;
+
+/// One sample: a segment of the cache and its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Item {
+    /// Index into `Cache::segments`.
+    pub segment: usize,
+    /// Class index.
+    pub label: u32,
+}
+
+/// Which part of a cache a run uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Segments whose split is this.
+    Split(String),
+    /// Sessions of these folds (None = sessions with no fold are excluded).
+    Folds { include: bool, fold: u32 },
+}
+
+/// The segments of `sel`, in cache order. Errors name what is missing and what exists.
+pub fn select(cache: &Cache, sel: &Selection) -> Result<Vec<Item>, String> {
+    let fold_of: std::collections::HashMap<&str, Option<u32>> =
+        cache.sessions.iter().map(|s| (s.session.as_str(), s.fold)).collect();
+    let items: Vec<Item> = cache
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| match sel {
+            Selection::Split(name) => s.split.as_deref() == Some(name.as_str()),
+            Selection::Folds { include, fold } => match fold_of.get(s.session.as_str()).copied().flatten() {
+                Some(f) => (f == *fold) == *include,
+                None => false,
+            },
+        })
+        .map(|(i, s)| Item { segment: i, label: s.label_id })
+        .collect();
+    if items.is_empty() {
+        let mut splits: Vec<&str> = cache.segments.iter().filter_map(|s| s.split.as_deref()).collect();
+        splits.sort_unstable();
+        splits.dedup();
+        let mut folds: Vec<u32> = cache.sessions.iter().filter_map(|s| s.fold).collect();
+        folds.sort_unstable();
+        folds.dedup();
+        let what = match sel {
+            Selection::Split(n) => format!("split `{n}`"),
+            Selection::Folds { include: true, fold } => format!("fold {fold}"),
+            Selection::Folds { include: false, fold } => format!("folds other than {fold}"),
+        };
+        return Err(format!(
+            "{}: no segments in {what} (splits in this cache: {}; folds: {}); set data.train_split / data.val_split / data.fold, or add a split column to the manifest",
+            cache.dir.display(),
+            if splits.is_empty() { "none".to_string() } else { splits.join(", ") },
+            if folds.is_empty() { "none (run `prep split`)".to_string() } else { format!("{folds:?}") },
+        ));
+    }
+    Ok(items)
+}
+
+/// Orders items into batches, epoch by epoch.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    /// The items.
+    pub items: Vec<Item>,
+    /// Clips per batch.
+    pub batch_size: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Class-balanced drawing instead of a shuffled pass.
+    pub balanced: bool,
+    /// Shuffle (training) or keep cache order (evaluation).
+    pub shuffle: bool,
+}
+
+impl Sampler {
+    /// Batches per epoch (the last one may be smaller).
+    pub fn batches(&self) -> usize {
+        self.items.len().div_ceil(self.batch_size)
+    }
+
+    /// The items of epoch `epoch`, in order.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<Item> {
+        if !self.shuffle {
+            return self.items.clone();
+        }
+        if self.balanced {
+            let mut by_class: std::collections::BTreeMap<u32, Vec<Item>> = Default::default();
+            for it in &self.items {
+                by_class.entry(it.label).or_default().push(*it);
+            }
+            let classes: Vec<&Vec<Item>> = by_class.values().collect();
+            return (0..self.items.len())
+                .map(|n| {
+                    let mut r = Rng::for_item(self.seed, epoch, n as u64);
+                    let c = classes[r.below(classes.len())];
+                    c[r.below(c.len())]
+                })
+                .collect();
+        }
+        let mut order = self.items.clone();
+        Rng::for_item(self.seed, epoch, u64::MAX).shuffle(&mut order);
+        order
+    }
+
+    /// The items of batch `b` of `epoch`.
+    pub fn batch(&self, order: &[Item], b: usize) -> Vec<Item> {
+        order.iter().skip(b * self.batch_size).take(self.batch_size).copied().collect()
+    }
+}
+
+/// `t` timeline frames spread uniformly over `[start, end)`: the middle of each of `t`
+/// equal parts, or with `jitter` a uniformly random position inside each part.
+pub fn clip_frames(start: u64, end: u64, t: usize, jitter: Option<&mut Rng>) -> Vec<u64> {
+    let len = end.saturating_sub(start).max(1) as f64;
+    let mut jitter = jitter;
+    (0..t)
+        .map(|j| {
+            let u = match jitter.as_deref_mut() {
+                Some(r) => r.unit(),
+                None => 0.5,
+            };
+            let f = start + ((j as f64 + u) * len / t as f64).floor() as u64;
+            f.min(end.saturating_sub(1)).max(start)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize) -> Vec<Item> {
+        (0..n).map(|i| Item { segment: i, label: (i % 3) as u32 }).collect()
+    }
+
+    #[test]
+    fn order_is_a_pure_function_of_seed_and_epoch() {
+        let s = Sampler { items: items(10), batch_size: 4, seed: 7, balanced: false, shuffle: true };
+        assert_eq!(s.epoch_order(3), s.epoch_order(3));
+        assert_ne!(s.epoch_order(3), s.epoch_order(4));
+        let mut sorted = s.epoch_order(3);
+        sorted.sort_by_key(|i| i.segment);
+        assert_eq!(sorted, items(10), "a pass visits every item once");
+        assert_eq!(s.batches(), 3);
+        assert_eq!(s.batch(&s.epoch_order(0), 2).len(), 2);
+    }
+
+    #[test]
+    fn balanced_sampling_draws_classes_evenly() {
+        let mut it = items(3);
+        it.extend((10..40).map(|i| Item { segment: i, label: 0 }));
+        let s = Sampler { items: it, batch_size: 4, seed: 1, balanced: true, shuffle: true };
+        let mut counts = [0usize; 3];
+        for e in 0..30 {
+            for i in s.epoch_order(e) {
+                counts[i.label as usize] += 1;
+            }
+        }
+        let total: usize = counts.iter().sum();
+        for c in counts {
+            assert!((c as f64 / total as f64 - 1.0 / 3.0).abs() < 0.05, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn clip_frames_are_uniform_and_inside_the_segment() {
+        assert_eq!(clip_frames(10, 18, 4, None), vec![11, 13, 15, 17]);
+        assert_eq!(clip_frames(5, 7, 4, None), vec![5, 5, 6, 6], "short segments repeat frames");
+        let mut r = Rng::new(3);
+        let f = clip_frames(100, 200, 8, Some(&mut r));
+        for (j, x) in f.iter().enumerate() {
+            assert!((100 + 12 * j as u64..=100 + 13 * (j as u64 + 1)).contains(x), "{f:?}");
+        }
+    }
+}
