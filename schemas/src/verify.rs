@@ -63,6 +63,14 @@ pub fn verify(dir: &Path, mut progress: impl FnMut(u64)) -> Report {
     report
 }
 
+/// The cheap part of [`verify`]: index checksums and table consistency, without reading
+/// records. `train` runs it before training.
+pub fn verify_index(cache: &Cache) -> Vec<String> {
+    let mut problems = Vec::new();
+    check_tables(cache, &mut problems);
+    problems
+}
+
 fn check_tables(c: &Cache, problems: &mut Vec<String>) {
     let sessions: HashMap<&str, &SessionRow> =
         c.sessions.iter().map(|s| (s.session.as_str(), s)).collect();

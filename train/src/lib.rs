@@ -8,5 +8,6 @@ pub mod config;
 pub mod loader;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod plot;
 pub mod sampler;

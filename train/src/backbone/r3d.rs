@@ -126,6 +126,8 @@ pub fn classifier(p: nn::Path, in_dim: i64, out_dim: i64) -> nn::Linear {
 }
 
 /// The "conv_builder" of a block: one 3x3x3 conv (R3D) or a (2+1)D factorised conv.
+// 16 of these per network: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum BlockConv {
     /// `Conv3DSimple`: a single `Conv3d` (names `<p>.weight`).
