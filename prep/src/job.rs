@@ -185,13 +185,16 @@ impl Job {
         let mut rgb = ShardWriter::new(&dir, &format!("rgb-{g}"), cfg.shard_size, cfg.compress);
         let mut kpt =
             ShardWriter::new(&dir, &format!("kpt-{g}"), cfg.shard_size, Compression::None);
-        let written =
-            self.write_rgb(&mut rgb, cfg, progress)
-                .and_then(|(records, sources, view, errors)| {
-                    let (kpt_records, valid, warnings) =
-                        self.write_keypoints(&mut kpt, &sources, view.decoded_frames, cfg)?;
-                    Ok((records, kpt_records, view, errors, valid, warnings))
-                });
+        let written = self.write_rgb(&mut rgb, cfg, progress).and_then(
+            |(records, sources, view, errors, stopped)| {
+                // Decoding stops once the timeline is filled: the frame count is then
+                // a lower bound, not the video's length.
+                let decoded = (!stopped).then_some(view.decoded_frames);
+                let (kpt_records, valid, warnings) =
+                    self.write_keypoints(&mut kpt, &sources, decoded, cfg)?;
+                Ok((records, kpt_records, view, errors, valid, warnings))
+            },
+        );
         match written {
             Ok((mut records, kpt_records, mut view, errors, valid, warnings)) => {
                 rgb.finish().map_err(|e| e.to_string())?;
@@ -257,7 +260,7 @@ impl Job {
         writer: &mut ShardWriter,
         cfg: &PrepConfig,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(Vec<RecordRow>, Vec<u64>, ViewRow, u64), String> {
+    ) -> Result<(Vec<RecordRow>, Vec<u64>, ViewRow, u64, bool), String> {
         let tl = &self.timeline;
         let mut resizer = Resizer::new(cfg.resize, cfg.scaler, cfg.img_width, cfg.img_height);
         let fb = resizer.frame_bytes();
@@ -360,7 +363,7 @@ impl Job {
                 .and(self.entry.keypoint_layout.clone()),
             kpt_valid_frames: 0,
         };
-        Ok((chunks.records, sources, view, stats.errors))
+        Ok((chunks.records, sources, view, stats.errors, stats.stopped))
     }
 
     /// Write keypoint records: for each timeline frame, the keypoints of the source frame
@@ -370,7 +373,7 @@ impl Job {
         &self,
         writer: &mut ShardWriter,
         sources: &[u64],
-        decoded: u64,
+        decoded: Option<u64>,
         cfg: &PrepConfig,
     ) -> Result<(Vec<RecordRow>, u64, Vec<String>), String> {
         let (Some(path), Some(layout)) = (&self.entry.keypoints_path, &self.entry.keypoint_layout)
@@ -378,7 +381,7 @@ impl Job {
             return Ok((Vec::new(), 0, Vec::new()));
         };
         let track = keypoints::load(path, layout, self.info.width, self.info.height)?;
-        let warnings = track.warnings(path, Some(decoded));
+        let warnings = track.warnings(path, decoded);
         let (k, c) = (track.layout.len(), track.channels);
         let template = self.record_template("kpt", k as u32, c as u32, 4, Compression::None);
         let mut chunks = Chunker::new(

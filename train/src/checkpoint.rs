@@ -65,15 +65,26 @@ fn rename(tmp: &Path, dst: &Path) -> Result<(), String> {
 }
 
 /// Write a checkpoint at `weights` (`....safetensors`).
-pub fn save(weights: &Path, vs: &VarStore, opt: &AdamW, state: &TrainerState) -> Result<(), String> {
+pub fn save(
+    weights: &Path,
+    vs: &VarStore,
+    opt: &AdamW,
+    state: &TrainerState,
+) -> Result<(), String> {
     let (w, o, j) = paths(weights);
     let tmp = |p: &Path| PathBuf::from(format!("{}.tmp.safetensors", p.display()));
-    vs.save(tmp(&w)).map_err(|e| format!("{}: {e}", w.display()))?;
+    vs.save(tmp(&w))
+        .map_err(|e| format!("{}: {e}", w.display()))?;
     let named: Vec<(String, Tensor)> = opt
         .params
         .iter()
         .zip(opt.m.iter().zip(&opt.v))
-        .flat_map(|((n, _), (m, v))| [(format!("m.{n}"), m.shallow_clone()), (format!("v.{n}"), v.shallow_clone())])
+        .flat_map(|((n, _), (m, v))| {
+            [
+                (format!("m.{n}"), m.shallow_clone()),
+                (format!("v.{n}"), v.shallow_clone()),
+            ]
+        })
         .collect();
     Tensor::write_safetensors(&named, tmp(&o)).map_err(|e| format!("{}: {e}", o.display()))?;
     let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
@@ -90,9 +101,14 @@ pub fn load_state(ckpt: &Path) -> Result<TrainerState, String> {
     if !w.exists() {
         return Err(format!("{}: checkpoint not found", w.display()));
     }
-    let text = std::fs::read_to_string(&j)
-        .map_err(|e| format!("{}: {e} (every mvdrive checkpoint has this file next to its weights)", j.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: not an mvdrive trainer state: {e}", j.display()))
+    let text = std::fs::read_to_string(&j).map_err(|e| {
+        format!(
+            "{}: {e} (every mvdrive checkpoint has this file next to its weights)",
+            j.display()
+        )
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not an mvdrive trainer state: {e}", j.display()))
 }
 
 /// Load weights into `vs`; names and shapes must match exactly.

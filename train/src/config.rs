@@ -39,7 +39,12 @@ pub struct Key {
 }
 
 const fn key(name: &'static str, default: &'static str, kind: Kind, doc: &'static str) -> Key {
-    Key { name, default, kind, doc }
+    Key {
+        name,
+        default,
+        kind,
+        doc,
+    }
 }
 
 /// Precisions accepted by `trainer.precision`.
@@ -104,13 +109,16 @@ fn check(k: &Key, v: &str) -> Result<String, ConfigError> {
     let v = v.trim().trim_matches('"').trim_matches('\'');
     let bad = |want: String| ConfigError(format!("config key `{}`: `{v}` is not {want}", k.name));
     let ok = match k.kind {
-        Kind::Int(min) => v.parse::<i64>().map_err(|_| bad(format!("a whole number >= {min}"))).and_then(|n| {
-            if n >= min {
-                Ok(n.to_string())
-            } else {
-                Err(bad(format!("a whole number >= {min}")))
-            }
-        })?,
+        Kind::Int(min) => v
+            .parse::<i64>()
+            .map_err(|_| bad(format!("a whole number >= {min}")))
+            .and_then(|n| {
+                if n >= min {
+                    Ok(n.to_string())
+                } else {
+                    Err(bad(format!("a whole number >= {min}")))
+                }
+            })?,
         Kind::Float(min) => match v.parse::<f64>() {
             Ok(f) if f.is_finite() && f >= min => v.to_string(),
             _ => return Err(bad(format!("a number >= {min}"))),
@@ -153,7 +161,12 @@ fn check(k: &Key, v: &str) -> Result<String, ConfigError> {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { values: KEYS.iter().map(|k| (k.name, k.default.to_string())).collect() }
+        Config {
+            values: KEYS
+                .iter()
+                .map(|k| (k.name, k.default.to_string()))
+                .collect(),
+        }
     }
 }
 
@@ -168,20 +181,31 @@ impl Config {
             if from_file {
                 return Ok(());
             }
-            return Err(ConfigError(format!("config key `{name}` is a `prep` setting; it is fixed when the cache is built")));
+            return Err(ConfigError(format!(
+                "config key `{name}` is a `prep` setting; it is fixed when the cache is built"
+            )));
         }
-        let hint = nearest(name, KEYS.iter().map(|k| k.name).chain(PREP_ONLY_KEYS.iter().copied()))
-            .map(|n| format!("; did you mean `{n}`?"))
-            .unwrap_or_default();
-        Err(ConfigError(format!("unknown config key `{name}`{hint} (`train keys` lists every key)")))
+        let hint = nearest(
+            name,
+            KEYS.iter()
+                .map(|k| k.name)
+                .chain(PREP_ONLY_KEYS.iter().copied()),
+        )
+        .map(|n| format!("; did you mean `{n}`?"))
+        .unwrap_or_default();
+        Err(ConfigError(format!(
+            "unknown config key `{name}`{hint} (`train keys` lists every key)"
+        )))
     }
 
     /// Apply `key.sub=value` overrides.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
         for o in overrides {
-            let (k, v) = o
-                .split_once('=')
-                .ok_or_else(|| ConfigError(format!("`{o}` is not a `key.sub=value` override (e.g. data.batch_size=2)")))?;
+            let (k, v) = o.split_once('=').ok_or_else(|| {
+                ConfigError(format!(
+                    "`{o}` is not a `key.sub=value` override (e.g. data.batch_size=2)"
+                ))
+            })?;
             self.set(k.trim(), v, false)?;
         }
         Ok(())
@@ -189,8 +213,10 @@ impl Config {
 
     /// Apply a YAML file (layout of `configs/config.yaml` and the presets).
     pub fn apply_yaml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        self.apply_yaml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        self.apply_yaml(&text)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
     /// Apply YAML text.
@@ -256,7 +282,11 @@ impl Config {
                 section = sec;
             }
             let v = self.raw(k.name);
-            let quoted = if matches!(k.kind, Kind::Text | Kind::Choice(_)) && v != "null" { format!("\"{v}\"") } else { v.to_string() };
+            let quoted = if matches!(k.kind, Kind::Text | Kind::Choice(_)) && v != "null" {
+                format!("\"{v}\"")
+            } else {
+                v.to_string()
+            };
             out += &format!("  {name}: {quoted}\n");
         }
         out
@@ -272,7 +302,8 @@ impl Config {
         }
         if self.bool("model.use_gradient_checkpointing") {
             return Err(ConfigError(
-                "model.use_gradient_checkpointing=true is not built yet (issue #5); use false".into(),
+                "model.use_gradient_checkpointing=true is not built yet (issue #5); use false"
+                    .into(),
             ));
         }
         if !self.bool("data.load_rgb") {
@@ -300,17 +331,35 @@ mod tests {
     #[test]
     fn defaults_overrides_and_errors() {
         let mut c = Config::default();
-        c.apply_overrides(&["data.batch_size=2".into(), "train.lr=3e-4".into(), "data.img_size=96x128".into()]).unwrap();
+        c.apply_overrides(&[
+            "data.batch_size=2".into(),
+            "train.lr=3e-4".into(),
+            "data.img_size=96x128".into(),
+        ])
+        .unwrap();
         assert_eq!(c.usize("data.batch_size"), 2);
         assert_eq!(c.float("train.lr"), 3e-4);
         assert_eq!(c.img_size(), Some((96, 128)));
-        let e = c.apply_overrides(&["data.batch_sise=2".into()]).unwrap_err().0;
+        let e = c
+            .apply_overrides(&["data.batch_sise=2".into()])
+            .unwrap_err()
+            .0;
         assert!(e.contains("did you mean `data.batch_size`"), "{e}");
-        let e = c.apply_overrides(&["data.batch_size=two".into()]).unwrap_err().0;
+        let e = c
+            .apply_overrides(&["data.batch_size=two".into()])
+            .unwrap_err()
+            .0;
         assert!(e.contains("data.batch_size") && e.contains("two"), "{e}");
-        let e = c.apply_overrides(&["model.fusion_mode=max".into()]).unwrap_err().0;
+        let e = c
+            .apply_overrides(&["model.fusion_mode=max".into()])
+            .unwrap_err()
+            .0;
         assert!(e.contains("logit_mean"), "{e}");
-        assert!(c.apply_overrides(&["prep.fps=8".into()]).unwrap_err().0.contains("prep"));
+        assert!(c
+            .apply_overrides(&["prep.fps=8".into()])
+            .unwrap_err()
+            .0
+            .contains("prep"));
     }
 
     #[test]
@@ -322,7 +371,12 @@ mod tests {
     #[test]
     fn the_resolved_yaml_reads_back_to_the_same_config() {
         let mut c = Config::default();
-        c.apply_overrides(&["train.view=single".into(), "train.view_name=left".into(), "data.fold=2".into()]).unwrap();
+        c.apply_overrides(&[
+            "train.view=single".into(),
+            "train.view_name=left".into(),
+            "data.fold=2".into(),
+        ])
+        .unwrap();
         let mut d = Config::default();
         d.apply_yaml(&c.to_yaml()).unwrap();
         assert_eq!(c, d);
@@ -332,16 +386,26 @@ mod tests {
     fn shipped_config_and_presets_parse_and_config_yaml_documents_every_default() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut c = Config::default();
-        c.apply_yaml_file(&root.join("configs/config.yaml")).unwrap();
-        assert_eq!(c, Config::default(), "configs/config.yaml must state the code defaults");
+        c.apply_yaml_file(&root.join("configs/config.yaml"))
+            .unwrap();
+        assert_eq!(
+            c,
+            Config::default(),
+            "configs/config.yaml must state the code defaults"
+        );
         let text = std::fs::read_to_string(root.join("configs/config.yaml")).unwrap();
         for k in KEYS {
             let leaf = k.name.split_once('.').unwrap().1;
-            assert!(text.contains(&format!("{leaf}:")), "configs/config.yaml lacks {}", k.name);
+            assert!(
+                text.contains(&format!("{leaf}:")),
+                "configs/config.yaml lacks {}",
+                k.name
+            );
         }
         for p in ["standard", "aggressive", "extreme"] {
             let mut c = Config::default();
-            c.apply_yaml_file(&root.join(format!("configs/presets/{p}.yaml"))).unwrap();
+            c.apply_yaml_file(&root.join(format!("configs/presets/{p}.yaml")))
+                .unwrap();
         }
     }
 }

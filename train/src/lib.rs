@@ -4,7 +4,9 @@
 //! (multi-view fusion and heads), [`plot`] (metrics and confusion plots).
 
 pub mod backbone;
+pub mod checkpoint;
 pub mod config;
+pub mod fit;
 pub mod loader;
 pub mod metrics;
 pub mod model;

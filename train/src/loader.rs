@@ -67,22 +67,38 @@ pub struct Loader {
 
 impl Loader {
     /// A loader of `views` with `frames` frames per clip.
-    pub fn new(cache: Arc<Cache>, views: Vec<String>, frames: usize, load_rgb: bool, load_kpt: bool) -> Result<Loader, String> {
+    pub fn new(
+        cache: Arc<Cache>,
+        views: Vec<String>,
+        frames: usize,
+        load_rgb: bool,
+        load_kpt: bool,
+    ) -> Result<Loader, String> {
         for v in &views {
             if !cache.meta.views.contains(v) {
-                return Err(format!("view `{v}` is not in the cache (views: {})", cache.meta.views.join(", ")));
+                return Err(format!(
+                    "view `{v}` is not in the cache (views: {})",
+                    cache.meta.views.join(", ")
+                ));
             }
         }
         let mut records: HashMap<(String, String, String), Vec<RecordRow>> = HashMap::new();
         for r in &cache.records {
-            records.entry((r.modality.clone(), r.session.clone(), r.view.clone())).or_default().push(r.clone());
+            records
+                .entry((r.modality.clone(), r.session.clone(), r.view.clone()))
+                .or_default()
+                .push(r.clone());
         }
         for list in records.values_mut() {
             list.sort_by_key(|r| r.chunk);
         }
         let mut kpt_shape = None;
         if load_kpt {
-            for r in cache.records.iter().filter(|r| r.modality == "kpt" && views.contains(&r.view)) {
+            for r in cache
+                .records
+                .iter()
+                .filter(|r| r.modality == "kpt" && views.contains(&r.view))
+            {
                 let shape = (r.height as usize, r.width as usize);
                 match kpt_shape {
                     None => kpt_shape = Some(shape),
@@ -95,7 +111,10 @@ impl Loader {
                 }
             }
             if kpt_shape.is_none() {
-                return Err(format!("data.load_kpt=true but the cache {} has no keypoints", cache.dir.display()));
+                return Err(format!(
+                    "data.load_kpt=true but the cache {} has no keypoints",
+                    cache.dir.display()
+                ));
             }
         }
         Ok(Loader {
@@ -113,37 +132,57 @@ impl Loader {
 
     /// Shard files opened so far (relative paths).
     pub fn opened_files(&self) -> Vec<String> {
-        self.files.lock().map(|f| f.keys().cloned().collect()).unwrap_or_default()
+        self.files
+            .lock()
+            .map(|f| f.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn file(&self, rel: &str) -> Result<Arc<File>, String> {
-        let mut files = self.files.lock().map_err(|_| "loader lock poisoned".to_string())?;
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| "loader lock poisoned".to_string())?;
         if let Some(f) = files.get(rel) {
             return Ok(f.clone());
         }
-        let path: PathBuf = mvdrive_schemas::cache::resolve(&self.cache.dir, rel).map_err(|e| e.to_string())?;
+        let path: PathBuf =
+            mvdrive_schemas::cache::resolve(&self.cache.dir, rel).map_err(|e| e.to_string())?;
         let f = Arc::new(File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?);
         files.insert(rel.to_string(), f.clone());
         Ok(f)
     }
 
     /// Read frame `t` of (modality, session, view) into `out` (exactly one frame's bytes).
-    fn read_frame(&self, modality: &str, session: &str, view: &str, t: u64, out: &mut [u8]) -> Result<bool, String> {
-        let Some(list) = self.records.get(&(modality.to_string(), session.to_string(), view.to_string())) else {
+    fn read_frame(
+        &self,
+        modality: &str,
+        session: &str,
+        view: &str,
+        t: u64,
+        out: &mut [u8],
+    ) -> Result<bool, String> {
+        let Some(list) =
+            self.records
+                .get(&(modality.to_string(), session.to_string(), view.to_string()))
+        else {
             return Ok(false);
         };
         let m = self.cache.meta.params.max_video_frames as u64;
         let rec = list
             .get((t / m) as usize)
             .filter(|r| r.frame_start <= t && t < r.frame_start + r.frame_count as u64)
-            .ok_or_else(|| format!("no {modality} frame {t} for session `{session}` view `{view}`"))?;
+            .ok_or_else(|| {
+                format!("no {modality} frame {t} for session `{session}` view `{view}`")
+            })?;
         let file = self.file(&rec.shard)?;
         let fb = rec.frame_bytes();
         let i = t - rec.frame_start;
         let err = |e: std::io::Error| format!("{}: {e}", rec.shard);
         let read = match Compression::from_column(&rec.compression) {
             Some(Compression::None) => {
-                file.read_exact_at(out, rec.offset + i * fb as u64).map_err(err)?;
+                file.read_exact_at(out, rec.offset + i * fb as u64)
+                    .map_err(err)?;
                 fb as u64
             }
             Some(Compression::Zstd(_)) => {
@@ -154,16 +193,29 @@ impl Loader {
                 let a = u64::from_le_bytes(off[..8].try_into().unwrap_or_default());
                 let b = u64::from_le_bytes(off[8..].try_into().unwrap_or_default());
                 let mut packed = vec![0u8; b.saturating_sub(a) as usize];
-                file.read_exact_at(&mut packed, rec.offset + a).map_err(err)?;
+                file.read_exact_at(&mut packed, rec.offset + a)
+                    .map_err(err)?;
                 let n = zstd::bulk::decompress_to_buffer(&packed, out).map_err(err)?;
                 if n != fb {
-                    return Err(format!("{}: frame {t} decodes to {n} bytes, expected {fb}", rec.shard));
+                    return Err(format!(
+                        "{}: frame {t} decodes to {n} bytes, expected {fb}",
+                        rec.shard
+                    ));
                 }
                 packed.len() as u64 + 16
             }
-            None => return Err(format!("{}: unknown compression `{}`", rec.shard, rec.compression)),
+            None => {
+                return Err(format!(
+                    "{}: unknown compression `{}`",
+                    rec.shard, rec.compression
+                ))
+            }
         };
-        let counter = if modality == "kpt" { &self.counters.kpt_bytes } else { &self.counters.rgb_bytes };
+        let counter = if modality == "kpt" {
+            &self.counters.kpt_bytes
+        } else {
+            &self.counters.rgb_bytes
+        };
         counter.fetch_add(read, Ordering::Relaxed);
         Ok(true)
     }
@@ -174,7 +226,10 @@ impl Loader {
         let p = &self.cache.meta.params;
         let fb = (p.img_height * p.img_width * 3) as usize;
         let mut rgb = self.load_rgb.then(|| vec![0u8; b * v * t * fb]);
-        let mut kpt = self.kpt_shape.filter(|_| self.load_kpt).map(|(k, c)| (vec![0f32; b * v * t * k * c], vec![0u8; b * v * t], k * c));
+        let mut kpt = self
+            .kpt_shape
+            .filter(|_| self.load_kpt)
+            .map(|(k, c)| (vec![0f32; b * v * t * k * c], vec![0u8; b * v * t], k * c));
         let mut kbuf = Vec::new();
         for (bi, (item, fr)) in items.iter().zip(frames).enumerate() {
             let seg = &self.cache.segments[item.segment];
@@ -182,12 +237,21 @@ impl Loader {
                 for (ti, &f) in fr.iter().enumerate() {
                     let slot = (bi * v + vi) * t + ti;
                     if let Some(buf) = rgb.as_mut() {
-                        self.read_frame("rgb", &seg.session, view, f, &mut buf[slot * fb..(slot + 1) * fb])?;
+                        self.read_frame(
+                            "rgb",
+                            &seg.session,
+                            view,
+                            f,
+                            &mut buf[slot * fb..(slot + 1) * fb],
+                        )?;
                     }
                     if let Some((vals, mask, kc)) = kpt.as_mut() {
                         kbuf.resize((*kc + 1) * 4, 0);
                         if self.read_frame("kpt", &seg.session, view, f, &mut kbuf)? {
-                            let x: Vec<f32> = kbuf.chunks_exact(4).map(|q| f32::from_le_bytes([q[0], q[1], q[2], q[3]])).collect();
+                            let x: Vec<f32> = kbuf
+                                .chunks_exact(4)
+                                .map(|q| f32::from_le_bytes([q[0], q[1], q[2], q[3]]))
+                                .collect();
                             vals[slot * *kc..(slot + 1) * *kc].copy_from_slice(&x[..*kc]);
                             mask[slot] = (x[*kc] > 0.0) as u8;
                         }
@@ -201,24 +265,46 @@ impl Loader {
             rgb,
             kpt: kpt.map(|(v, m, _)| (v, m)),
             labels: items.iter().map(|i| i.label as i64).collect(),
-            segments: items.iter().map(|i| self.cache.segments[i.segment].segment_id).collect(),
+            segments: items
+                .iter()
+                .map(|i| self.cache.segments[i.segment].segment_id)
+                .collect(),
         })
     }
 
     /// The frames of each item of a batch: deterministic for evaluation, jittered for
     /// training from (seed, epoch, position).
-    pub fn frames_for(&self, sampler: &Sampler, items: &[Item], epoch: u64, first_position: usize, train: bool) -> Vec<Vec<u64>> {
+    pub fn frames_for(
+        &self,
+        sampler: &Sampler,
+        items: &[Item],
+        epoch: u64,
+        first_position: usize,
+        train: bool,
+    ) -> Vec<Vec<u64>> {
         items
             .iter()
             .enumerate()
             .map(|(n, it)| {
                 let seg = &self.cache.segments[it.segment];
-                let mut rng = Rng::for_item(sampler.seed ^ 0x6a17_7e12, epoch, (first_position + n) as u64);
-                clip_frames(seg.frame_start, seg.frame_end, self.frames, train.then_some(&mut rng))
+                let mut rng = Rng::for_item(
+                    sampler.seed ^ 0x6a17_7e12,
+                    epoch,
+                    (first_position + n) as u64,
+                );
+                clip_frames(
+                    seg.frame_start,
+                    seg.frame_end,
+                    self.frames,
+                    train.then_some(&mut rng),
+                )
             })
             .collect()
     }
 }
+
+/// What the caller's thread needs to make batches itself (no worker threads).
+type Inline = (Arc<Loader>, Arc<Sampler>, Vec<Item>, u64, bool);
 
 /// Batches of one epoch from `start` on, prepared by `workers` threads (0: on demand in the
 /// caller's thread). Each worker is at most two batches ahead; batches come out in order.
@@ -227,13 +313,20 @@ pub struct Prefetch {
     first: usize,
     next: usize,
     end: usize,
-    inline: Option<(Arc<Loader>, Arc<Sampler>, Vec<Item>, u64, bool)>,
+    inline: Option<Inline>,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Prefetch {
     /// Start producing the batches `start..` of `epoch`.
-    pub fn start(loader: Arc<Loader>, sampler: Arc<Sampler>, epoch: u64, start: usize, train: bool, workers: usize) -> Prefetch {
+    pub fn start(
+        loader: Arc<Loader>,
+        sampler: Arc<Sampler>,
+        epoch: u64,
+        start: usize,
+        train: bool,
+        workers: usize,
+    ) -> Prefetch {
         let order = sampler.epoch_order(epoch);
         let end = sampler.batches();
         if workers == 0 {
@@ -256,7 +349,8 @@ impl Prefetch {
                 let mut b = start + w;
                 while b < end {
                     let items = sampler.batch(&order, b);
-                    let frames = loader.frames_for(&sampler, &items, epoch, b * sampler.batch_size, train);
+                    let frames =
+                        loader.frames_for(&sampler, &items, epoch, b * sampler.batch_size, train);
                     if tx.send(loader.load(b, &items, &frames)).is_err() {
                         return; // the consumer stopped
                     }
@@ -265,7 +359,14 @@ impl Prefetch {
             }));
             receivers.push(rx);
         }
-        Prefetch { receivers, first: start, next: start, end, inline: None, handles }
+        Prefetch {
+            receivers,
+            first: start,
+            next: start,
+            end,
+            inline: None,
+            handles,
+        }
     }
 }
 
@@ -284,7 +385,10 @@ impl Iterator for Prefetch {
         }
         // Worker w makes batches first + w, first + w + W, ...: read them round-robin.
         let rx = &self.receivers[(b - self.first) % self.receivers.len()];
-        Some(rx.recv().unwrap_or_else(|_| Err("a loader thread stopped".into())))
+        Some(
+            rx.recv()
+                .unwrap_or_else(|_| Err("a loader thread stopped".into())),
+        )
     }
 }
 

@@ -30,7 +30,16 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        AdamW { params, m, v, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
+        AdamW {
+            params,
+            m,
+            v,
+            step: 0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
     }
 
     /// Zero every gradient.
@@ -81,7 +90,11 @@ impl AdamW {
         let c1 = 1.0 - b1.powi(t);
         let c2 = 1.0 - b2.powi(t);
         tch::no_grad(|| {
-            for ((_, p), (m, v)) in self.params.iter_mut().zip(self.m.iter_mut().zip(self.v.iter_mut())) {
+            for ((_, p), (m, v)) in self
+                .params
+                .iter_mut()
+                .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+            {
                 let g = p.grad();
                 if !g.defined() {
                     continue;

@@ -26,23 +26,35 @@ pub enum Selection {
 
 /// The segments of `sel`, in cache order. Errors name what is missing and what exists.
 pub fn select(cache: &Cache, sel: &Selection) -> Result<Vec<Item>, String> {
-    let fold_of: std::collections::HashMap<&str, Option<u32>> =
-        cache.sessions.iter().map(|s| (s.session.as_str(), s.fold)).collect();
+    let fold_of: std::collections::HashMap<&str, Option<u32>> = cache
+        .sessions
+        .iter()
+        .map(|s| (s.session.as_str(), s.fold))
+        .collect();
     let items: Vec<Item> = cache
         .segments
         .iter()
         .enumerate()
         .filter(|(_, s)| match sel {
             Selection::Split(name) => s.split.as_deref() == Some(name.as_str()),
-            Selection::Folds { include, fold } => match fold_of.get(s.session.as_str()).copied().flatten() {
-                Some(f) => (f == *fold) == *include,
-                None => false,
-            },
+            Selection::Folds { include, fold } => {
+                match fold_of.get(s.session.as_str()).copied().flatten() {
+                    Some(f) => (f == *fold) == *include,
+                    None => false,
+                }
+            }
         })
-        .map(|(i, s)| Item { segment: i, label: s.label_id })
+        .map(|(i, s)| Item {
+            segment: i,
+            label: s.label_id,
+        })
         .collect();
     if items.is_empty() {
-        let mut splits: Vec<&str> = cache.segments.iter().filter_map(|s| s.split.as_deref()).collect();
+        let mut splits: Vec<&str> = cache
+            .segments
+            .iter()
+            .filter_map(|s| s.split.as_deref())
+            .collect();
         splits.sort_unstable();
         splits.dedup();
         let mut folds: Vec<u32> = cache.sessions.iter().filter_map(|s| s.fold).collect();
@@ -50,8 +62,14 @@ pub fn select(cache: &Cache, sel: &Selection) -> Result<Vec<Item>, String> {
         folds.dedup();
         let what = match sel {
             Selection::Split(n) => format!("split `{n}`"),
-            Selection::Folds { include: true, fold } => format!("fold {fold}"),
-            Selection::Folds { include: false, fold } => format!("folds other than {fold}"),
+            Selection::Folds {
+                include: true,
+                fold,
+            } => format!("fold {fold}"),
+            Selection::Folds {
+                include: false,
+                fold,
+            } => format!("folds other than {fold}"),
         };
         return Err(format!(
             "{}: no segments in {what} (splits in this cache: {}; folds: {}); set data.train_split / data.val_split / data.fold, or add a split column to the manifest",
@@ -110,7 +128,12 @@ impl Sampler {
 
     /// The items of batch `b` of `epoch`.
     pub fn batch(&self, order: &[Item], b: usize) -> Vec<Item> {
-        order.iter().skip(b * self.batch_size).take(self.batch_size).copied().collect()
+        order
+            .iter()
+            .skip(b * self.batch_size)
+            .take(self.batch_size)
+            .copied()
+            .collect()
     }
 }
 
@@ -136,12 +159,23 @@ mod tests {
     use super::*;
 
     fn items(n: usize) -> Vec<Item> {
-        (0..n).map(|i| Item { segment: i, label: (i % 3) as u32 }).collect()
+        (0..n)
+            .map(|i| Item {
+                segment: i,
+                label: (i % 3) as u32,
+            })
+            .collect()
     }
 
     #[test]
     fn order_is_a_pure_function_of_seed_and_epoch() {
-        let s = Sampler { items: items(10), batch_size: 4, seed: 7, balanced: false, shuffle: true };
+        let s = Sampler {
+            items: items(10),
+            batch_size: 4,
+            seed: 7,
+            balanced: false,
+            shuffle: true,
+        };
         assert_eq!(s.epoch_order(3), s.epoch_order(3));
         assert_ne!(s.epoch_order(3), s.epoch_order(4));
         let mut sorted = s.epoch_order(3);
@@ -154,8 +188,17 @@ mod tests {
     #[test]
     fn balanced_sampling_draws_classes_evenly() {
         let mut it = items(3);
-        it.extend((10..40).map(|i| Item { segment: i, label: 0 }));
-        let s = Sampler { items: it, batch_size: 4, seed: 1, balanced: true, shuffle: true };
+        it.extend((10..40).map(|i| Item {
+            segment: i,
+            label: 0,
+        }));
+        let s = Sampler {
+            items: it,
+            batch_size: 4,
+            seed: 1,
+            balanced: true,
+            shuffle: true,
+        };
         let mut counts = [0usize; 3];
         for e in 0..30 {
             for i in s.epoch_order(e) {
@@ -164,18 +207,28 @@ mod tests {
         }
         let total: usize = counts.iter().sum();
         for c in counts {
-            assert!((c as f64 / total as f64 - 1.0 / 3.0).abs() < 0.05, "{counts:?}");
+            assert!(
+                (c as f64 / total as f64 - 1.0 / 3.0).abs() < 0.05,
+                "{counts:?}"
+            );
         }
     }
 
     #[test]
     fn clip_frames_are_uniform_and_inside_the_segment() {
         assert_eq!(clip_frames(10, 18, 4, None), vec![11, 13, 15, 17]);
-        assert_eq!(clip_frames(5, 7, 4, None), vec![5, 5, 6, 6], "short segments repeat frames");
+        assert_eq!(
+            clip_frames(5, 7, 4, None),
+            vec![5, 5, 6, 6],
+            "short segments repeat frames"
+        );
         let mut r = Rng::new(3);
         let f = clip_frames(100, 200, 8, Some(&mut r));
         for (j, x) in f.iter().enumerate() {
-            assert!((100 + 12 * j as u64..=100 + 13 * (j as u64 + 1)).contains(x), "{f:?}");
+            assert!(
+                (100 + 12 * j as u64..=100 + 13 * (j as u64 + 1)).contains(x),
+                "{f:?}"
+            );
         }
     }
 }
