@@ -1,0 +1,340 @@
+//! End-to-end tests of the trainer on tiny caches built by `prep` from `prep synth` data:
+//! selective loading, exact resume, eval outputs, and the errors users can cause.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mvdrive_schemas::Cache;
+use mvdrive_train::config::Config;
+use mvdrive_train::fit::{eval, fit, FitArgs};
+use mvdrive_train::loader::{Loader, Prefetch};
+use mvdrive_train::sampler::{select, Sampler, Selection};
+
+fn prep_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().and_then(Path::parent).unwrap().join("prep");
+    assert!(
+        p.exists(),
+        "{} not found: build the workspace first (`make test` does)",
+        p.display()
+    );
+    p
+}
+
+fn prep(args: &[&str]) {
+    let out = Command::new(prep_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "prep {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// 4 synthetic sessions (splits train, train, val, test), 16x16 frames at 2 fps.
+fn tiny_cache(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    prep(&[
+        "synth",
+        "-q",
+        "--out",
+        data.to_str().unwrap(),
+        "--sessions",
+        "4",
+        "--seed",
+        "5",
+    ]);
+    let cache = dir.join("cache");
+    prep(&[
+        "build",
+        "-q",
+        "--manifest",
+        data.join("manifest.csv").to_str().unwrap(),
+        "--segments",
+        data.join("segments.csv").to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+        "data.img_size=16",
+        "prep.fps=2",
+        "data.max_video_frames=8",
+    ]);
+    cache
+}
+
+fn config(dir: &Path, extra: &[&str]) -> Config {
+    let mut c = Config::default();
+    let log_dir = format!("trainer.log_dir={}", dir.join("logs").display());
+    let mut o: Vec<String> = [
+        "data.img_size=16",
+        "data.uniform_temporal_subsample_num=2",
+        "data.batch_size=2",
+        "data.num_workers=1",
+        "train.max_epochs=2",
+        "train.view=single",
+        "trainer.device=cpu",
+        log_dir.as_str(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    o.extend(extra.iter().map(|s| s.to_string()));
+    c.apply_overrides(&o).unwrap();
+    c
+}
+
+fn args(cache: &Path, cfg: Config, resume: Option<PathBuf>, overrides: &[&str]) -> FitArgs {
+    FitArgs {
+        cache: cache.to_path_buf(),
+        config: cfg,
+        overrides: overrides.iter().map(|s| s.to_string()).collect(),
+        config_file: None,
+        resume,
+        quiet: true,
+    }
+}
+
+#[test]
+fn the_loader_reads_only_the_modalities_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&tiny_cache(dir.path())).unwrap());
+    let views = cache.meta.views.clone();
+    let items = select(&cache, &Selection::Split("train".into())).unwrap();
+    let sampler = Arc::new(Sampler {
+        items,
+        batch_size: 3,
+        seed: 0,
+        balanced: false,
+        shuffle: true,
+    });
+    let (t, frame) = (4usize, 16 * 16 * 3);
+
+    let rgb_only = Arc::new(Loader::new(cache.clone(), views.clone(), t, true, false).unwrap());
+    let mut clips = 0;
+    for b in Prefetch::start(rgb_only.clone(), sampler.clone(), 0, 0, true, 2) {
+        let b = b.unwrap();
+        assert!(b.kpt.is_none());
+        assert_eq!(
+            b.rgb.as_ref().unwrap().len(),
+            b.size * views.len() * t * frame
+        );
+        clips += b.size;
+    }
+    assert_eq!(clips, sampler.items.len());
+    assert_eq!(
+        rgb_only.counters.rgb_bytes.load(Ordering::Relaxed),
+        (clips * views.len() * t * frame) as u64
+    );
+    assert_eq!(
+        rgb_only.counters.kpt_bytes.load(Ordering::Relaxed),
+        0,
+        "keypoints were read"
+    );
+    assert!(
+        rgb_only.opened_files().iter().all(|f| f.contains("/rgb-")),
+        "{:?}",
+        rgb_only.opened_files()
+    );
+
+    let kpt_only = Arc::new(Loader::new(cache.clone(), views.clone(), t, false, true).unwrap());
+    for b in Prefetch::start(kpt_only.clone(), sampler.clone(), 0, 0, true, 0) {
+        let b = b.unwrap();
+        assert!(b.rgb.is_none());
+        let (vals, mask) = b.kpt.unwrap();
+        assert_eq!(vals.len(), b.size * views.len() * t * 17 * 3);
+        assert!(
+            mask.iter().all(|m| *m == 1),
+            "synth keypoints are all detected"
+        );
+    }
+    assert_eq!(
+        kpt_only.counters.rgb_bytes.load(Ordering::Relaxed),
+        0,
+        "RGB was read"
+    );
+    assert!(kpt_only.counters.kpt_bytes.load(Ordering::Relaxed) > 0);
+    assert!(
+        kpt_only.opened_files().iter().all(|f| f.contains("/kpt-")),
+        "{:?}",
+        kpt_only.opened_files()
+    );
+}
+
+#[test]
+fn prefetching_gives_the_same_batches_as_loading_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&tiny_cache(dir.path())).unwrap());
+    let items = select(&cache, &Selection::Split("train".into())).unwrap();
+    let sampler = Arc::new(Sampler {
+        items,
+        batch_size: 2,
+        seed: 9,
+        balanced: false,
+        shuffle: true,
+    });
+    let loader =
+        Arc::new(Loader::new(cache.clone(), cache.meta.views.clone(), 3, true, false).unwrap());
+    let a: Vec<_> = Prefetch::start(loader.clone(), sampler.clone(), 4, 1, true, 0)
+        .map(|b| b.unwrap().rgb)
+        .collect();
+    let b: Vec<_> = Prefetch::start(loader.clone(), sampler.clone(), 4, 1, true, 3)
+        .map(|b| b.unwrap().rgb)
+        .collect();
+    assert_eq!(a, b);
+    assert_eq!(a.len(), sampler.batches() - 1, "started at batch 1");
+}
+
+fn metric_rows(run: &Path) -> Vec<String> {
+    // Every column but the wall time.
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_continues_bit_for_bit_and_eval_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tiny_cache(dir.path());
+    let cfg = config(
+        dir.path(),
+        &[
+            "train.checkpoint_every_n_steps=1",
+            "trainer.experiment=full",
+        ],
+    );
+    let full = fit(args(&cache, cfg, None, &[])).unwrap();
+    assert_eq!(full.epochs.len(), 2);
+    let ckpts = full.run_dir.join("checkpoints");
+    for f in [
+        "last.safetensors",
+        "last.optim.safetensors",
+        "last.json",
+        "best.safetensors",
+        "epoch=0-step=1.safetensors",
+    ] {
+        assert!(ckpts.join(f).exists(), "{f} missing");
+    }
+    assert!(full.run_dir.join("config.yaml").exists() && full.run_dir.join("metrics.png").exists());
+    assert!(
+        full.run_dir.join("confusion.csv").exists() && full.run_dir.join("confusion.png").exists()
+    );
+
+    // Resume from the middle of epoch 0 (after optimizer step 1).
+    let cfg = config(dir.path(), &["trainer.experiment=resumed"]);
+    let resumed = fit(args(
+        &cache,
+        cfg,
+        Some(ckpts.join("epoch=0-step=1.safetensors")),
+        &["trainer.experiment=resumed"],
+    ))
+    .unwrap();
+    assert_eq!(
+        metric_rows(&resumed.run_dir),
+        metric_rows(&full.run_dir),
+        "the resumed run must see the same losses"
+    );
+
+    // Eval on the validation split.
+    let out = dir.path().join("eval");
+    let s = eval(
+        &ckpts.join("last.safetensors"),
+        &cache,
+        "val",
+        Some(&out),
+        "cpu",
+    )
+    .unwrap();
+    let c = Cache::open(&cache).unwrap();
+    let val = c
+        .segments
+        .iter()
+        .filter(|g| g.split.as_deref() == Some("val"))
+        .count();
+    assert_eq!(s.segments, val);
+    let preds = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    assert_eq!(preds.lines().count(), val + 1);
+    assert!(preds.starts_with("segment_id,session,start_s,end_s,label,pred,correct,p_drinking"));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    for k in [
+        "top1",
+        "mean_class_acc",
+        "macro_f1",
+        "per_class",
+        "confusion",
+    ] {
+        assert!(m.get(k).is_some(), "metrics.json lacks {k}");
+    }
+}
+
+#[test]
+fn user_mistakes_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tiny_cache(dir.path());
+    let err = |extra: &[&str]| {
+        fit(args(&cache, config(dir.path(), extra), None, &[]))
+            .err()
+            .expect("should fail")
+    };
+    let e = err(&["data.val_split=holdout"]);
+    assert!(
+        e.contains("no segments in split `holdout`") && e.contains("train, val"),
+        "{e}"
+    );
+    let e = err(&["model.model_class_num=7"]);
+    assert!(
+        e.contains("model.model_class_num=7") && e.contains("4 classes"),
+        "{e}"
+    );
+    let e = err(&["trainer.precision=16-mixed"]);
+    assert!(e.contains("not built yet"), "{e}");
+    let e = err(&["train.view_name=roof", "train.view=single"]);
+    assert!(e.contains("train.view_name `roof`"), "{e}");
+    // A diverging run stops with a message and leaves no checkpoint of the NaN state.
+    let e = err(&[
+        "train.lr=1e30",
+        "train.warmup_epochs=0",
+        "train.grad_clip=0",
+        "trainer.experiment=nan",
+    ]);
+    assert!(
+        e.contains("training loss is") && e.contains("without saving"),
+        "{e}"
+    );
+    let nan_ckpts = dir.path().join("logs/nan/version_0/checkpoints");
+    assert!(
+        std::fs::read_dir(&nan_ckpts)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "a checkpoint was written"
+    );
+
+    // A checkpoint of another model cannot be resumed with this one.
+    let cfg = config(dir.path(), &["train.max_epochs=1", "trainer.experiment=ok"]);
+    let ok = fit(args(&cache, cfg.clone(), None, &[])).unwrap();
+    let ckpt = ok.run_dir.join("checkpoints/last.safetensors");
+    let e = fit(args(
+        &cache,
+        cfg,
+        Some(ckpt.clone()),
+        &["model.backbone=r3d_18"],
+    ))
+    .err()
+    .unwrap();
+    assert!(e.contains("backbone") && e.contains("r3d_18"), "{e}");
+    // A cache whose index was tampered with fails verification.
+    let idx = cache.join("index/segments.parquet");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&idx, bytes).unwrap();
+    let e = eval(&ckpt, &cache, "val", None, "cpu").err().unwrap();
+    assert!(
+        e.contains("segments.parquet") && e.contains("checksum"),
+        "{e}"
+    );
+}
