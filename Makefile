@@ -11,22 +11,24 @@ DEMO    := demo-out
 APT_PKGS := pkg-config libavformat-dev libavcodec-dev libavutil-dev libswscale-dev \
             libclang1-14 libclang-common-14-dev ffmpeg python3-venv fonts-dejavu-core
 # libtorch comes from the pinned PyPI wheel (see DESIGN.md); numpy + pyarrow run the
-# Python reader example (schemas/python/) and its test.
+# Python reader example (schemas/python/) and its test; av (PyAV) is the reference of
+# make bench-loader.
 PIP_TORCH := torch==2.11.0
 PIP_CUDA  := cuda-toolkit[cudart,cupti]==13.0.2
-PIP_PY    := numpy==2.4.6 pyarrow==26.0.1
+PIP_PY    := numpy==2.4.6 pyarrow==26.0.1 av==18.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MVDRIVE_PYTHON := $(PY)
 
-.PHONY: help setup build demo test lint bench-prep clean
+.PHONY: help setup build demo test lint bench-prep bench-loader clean
 
 help:
 	@echo "make setup       install apt packages, the libtorch wheel venv, and build (idempotent)"
-	@echo "make demo        synthetic dataset -> prep build -> verify -> inspect -> PNG frames"
+	@echo "make demo        synthetic dataset -> prep build -> verify -> inspect -> train fit -> eval"
 	@echo "make test        every test (unit + end-to-end)"
 	@echo "make lint        cargo fmt --check and clippy"
 	@echo "make bench-prep  prep vs the ffmpeg CLI on generated 720p/1080p 60 s clips"
+	@echo "make bench-loader  loader vs memcpy and vs PyAV decoding; train RSS on a cache and one 8x larger"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv build
 
@@ -53,15 +55,18 @@ demo: setup
 	rm -rf $(DEMO)
 	$(PREP) synth --out $(DEMO)/data --sessions 12 --seed 0
 	$(PREP) build --manifest $(DEMO)/data/manifest.csv --segments $(DEMO)/data/segments.csv \
-	    --out $(DEMO)/cache data.img_size=112 prep.fps=8 data.max_video_frames=64
+	    --out $(DEMO)/cache data.img_size=64 prep.fps=8 data.max_video_frames=64
 	$(PREP) verify $(DEMO)/cache
 	$(PREP) inspect $(DEMO)/cache
 	$(PREP) export-frames $(DEMO)/cache --session s001 --view front --start 0 --count 4 --out $(DEMO)/frames
-	$(PREP) export-frames $(DEMO)/cache --session s001 --view left --start 0 --count 4 --out $(DEMO)/frames
-	$(PREP) export-frames $(DEMO)/cache --session s001 --view right --start 0 --count 4 --out $(DEMO)/frames
-	$(TRAIN) info
-	@echo "demo: cache in $(DEMO)/cache, frames in $(DEMO)/frames."
-	@echo "demo: training (train fit) is not built yet (issue #4); the demo stops at the verified cache."
+	$(TRAIN) fit --cache $(DEMO)/cache $(DEMO_TRAIN) trainer.log_dir=$(DEMO)/logs trainer.experiment=demo
+	$(TRAIN) eval --ckpt $(DEMO)/logs/demo/version_0/checkpoints/best.safetensors --cache $(DEMO)/cache \
+	    --split test --out $(DEMO)/eval-test
+	@echo "demo: cache $(DEMO)/cache; run $(DEMO)/logs/demo/version_0 (metrics.csv, metrics.png, confusion.png); test split in $(DEMO)/eval-test"
+
+# The demo's training settings: small and fast on 2 CPU cores (about 2-3 minutes).
+DEMO_TRAIN := data.img_size=64 data.uniform_temporal_subsample_num=8 data.batch_size=4 \
+    train.max_epochs=6 train.view=single train.view_name=front train.lr=0.0005
 
 test: setup
 	cargo test --release --workspace 2>&1
@@ -72,6 +77,9 @@ lint: setup
 
 bench-prep: setup
 	bash bench/prep_vs_ffmpeg.sh
+
+bench-loader: setup
+	bash bench/loader.sh
 
 clean:
 	rm -rf $(DEMO) bench-out target/release/prep target/release/train

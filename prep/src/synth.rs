@@ -308,7 +308,8 @@ pub fn synth(
         return Err(PrepError::Other("--sessions must be at least 1".into()));
     }
     let mut rng = Rng::new(seed ^ 0x006d_7664_7269_7665);
-    let n_subjects = sessions.clamp(1, 4);
+    // Two sessions per subject beyond four, so larger datasets show the model more drivers.
+    let n_subjects = sessions.clamp(1, 4).max((sessions / 2).min(8));
     let palette = [
         [200, 60, 60],
         [60, 120, 200],
@@ -342,10 +343,14 @@ pub fn synth(
     let pb = crate::progress::bar((sessions * CAMERAS.len()) as u64, "videos", quiet);
     for si in 0..sessions {
         let sub = &subjects[si % n_subjects];
-        let split = match n_subjects {
-            4 if sub.id == "p04" => "test",
-            4 if sub.id == "p03" => "val",
-            _ => "train",
+        // The last subject is the test split, the one before it validation (with at
+        // least four subjects); everyone else trains.
+        let split = if n_subjects >= 4 && si % n_subjects == n_subjects - 1 {
+            "test"
+        } else if n_subjects >= 4 && si % n_subjects == n_subjects - 2 {
+            "val"
+        } else {
+            "train"
         };
         let session = format!("s{:03}", si + 1);
         // Labelled segments tile [0.5, end) with every class at least once per session.

@@ -60,6 +60,18 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Peak resident memory of this process (VmHWM, Linux), bytes.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// What a run trains on: the cache, the views, the classes and the model input.
 pub struct Setup {
     /// The cache.
@@ -251,6 +263,8 @@ pub struct FitSummary {
     pub last_checkpoint: Option<PathBuf>,
     /// True if early stopping ended the run.
     pub stopped_early: bool,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_rss: u64,
 }
 
 fn next_version(dir: &Path) -> PathBuf {
@@ -625,6 +639,7 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         best: st.best,
         last_checkpoint: last_ckpt,
         stopped_early,
+        peak_rss: peak_rss_bytes(),
     })
 }
 

@@ -4,6 +4,7 @@
 //! (multi-view fusion and heads), [`plot`] (metrics and confusion plots).
 
 pub mod backbone;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod fit;

@@ -62,6 +62,20 @@ enum Command {
     },
     /// List every setting with its default and meaning.
     Keys,
+    /// Benchmark: loader clips/s against the memcpy bound of the same bytes (prints JSON).
+    BenchLoader {
+        /// Cache folder.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Split to stream.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Timed epochs (after one warm-up pass).
+        #[arg(long, default_value_t = 3)]
+        epochs: u64,
+        /// key.sub=value settings (data.batch_size, data.num_workers, data.uniform_temporal_subsample_num, train.view ...).
+        overrides: Vec<String>,
+    },
     /// Print the libtorch build this binary links and the devices it can see.
     Info,
 }
@@ -148,6 +162,18 @@ fn run(cli: Cli) -> Result<()> {
             bail!("`train plan` is not built yet (open issue #5: measured memory planning)")
         }
         Command::Keys => print!("{}", keys_help()),
+        Command::BenchLoader {
+            cache,
+            split,
+            epochs,
+            overrides,
+        } => {
+            let mut cfg = Config::default();
+            cfg.apply_overrides(&overrides)?;
+            let b = mvdrive_train::bench::loader(&cache, &cfg, &split, epochs)
+                .map_err(|e| anyhow!(e))?;
+            println!("{}", serde_json::to_string(&b)?);
+        }
         Command::Info => {
             println!("mvdrive train {}", env!("CARGO_PKG_VERSION"));
             println!("tch 0.24.0 (libtorch 2.11.0)");
