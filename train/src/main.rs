@@ -140,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
                 s.run_dir.display(),
                 s.run_dir.display()
             );
+            println!("  peak RSS: {:.1} MiB", s.peak_rss as f64 / 1048576.0);
         }
         Command::Eval {
             ckpt,
