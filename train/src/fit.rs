@@ -529,8 +529,13 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
                     }
                 }
             }
+            let gpu = match (device, crate::cuda_mem::used_bytes()) {
+                (Device::Cuda(_), Some(b)) => format!(" cuda {:.0} MiB", b as f64 / 1048576.0),
+                _ => String::new(),
+            };
             pb.set_message(format!(
-                "loss {lv:.4} lr {lr:.2e} rss {:.0} MiB",
+                "step {}/{total_steps} loss {lv:.4} lr {lr:.2e} rss {:.0} MiB{gpu}",
+                st.global_step,
                 rss_bytes() as f64 / 1048576.0
             ));
             pb.inc(1);

@@ -7,6 +7,7 @@ pub mod backbone;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod cuda_mem;
 pub mod fit;
 pub mod loader;
 pub mod metrics;
