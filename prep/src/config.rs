@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+pub use crate::keypoints::KptNormalize;
 use mvdrive_schemas::meta::PrepParams;
 use mvdrive_schemas::shard::Compression;
-pub use crate::keypoints::KptNormalize;
 
 /// Keys `prep` reads, with a one-line description (shown in errors and `--help`).
 pub const PREP_KEYS: &[(&str, &str)] = &[
@@ -135,7 +135,13 @@ fn bad(key: &str, value: &str, want: &str) -> ConfigError {
 
 /// The closest known key to `key`, for "did you mean" hints.
 pub fn nearest_key(key: &str) -> Option<&'static str> {
-    mvdrive_schemas::settings::nearest(key, PREP_KEYS.iter().map(|(k, _)| *k).chain(TRAIN_KEYS.iter().copied()))
+    mvdrive_schemas::settings::nearest(
+        key,
+        PREP_KEYS
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(TRAIN_KEYS.iter().copied()),
+    )
 }
 
 /// Parse a byte size such as `1GiB`, `256MiB`, `500MB` or `123456`.

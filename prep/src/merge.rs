@@ -143,23 +143,8 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
     for l in &mut labels {
         l.segments = segments.iter().filter(|s| s.label_id == l.label_id).count() as u64;
     }
-    let totals = Totals {
-        sessions: sessions.len() as u64,
-        views: views.len() as u64,
-        records: records.len() as u64,
-        timeline_frames: sessions.iter().map(|s| s.timeline_frames).sum(),
-        rgb_bytes: records
-            .iter()
-            .filter(|r| r.modality == "rgb")
-            .map(|r| r.length)
-            .sum(),
-        kpt_bytes: records
-            .iter()
-            .filter(|r| r.modality == "kpt")
-            .map(|r| r.length)
-            .sum(),
-        segments: segments.len() as u64,
-    };
+    let totals = Totals::compute(&sessions, &views, &records, &segments);
+
     let meta = Meta {
         format_version: FORMAT_VERSION,
         created_by: format!("mvdrive-prep {} (merge)", env!("CARGO_PKG_VERSION")),

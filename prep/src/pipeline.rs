@@ -81,18 +81,7 @@ pub struct BuildSummary {
     pub peak_rss: u64,
 }
 
-/// Peak resident set size of this process (VmHWM), in bytes; 0 where unknown.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
+pub use mvdrive_schemas::sys::peak_rss_bytes;
 
 struct SessionPlan {
     timeline: Timeline,
@@ -383,23 +372,8 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             segments: seg_rows.iter().filter(|r| r.label_id == i as u32).count() as u64,
         })
         .collect();
-    let totals = Totals {
-        sessions: session_rows.len() as u64,
-        views: view_rows.len() as u64,
-        records: record_rows.len() as u64,
-        timeline_frames: session_rows.iter().map(|s| s.timeline_frames).sum(),
-        rgb_bytes: record_rows
-            .iter()
-            .filter(|r| r.modality == "rgb")
-            .map(|r| r.length)
-            .sum(),
-        kpt_bytes: record_rows
-            .iter()
-            .filter(|r| r.modality == "kpt")
-            .map(|r| r.length)
-            .sum(),
-        segments: seg_rows.len() as u64,
-    };
+    let totals = Totals::compute(&session_rows, &view_rows, &record_rows, &seg_rows);
+
     summary.sessions = session_rows.len();
     summary.segments = seg_rows.len();
     summary.rgb_bytes = totals.rgb_bytes;

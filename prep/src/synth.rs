@@ -20,27 +20,6 @@ use mvdrive_schemas::rng::Rng;
 /// The classes, in label order.
 pub const CLASSES: [&str; 4] = ["drinking", "looking_left", "safe_driving", "texting"];
 
-/// COCO-17 joint order used by the keypoint CSVs.
-pub const COCO17: [&str; 17] = [
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-];
-
 /// One camera.
 struct Camera {
     name: &'static str,

@@ -23,6 +23,7 @@ pub mod meta;
 pub mod rng;
 pub mod settings;
 pub mod shard;
+pub mod sys;
 pub mod verify;
 
 pub use cache::Cache;

@@ -91,6 +91,33 @@ pub struct Totals {
     pub segments: u64,
 }
 
+impl Totals {
+    /// Totals of an index.
+    pub fn compute(
+        sessions: &[crate::index::SessionRow],
+        views: &[crate::index::ViewRow],
+        records: &[crate::index::RecordRow],
+        segments: &[crate::index::SegmentRow],
+    ) -> Totals {
+        let bytes = |m: &str| {
+            records
+                .iter()
+                .filter(|r| r.modality == m)
+                .map(|r| r.length)
+                .sum()
+        };
+        Totals {
+            sessions: sessions.len() as u64,
+            views: views.len() as u64,
+            records: records.len() as u64,
+            timeline_frames: sessions.iter().map(|s| s.timeline_frames).sum(),
+            rgb_bytes: bytes("rgb"),
+            kpt_bytes: bytes("kpt"),
+            segments: segments.len() as u64,
+        }
+    }
+}
+
 /// The content of `meta.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {

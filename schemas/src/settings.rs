@@ -73,7 +73,11 @@ fn flatten(prefix: &str, y: &Yaml, out: &mut Vec<(String, String)>) -> Result<()
                     Yaml::String(s) => s.clone(),
                     other => return Err(format!("key {other:?} under `{prefix}` is not text")),
                 };
-                let full = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                let full = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&full, v, out)?;
             }
         }
@@ -82,7 +86,11 @@ fn flatten(prefix: &str, y: &Yaml, out: &mut Vec<(String, String)>) -> Result<()
         Yaml::Real(s) | Yaml::String(s) => out.push((prefix.to_string(), s.clone())),
         Yaml::Integer(i) => out.push((prefix.to_string(), i.to_string())),
         Yaml::Boolean(b) => out.push((prefix.to_string(), b.to_string())),
-        _ => return Err(format!("`{prefix}` has a value of a kind mvdrive cannot read (lists are not settings)")),
+        _ => {
+            return Err(format!(
+                "`{prefix}` has a value of a kind mvdrive cannot read (lists are not settings)"
+            ))
+        }
     }
     Ok(())
 }
@@ -103,7 +111,10 @@ mod tests {
 
     #[test]
     fn nested_yaml_flattens_to_dotted_keys() {
-        let flat = flatten_yaml("data:\n  img_size: 112\n  load_rgb: true\ntrainer:\n  precision: bf16-mixed\n").unwrap();
+        let flat = flatten_yaml(
+            "data:\n  img_size: 112\n  load_rgb: true\ntrainer:\n  precision: bf16-mixed\n",
+        )
+        .unwrap();
         assert_eq!(
             flat,
             vec![
@@ -113,6 +124,9 @@ mod tests {
             ]
         );
         assert!(flatten_yaml("a: [1, 2]").is_err());
-        assert_eq!(nearest("data.img_szie", ["data.img_size", "model.backbone"]), Some("data.img_size"));
+        assert_eq!(
+            nearest("data.img_szie", ["data.img_size", "model.backbone"]),
+            Some("data.img_size")
+        );
     }
 }

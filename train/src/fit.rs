@@ -11,6 +11,8 @@ use mvdrive_schemas::Cache;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
+use mvdrive_schemas::sys::{peak_rss_bytes, rss_bytes};
+
 use crate::backbone::{normalize_kinetics, BackboneKind};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::Config;
@@ -46,30 +48,6 @@ pub fn device(cfg: &Config) -> Result<Device, String> {
             Ok(Device::Cuda(n))
         }
     }
-}
-
-/// Resident memory of this process in bytes (Linux), for the progress bar.
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Peak resident memory of this process (VmHWM, Linux), bytes.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// What a run trains on: the cache, the views, the classes and the model input.
