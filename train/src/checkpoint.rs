@@ -42,6 +42,9 @@ pub struct TrainerState {
     pub classes: Vec<String>,
     /// Model input size (H, W) and frames per clip.
     pub input: (i64, i64, i64),
+    /// fp16 loss scaler state, when training in fp16.
+    #[serde(default)]
+    pub scaler: Option<crate::scaler::GradScaler>,
 }
 
 /// The three files of a checkpoint, from any one of them.

@@ -75,7 +75,7 @@ pub const KEYS: &[Key] = &[
     key("train.monitor", "val_macro_f1", Kind::Choice(&["val_macro_f1", "val_top1", "val_mean_class_acc", "val_loss"]), "metric for best checkpoint and early stopping"),
     key("train.early_stopping_patience", "0", Kind::Int(0), "stop after this many epochs without improvement (0 = never)"),
     key("train.checkpoint_every_n_steps", "0", Kind::Int(0), "also checkpoint every N optimizer steps, mid-epoch (0 = only at epoch end)"),
-    key("trainer.precision", "32", Kind::Choice(PRECISIONS), "numeric precision (only 32 is built; the others arrive with issue #5)"),
+    key("trainer.precision", "32", Kind::Choice(PRECISIONS), "numeric precision (only 32 is built; 16-mixed / bf16-mixed arrive with issue #5)"),
     key("trainer.device", "auto", Kind::Text, "auto | cpu | cuda:N"),
     key("trainer.experiment", "default", Kind::Text, "runs go to <log_dir>/<experiment>/version_N"),
     key("trainer.log_dir", "logs", Kind::Text, "folder of runs"),
@@ -296,7 +296,7 @@ impl Config {
     pub fn check_supported(&self) -> Result<(), ConfigError> {
         if self.raw("trainer.precision") != "32" {
             return Err(ConfigError(format!(
-                "trainer.precision={} is not built yet (issue #5: mixed precision); use trainer.precision=32",
+                "trainer.precision={} is not built yet (issue #5: mixed precision; the loss scaler exists, the fp16/bf16 training paths are not validated); use trainer.precision=32",
                 self.raw("trainer.precision")
             )));
         }

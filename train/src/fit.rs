@@ -19,9 +19,10 @@ use crate::config::Config;
 use crate::loader::{Batch, Loader, Prefetch};
 use crate::metrics::{ConfusionMatrix, EpochMetrics, MetricsCsv};
 use crate::model::{summary, FusionMode, ModelConfig, MultiViewModel};
-use crate::optim::{lr_at, AdamW};
+use crate::optim::{clip_grads, lr_at, AdamW};
 use crate::plot;
 use crate::sampler::{select, Sampler, Selection};
+use crate::scaler::GradScaler;
 
 /// Pick the device of `trainer.device`.
 pub fn device(cfg: &Config) -> Result<Device, String> {
@@ -48,6 +49,80 @@ pub fn device(cfg: &Config) -> Result<Device, String> {
             Ok(Device::Cuda(n))
         }
     }
+}
+
+/// `trainer.precision`, resolved for a device. (Work in progress for issue #5: the
+/// configuration still refuses everything but 32, see `Config::check_supported`; the bf16
+/// path trained slowly and diverged on CPU in its first test and needs work.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// float32 everywhere.
+    Fp32,
+    /// CUDA autocast float16 with a dynamic loss scaler (`16`, `16-mixed`).
+    Fp16Mixed,
+    /// bfloat16 compute copy of the model, float32 master weights and optimizer
+    /// (`bf16`, `bf16-mixed`); works on CPU and CUDA.
+    Bf16Mixed,
+}
+
+impl Precision {
+    /// Resolve `trainer.precision` for `device`; fp16 on CPU is an error offering bf16.
+    pub fn of(cfg: &Config, device: Device) -> Result<Precision, String> {
+        match cfg.raw("trainer.precision") {
+            "16" | "16-mixed" if device == Device::Cpu => Err(format!(
+                "trainer.precision={} needs CUDA: float16 autocast and loss scaling run on the GPU only. On CPU use trainer.precision=bf16-mixed (bfloat16 compute, float32 master weights) or 32",
+                cfg.raw("trainer.precision")
+            )),
+            "16" | "16-mixed" => Ok(Precision::Fp16Mixed),
+            "bf16" | "bf16-mixed" => Ok(Precision::Bf16Mixed),
+            _ => Ok(Precision::Fp32),
+        }
+    }
+}
+
+/// Copy the fp32 master weights (and BatchNorm statistics) into the bf16 compute copy.
+fn sync_half(master: &VarStore, half: &VarStore) {
+    let m = master.variables();
+    tch::no_grad(|| {
+        for (name, mut h) in half.variables() {
+            if let Some(src) = m.get(&name) {
+                h.copy_(src);
+            }
+        }
+    });
+}
+
+/// Add the bf16 copy's gradients, as fp32, to `acc` (in optimizer order), and clear them.
+fn collect_half_grads(opt: &AdamW, half: &VarStore, acc: &mut Vec<Tensor>) {
+    let h = half.variables();
+    tch::no_grad(|| {
+        if acc.is_empty() {
+            *acc = opt.params.iter().map(|(_, p)| p.zeros_like()).collect();
+        }
+        for ((name, _), a) in opt.params.iter().zip(acc.iter_mut()) {
+            if let Some(p) = h.get(name) {
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = a.g_add_(&g.to_kind(Kind::Float));
+                    let _ = g.zero_();
+                }
+            }
+        }
+    });
+}
+
+/// BatchNorm running statistics were updated in the bf16 copy: keep them in the master.
+fn copy_running_stats(half: &VarStore, master: &VarStore) {
+    let h = half.variables();
+    tch::no_grad(|| {
+        for (name, mut m) in master.variables() {
+            if !m.requires_grad() {
+                if let Some(src) = h.get(&name) {
+                    m.copy_(src);
+                }
+            }
+        }
+    });
 }
 
 /// What a run trains on: the cache, the views, the classes and the model input.
@@ -324,6 +399,25 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         checkpoint::load_weights(ckpt, &mut vs)?;
         checkpoint::load_optimizer(ckpt, &mut opt, st.global_step)?;
     }
+    let precision = Precision::of(&cfg, device)?;
+    // bf16: a bf16 compute copy of the model; the fp32 weights stay the master copy.
+    let (vs_half, half) = if precision == Precision::Bf16Mixed {
+        let mut vh = VarStore::new(device);
+        let m = MultiViewModel::new(&vh.root(), s.model).map_err(|e| e.to_string())?;
+        vh.bfloat16();
+        (Some(vh), Some(m))
+    } else {
+        (None, None)
+    };
+    let mut scaler = resume_state
+        .as_ref()
+        .and_then(|st| st.scaler.clone())
+        .unwrap_or_else(|| match precision {
+            Precision::Fp16Mixed => GradScaler::new(true),
+            Precision::Bf16Mixed => GradScaler::check_only(),
+            Precision::Fp32 => GradScaler::new(false),
+        });
+    let mut half_grads: Vec<Tensor> = Vec::new();
 
     // Data.
     let (train_sel, val_sel) = match cfg.opt_u32("data.fold") {
@@ -426,6 +520,7 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         views: s.views.clone(),
         classes: s.classes.clone(),
         input: s.input,
+        scaler: None,
     });
     st.config_yaml = cfg.to_yaml();
     let mut rows = Vec::new();
@@ -472,7 +567,19 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
             );
             let x = to_input(&batch, &s, device)?;
             let y = Tensor::from_slice(&batch.labels).to_device(device);
-            let scores = model.forward_t(&x, true);
+            let window_start = (b / accum) * accum;
+            if let (Some(vh), true) = (&vs_half, b == window_start) {
+                sync_half(&vs, vh);
+            }
+            let scores = match (precision, &half) {
+                (Precision::Fp16Mixed, _) => {
+                    tch::autocast(true, || model.forward_t(&x, true)).to_kind(Kind::Float)
+                }
+                (Precision::Bf16Mixed, Some(h)) => h
+                    .forward_t(&x.to_kind(Kind::BFloat16), true)
+                    .to_kind(Kind::Float),
+                _ => model.forward_t(&x, true),
+            };
             let loss = loss_of(&scores, &y, smoothing);
             let lv = loss.double_value(&[]);
             if !lv.is_finite() {
@@ -482,18 +589,39 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
                 ));
             }
             // Each accumulation window averages its batches; the last window of an epoch
-            // may be shorter (it steps with what it has).
-            let window_start = (b / accum) * accum;
+            // may be shorter (it steps with what it has). The loss scale is 1 unless fp16.
             let window = accum.min(batches - window_start);
-            (loss / window as f64).backward();
+            (loss * (scaler.scale / window as f64)).backward();
+            if let Some(vh) = &vs_half {
+                collect_half_grads(&opt, vh, &mut half_grads);
+            }
             st.epoch_loss_sum += lv;
             st.epoch_batches += 1;
             st.next_batch = b + 1;
             if b + 1 == window_start + window {
                 lr = lr_at(st.global_step, total_steps, warmup, peak);
-                opt.clip_grad_norm(clip);
-                opt.step(lr);
+                let mut grads = if vs_half.is_some() {
+                    std::mem::take(&mut half_grads)
+                } else {
+                    opt.grads()
+                };
+                let found_inf = scaler.unscale(&mut grads);
+                if !found_inf {
+                    clip_grads(&mut grads, clip);
+                    opt.step_with(lr, &grads);
+                } else if !args.quiet {
+                    pb.println(format!(
+                        "step {}: inf/NaN gradients, step skipped, loss scale now {}",
+                        st.global_step,
+                        scaler.scale * scaler.backoff_factor
+                    ));
+                }
+                scaler.update(found_inf);
                 opt.zero_grad();
+                if let Some(vh) = &vs_half {
+                    copy_running_stats(vh, &vs);
+                }
+                st.scaler = scaler.enabled.then(|| scaler.clone());
                 st.global_step += 1;
                 if every > 0 && st.global_step % every == 0 && b + 1 < batches {
                     let path = save(

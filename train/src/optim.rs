@@ -67,46 +67,62 @@ impl AdamW {
     /// Scale gradients so that their global norm is at most `max` (0 = off); returns the
     /// norm before clipping.
     pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
-        let norm = self.grad_norm();
-        if max > 0.0 && norm > max {
-            let k = max / (norm + 1e-6);
-            tch::no_grad(|| {
-                for (_, p) in &self.params {
-                    let mut g = p.grad();
-                    if g.defined() {
-                        let _ = g.g_mul_scalar_(k);
-                    }
-                }
-            });
-        }
-        norm
+        let mut grads = self.grads();
+        clip_grads(&mut grads, max)
     }
 
-    /// One AdamW step at learning rate `lr`.
+    /// The current gradients of the parameters (shallow handles), in parameter order.
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.grad()).collect()
+    }
+
+    /// One AdamW step at learning rate `lr` with the parameters' own gradients.
     pub fn step(&mut self, lr: f64) {
+        let grads = self.grads();
+        self.step_with(lr, &grads);
+    }
+
+    /// One AdamW step with `grads` given in parameter order (e.g. fp32 gradients of a
+    /// bf16 compute copy of the model); undefined gradients leave their parameter alone.
+    pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(t);
         let c2 = 1.0 - b2.powi(t);
         tch::no_grad(|| {
-            for ((_, p), (m, v)) in self
+            for (((_, p), (m, v)), g) in self
                 .params
                 .iter_mut()
                 .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+                .zip(grads)
             {
-                let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-                let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
+                let _ = m.g_mul_scalar_(b1).g_add_(&(g * (1.0 - b1)));
+                let _ = v.g_mul_scalar_(b2).g_add_(&(g * g * (1.0 - b2)));
                 let denom = (&*v / c2).sqrt() + self.eps;
                 let _ = p.g_sub_(&((&*m / c1) / denom * lr));
             }
         });
     }
+}
+
+/// Scale `grads` in place so that their global norm is at most `max` (0 = off); returns
+/// the norm before clipping.
+pub fn clip_grads(grads: &mut [Tensor], max: f64) -> f64 {
+    let norm = crate::scaler::grads_norm(grads);
+    if max > 0.0 && norm > max {
+        let k = max / (norm + 1e-6);
+        tch::no_grad(|| {
+            for g in grads.iter_mut().filter(|g| g.defined()) {
+                let _ = g.g_mul_scalar_(k);
+            }
+        });
+    }
+    norm
 }
 
 /// Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up over

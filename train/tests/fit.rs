@@ -291,6 +291,8 @@ fn user_mistakes_get_clear_errors() {
     );
     let e = err(&["trainer.precision=16-mixed"]);
     assert!(e.contains("not built yet"), "{e}");
+    let e = err(&["model.use_gradient_checkpointing=true"]);
+    assert!(e.contains("not built yet"), "{e}");
     let e = err(&["train.view_name=roof", "train.view=single"]);
     assert!(e.contains("train.view_name `roof`"), "{e}");
     // A diverging run stops with a message and leaves no checkpoint of the NaN state.
@@ -337,4 +339,61 @@ fn user_mistakes_get_clear_errors() {
         e.contains("segments.parquet") && e.contains("checksum"),
         "{e}"
     );
+}
+
+#[test]
+fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
+    use mvdrive_train::backbone::BackboneKind;
+    use mvdrive_train::model::{FusionMode, ModelConfig, MultiViewModel};
+    use mvdrive_train::optim::AdamW;
+    use mvdrive_train::scaler::GradScaler;
+    use tch::{nn::VarStore, Device, Kind, Tensor};
+    tch::manual_seed(3);
+    let vs = VarStore::new(Device::Cpu);
+    let cfg = ModelConfig {
+        backbone: BackboneKind::R3d18,
+        fusion: FusionMode::FeatureMean,
+        num_classes: 4,
+        num_views: 2,
+    };
+    let model = MultiViewModel::new(&vs.root(), cfg).unwrap();
+    let opt = AdamW::new(
+        vs.variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect(),
+        0.0,
+    );
+    let x = Tensor::randn([4, 2, 3, 2, 16, 16], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
+    // BatchNorm in eval mode: no batch statistics, so the two must agree exactly.
+    let grads = |f: &dyn Fn()| -> Vec<Tensor> {
+        for (_, p) in &opt.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        f();
+        opt.grads().iter().map(|g| g.copy()).collect()
+    };
+    let one_by_four = grads(&|| MultiViewModel::loss(&model.forward_t(&x, false), &y).backward());
+    // The trainer's rule: each batch's loss times (loss scale / window size), then unscale.
+    let mut scaler = GradScaler::new(true);
+    scaler.scale = 1024.0;
+    let mut four_by_one = grads(&|| {
+        for i in 0..4 {
+            let l = MultiViewModel::loss(
+                &model.forward_t(&x.narrow(0, i, 1), false),
+                &y.narrow(0, i, 1),
+            );
+            (l * (scaler.scale / 4.0)).backward();
+        }
+    });
+    assert!(!scaler.unscale(&mut four_by_one));
+    let mut worst = 0f64;
+    for (a, b) in one_by_four.iter().zip(&four_by_one) {
+        worst = worst.max((a - b).abs().max().double_value(&[]));
+    }
+    assert!(worst < 1e-5, "largest gradient difference {worst}");
 }
