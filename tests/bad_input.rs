@@ -264,3 +264,19 @@ fn a_directory_where_a_video_should_be_is_rejected() {
     std::fs::create_dir(dir.path().join("s1_side.mkv")).unwrap();
     assert_rejected(dir.path(), &["manifest.csv line 3", "is not a file"]);
 }
+
+#[test]
+fn duplicate_labels_and_an_out_folder_that_is_not_a_cache_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    good_dataset(dir.path());
+    std::fs::write(dir.path().join("labels.txt"), "a\nb\na\n").unwrap();
+    assert_rejected(dir.path(), &["labels.txt line 3", "listed twice"]);
+    std::fs::remove_file(dir.path().join("labels.txt")).unwrap();
+    // --out pointing at a folder of other files (here: the data folder itself).
+    let err = build_err(dir.path(), dir.path(), &["data.img_size=32"]);
+    assert!(
+        err.contains("not a cache") && err.contains("empty or new folder"),
+        "{err}"
+    );
+    assert!(!dir.path().join("meta.json").exists() && !dir.path().join("index").exists());
+}

@@ -207,3 +207,47 @@ fn build_and_kill_after_new_job(d: &Path, cache: &Path, extra: &[&str]) -> bool 
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn a_changed_keypoint_file_or_a_damaged_shard_redoes_that_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    prep_ok(&[
+        "synth",
+        "-q",
+        "--out",
+        data.to_str().unwrap(),
+        "--sessions",
+        "2",
+    ]);
+    let cache = d.join("cache");
+    let opts = ["data.img_size=32", "prep.fps=4"];
+    build_ok(&data, &cache, &opts);
+    // Keypoints changed: only that view is redone, and its keypoints are now all masked.
+    std::fs::write(
+        data.join("keypoints/s001_front.csv"),
+        "frame,joint,x,y,conf\n",
+    )
+    .unwrap();
+    let out = build_ok(&data, &cache, &opts);
+    assert_eq!(decoded_and_reused(&out), (1, 5), "{out}");
+    let c = Cache::open(&cache).unwrap();
+    let v = c
+        .views
+        .iter()
+        .find(|v| v.session == "s001" && v.view == "front")
+        .unwrap();
+    assert_eq!(v.kpt_valid_frames, 0);
+    // A flipped byte: verify names it, a plain re-run trusts the job, --rehash redoes it.
+    let rec = c.rgb_records("s002", "left")[0].clone();
+    let shard = cache.join(&rec.shard);
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[rec.offset as usize + 10] ^= 0x55;
+    std::fs::write(&shard, bytes).unwrap();
+    let err = prep_err(&["verify", "-q", cache.to_str().unwrap()]);
+    assert!(err.contains("--rehash"), "{err}");
+    let out = build_ok(&data, &cache, &[opts[0], opts[1], "--rehash"]);
+    assert_eq!(decoded_and_reused(&out), (1, 5), "{out}");
+    prep_ok(&["verify", "-q", cache.to_str().unwrap()]);
+}

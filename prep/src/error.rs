@@ -15,13 +15,12 @@ pub enum PrepError {
     #[error(transparent)]
     Cache(#[from] mvdrive_schemas::Error),
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (in the message; not chained, so it is printed once).
+        cause: std::io::Error,
     },
     /// Anything else, already phrased.
     #[error("{0}")]
@@ -31,5 +30,5 @@ pub enum PrepError {
 /// Attach a path to an `io::Error`.
 pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> PrepError {
     let path = path.into();
-    move |source| PrepError::Io { path, source }
+    move |cause| PrepError::Io { path, cause }
 }

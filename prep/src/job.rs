@@ -127,8 +127,18 @@ impl Job {
             safe_component(&entry.session),
             safe_component(&entry.view)
         );
+        // Keypoints are part of the job's output: their file's identity and layout too.
+        let kpt = match &entry.keypoints_path {
+            Some(p) => format!(
+                "{:?}|{:?}|{:?}",
+                p,
+                entry.keypoint_layout,
+                tree_identity(p)?
+            ),
+            None => "none".into(),
+        };
         let key = format!(
-            "v{}|{:?}|{:?}|{size}|{mtime_ns}|{:?}|{:?}|{:?}",
+            "v{}|{:?}|{:?}|{size}|{mtime_ns}|{:?}|{:?}|{:?}|{kpt}",
             mvdrive_schemas::FORMAT_VERSION,
             cfg.params(),
             entry
@@ -155,17 +165,29 @@ impl Job {
         cache.join(&self.rel_dir)
     }
 
-    /// The finished output of this exact job, if a previous run left it complete.
-    pub fn reusable(&self, cache: &Path) -> Option<JobFile> {
+    /// The finished output of this exact job, if a previous run left it complete. With
+    /// `rehash`, every record's bytes must also match their checksum (`--rehash`, after
+    /// `prep verify` found a damaged shard).
+    pub fn reusable(&self, cache: &Path, rehash: bool) -> Option<JobFile> {
         let text = std::fs::read_to_string(self.dir(cache).join(JOB_FILE)).ok()?;
         let jf: JobFile = serde_json::from_str(&text).ok()?;
         if jf.gen != self.gen {
             return None;
         }
         for r in &jf.records {
-            let len = std::fs::metadata(cache.join(&r.shard)).ok()?.len();
+            let path = cache.join(&r.shard);
+            let len = std::fs::metadata(&path).ok()?.len();
             if r.offset + r.length > len {
                 return None;
+            }
+            if rehash {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::File::open(&path).ok()?;
+                let mut buf = vec![0u8; r.length as usize];
+                f.read_exact_at(&mut buf, r.offset).ok()?;
+                if xxh3_64(&buf) != r.xxh3 {
+                    return None;
+                }
             }
         }
         Some(jf)

@@ -72,6 +72,10 @@ enum Command {
         /// the K-th) into a partial cache; join the parts with `prep merge`.
         #[arg(long, value_name = "K/N", value_parser = parse_part)]
         part: Option<(u32, u32)>,
+        /// Also check the checksums of views reused from an earlier run, and redo damaged
+        /// ones (after `prep verify` reported a checksum mismatch).
+        #[arg(long)]
+        rehash: bool,
         /// key=value settings, e.g. data.img_size=112 prep.fps=8.
         overrides: Vec<String>,
     },
@@ -146,7 +150,10 @@ fn parse_part(s: &str) -> Result<(u32, u32), String> {
         k.trim().parse().map_err(|_| "K is not a number")?,
         n.trim().parse().map_err(|_| "N is not a number")?,
     );
-    if n == 0 || k >= n {
+    if n == 0 {
+        return Err("N must be at least 1".into());
+    }
+    if k >= n {
         return Err(format!(
             "part {k}/{n}: K counts from 0 and must be below N (parts 0/{n} .. {}/{n})",
             n.max(1) - 1
@@ -156,6 +163,11 @@ fn parse_part(s: &str) -> Result<(u32, u32), String> {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools: a closed pipe (`prep inspect --json | head`) ends us quietly.
+    // SAFETY: resetting a signal disposition at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -200,6 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             allow_skips,
             part,
+            rehash,
             overrides,
         } => {
             let mut cfg = PrepConfig::default();
@@ -220,6 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 config: cfg,
                 quiet,
                 part,
+                rehash,
             };
             let s = build(&args)?;
             for w in &s.warnings {

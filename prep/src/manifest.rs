@@ -660,12 +660,22 @@ impl Segments {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| vec![format!("{}: {e}", p.display())])?;
-                let labels: Vec<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect();
+                let mut labels: Vec<String> = Vec::new();
+                for (i, l) in text.lines().enumerate() {
+                    let l = l.trim();
+                    if l.is_empty() {
+                        continue;
+                    }
+                    if labels.iter().any(|x| x == l) {
+                        problems.push(format!(
+                            "{} line {}: label `{l}` is listed twice; keep one",
+                            p.display(),
+                            i + 1
+                        ));
+                        continue;
+                    }
+                    labels.push(l.to_string());
+                }
                 let known: HashSet<&str> = labels.iter().map(String::as_str).collect();
                 for r in &rows {
                     if !known.contains(r.label.as_str()) {

@@ -30,6 +30,15 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
     if parts.is_empty() {
         return Err(PrepError::Other("give the partial caches to merge".into()));
     }
+    let mut seen = std::collections::HashSet::new();
+    for p in parts {
+        if !seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())) {
+            return Err(PrepError::Other(format!(
+                "{} is given twice; list each part once",
+                p.display()
+            )));
+        }
+    }
     let caches: Vec<Cache> = parts
         .iter()
         .map(|p| Cache::open(p))
@@ -40,11 +49,24 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
     for (c, p) in caches.iter().zip(parts) {
         let shown = p.display();
         if c.meta.params != first.meta.params {
+            let a = serde_json::to_value(&c.meta.params).unwrap_or_default();
+            let b = serde_json::to_value(&first.meta.params).unwrap_or_default();
+            let diff: Vec<String> = a
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k} {v} vs {}",
+                        b.get(k.as_str()).cloned().unwrap_or_default()
+                    )
+                })
+                .collect();
             problems.push(format!(
-                "{shown}: built with other parameters than {} ({:?} vs {:?}); rebuild the parts with the same settings",
+                "{shown}: built with other parameters than {} ({}); rebuild the parts with the same settings",
                 parts[0].display(),
-                c.meta.params,
-                first.meta.params
+                diff.join(", ")
             ));
         }
         if c.meta.views != first.meta.views {

@@ -48,6 +48,8 @@ pub struct BuildArgs {
     /// `--part k/n`: build only the sessions whose position in the manifest's sorted
     /// session ids is `k` modulo `n` (0-based `k`), into a partial cache for `prep merge`.
     pub part: Option<(u32, u32)>,
+    /// Check the checksums of reused records and redo views whose shards are damaged.
+    pub rehash: bool,
 }
 
 /// What `prep build` did.
@@ -96,8 +98,9 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         Manifest::load(&args.manifest, args.data_root.as_deref()).map_err(PrepError::Invalid)?;
     let segments = Segments::load(&args.segments, &manifest, args.labels.as_deref())
         .map_err(PrepError::Invalid)?;
+    let views_total: usize = manifest.sessions.iter().map(|s| s.views.len()).sum();
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads())
+        .num_threads(cfg.threads().clamp(1, views_total.max(1)))
         .build()
         .map_err(|e| PrepError::Other(format!("cannot start worker threads: {e}")))?;
     let mut summary = BuildSummary::default();
@@ -260,6 +263,18 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
 
     // From here on we write. Take the cache's lock and sweep temporary files of a crashed run.
     let out = &args.out;
+    if out.is_dir()
+        && !out.join(META_FILE).exists()
+        && !out.join("shards").exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(PrepError::Other(format!(
+            "{}: is a folder with other files, not a cache; give --out an empty or new folder",
+            out.display()
+        )));
+    }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let lock_path = out.join(".lock");
     let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
@@ -275,7 +290,7 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     let mut todo: Vec<&Job> = Vec::new();
     for plan in plans.values() {
         for job in &plan.jobs {
-            match job.reusable(out) {
+            match job.reusable(out, args.rehash) {
                 Some(jf) => done.push(jf),
                 None => todo.push(job),
             }
@@ -538,13 +553,17 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, bool)) {
     }
 }
 
-/// Delete temporary files a crashed run left behind (called under the cache lock).
+/// Delete temporary files a crashed run left behind (called under the cache lock): only
+/// in the folders prep writes (`shards/`, `index/`) and `meta.json.tmp`.
 fn remove_tmp_files(out: &Path) {
-    walk(out, &mut |p, is_dir| {
-        if !is_dir && p.extension().is_some_and(|e| e == "tmp") {
-            let _ = std::fs::remove_file(p);
-        }
-    });
+    for dir in [out.join("shards"), out.join(INDEX_DIR)] {
+        walk(&dir, &mut |p, is_dir| {
+            if !is_dir && p.extension().is_some_and(|e| e == "tmp") {
+                let _ = std::fs::remove_file(p);
+            }
+        });
+    }
+    let _ = std::fs::remove_file(out.join(format!("{META_FILE}.tmp")));
 }
 
 /// Delete shards the new index does not reference and job folders of jobs not in it.

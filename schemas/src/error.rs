@@ -6,40 +6,36 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An operating-system error on a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, not chained: printed once).
+        cause: std::io::Error,
     },
     /// A Parquet error on an index table.
-    #[error("{}: parquet: {source}", path.display())]
+    #[error("{}: parquet: {cause}", path.display())]
     Parquet {
         /// The table file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: parquet::errors::ParquetError,
+        /// The underlying error (in the message, not chained: printed once).
+        cause: parquet::errors::ParquetError,
     },
     /// An Arrow error while building or reading a table.
-    #[error("{}: arrow: {source}", path.display())]
+    #[error("{}: arrow: {cause}", path.display())]
     Arrow {
         /// The table file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: arrow_schema::ArrowError,
+        /// The underlying error (in the message, not chained: printed once).
+        cause: arrow_schema::ArrowError,
     },
     /// `meta.json` (or another JSON file) could not be parsed.
-    #[error("{}: invalid JSON: {source}", path.display())]
+    #[error("{}: invalid JSON: {cause}", path.display())]
     Json {
         /// The JSON file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: serde_json::Error,
+        /// The underlying error (in the message, not chained: printed once).
+        cause: serde_json::Error,
     },
     /// The file is readable but does not follow the format.
     #[error("{}: {message}", path.display())]
@@ -67,5 +63,5 @@ impl Error {
 /// Attach a path to an `io::Error`.
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
-    move |source| Error::Io { path, source }
+    move |cause| Error::Io { path, cause }
 }

@@ -540,17 +540,17 @@ impl Table for LabelRow {
 pub fn write_table<T: Table>(path: &Path, rows: &[T]) -> Result<()> {
     let schema = Arc::new(T::schema());
     let batch =
-        RecordBatch::try_new(schema.clone(), T::columns(rows)).map_err(|source| Error::Arrow {
+        RecordBatch::try_new(schema.clone(), T::columns(rows)).map_err(|cause| Error::Arrow {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
     let file = File::create(path).map_err(io(path))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
-    let pq = |source| Error::Parquet {
+    let pq = |cause| Error::Parquet {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(pq)?;
     w.write(&batch).map_err(pq)?;
@@ -562,9 +562,9 @@ pub fn write_table<T: Table>(path: &Path, rows: &[T]) -> Result<()> {
 /// Read every row of a table written by [`write_table`].
 pub fn read_table<T: Table>(path: &Path) -> Result<Vec<T>> {
     let file = File::open(path).map_err(io(path))?;
-    let pq = |source| Error::Parquet {
+    let pq = |cause| Error::Parquet {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
     // Check columns up front so that an empty table of the wrong kind is caught too.
@@ -579,9 +579,9 @@ pub fn read_table<T: Table>(path: &Path) -> Result<Vec<T>> {
     let reader = builder.build().map_err(pq)?;
     let mut rows = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|source| Error::Arrow {
+        let batch = batch.map_err(|cause| Error::Arrow {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         rows.extend(T::from_batch(&batch, path)?);
     }

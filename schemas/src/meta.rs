@@ -162,9 +162,9 @@ impl Meta {
                 io(&path)(e)
             }
         })?;
-        let meta: Meta = serde_json::from_str(&text).map_err(|source| Error::Json {
+        let meta: Meta = serde_json::from_str(&text).map_err(|cause| Error::Json {
             path: path.clone(),
-            source,
+            cause,
         })?;
         if meta.format_version != FORMAT_VERSION {
             return Err(Error::format(

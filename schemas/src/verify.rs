@@ -267,7 +267,7 @@ fn check_records(c: &Cache, report: &mut Report, progress: &mut impl FnMut(u64))
             let bytes = &map[r.offset as usize..end as usize];
             if xxh3(bytes) != r.xxh3 {
                 report.problems.push(format!(
-                    "{at}: checksum mismatch (the shard is corrupt; re-run `prep build`)"
+                    "{at}: checksum mismatch (the shard is corrupt; re-run `prep build` with `--rehash` to redo the damaged views)"
                 ));
             }
             let deep = c.with_record(r, |view, path| {

@@ -120,6 +120,9 @@ fn check(k: &Key, v: &str) -> Result<String, ConfigError> {
                 }
             })?,
         Kind::Float(min) => match v.parse::<f64>() {
+            Ok(f) if k.name == "train.label_smoothing" && !(0.0..1.0).contains(&f) => {
+                return Err(bad("a number in [0, 1)".into()))
+            }
             Ok(f) if f.is_finite() && f >= min => v.to_string(),
             _ => return Err(bad(format!("a number >= {min}"))),
         },
@@ -144,15 +147,20 @@ fn check(k: &Key, v: &str) -> Result<String, ConfigError> {
             }
         }
         Kind::Size => {
+            let dim = |d: &str| {
+                d.trim()
+                    .parse::<u32>()
+                    .is_ok_and(|n| (2..=8192).contains(&n))
+            };
             let ok = v == "null"
                 || match v.split_once(['x', 'X']) {
-                    Some((h, w)) => h.parse::<u32>().is_ok() && w.parse::<u32>().is_ok(),
-                    None => v.parse::<u32>().is_ok(),
+                    Some((h, w)) => dim(h) && dim(w),
+                    None => dim(v),
                 };
             if ok {
                 v.to_string()
             } else {
-                return Err(bad("a size N or HxW, or null".into()));
+                return Err(bad("a size N or HxW between 2 and 8192, or null".into()));
             }
         }
     };

@@ -364,6 +364,30 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
     cfg.check_supported().map_err(|e| e.to_string())?;
     let s = setup(&args.cache, &cfg)?;
     if let Some(st) = &resume_state {
+        // Mid-epoch, the batches depend on these: changing them breaks "same batches".
+        if st.next_batch > 0 {
+            let mut then = Config::default();
+            then.apply_yaml(&st.config_yaml)
+                .map_err(|e| e.to_string())?;
+            for k in [
+                "data.batch_size",
+                "data.uniform_temporal_subsample_num",
+                "data.img_size",
+                "data.train_split",
+                "data.fold",
+                "data.balanced_sampler",
+                "train.seed",
+                "train.accumulate_grad_batches",
+            ] {
+                if then.raw(k) != cfg.raw(k) {
+                    return Err(format!(
+                        "--resume: the checkpoint stopped mid-epoch with {k}={}; resuming with {k}={} would change the remaining batches (resume from an epoch-end checkpoint to change it)",
+                        then.raw(k),
+                        cfg.raw(k)
+                    ));
+                }
+            }
+        }
         let now = (
             cfg.raw("model.backbone"),
             cfg.raw("model.fusion_mode"),
@@ -505,6 +529,14 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         );
     }
 
+    if let Some(st) = &resume_state {
+        if st.next_batch > batches {
+            return Err(format!(
+                "--resume: the checkpoint's next batch {} is past the {batches} batches of an epoch; the checkpoint does not belong to this cache and settings",
+                st.next_batch
+            ));
+        }
+    }
     let mut st = resume_state.clone().unwrap_or(TrainerState {
         version: 1,
         epoch: 0,
@@ -713,26 +745,23 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
             &opt,
             &format!("epoch={epoch}-step={}", st.global_step),
         )?;
-        for f in [
-            checkpoint::paths(&path).0,
-            checkpoint::paths(&path).1,
-            checkpoint::paths(&path).2,
-        ] {
-            let name = f
-                .file_name()
-                .map(|n| {
-                    n.to_string_lossy().replacen(
-                        &format!("epoch={epoch}-step={}", st.global_step),
-                        "last",
-                        1,
-                    )
-                })
-                .unwrap_or_default();
-            std::fs::copy(&f, ckpt_dir.join(&name)).map_err(|e| format!("{}: {e}", f.display()))?;
-            if improved {
-                let best = name.replacen("last", "best", 1);
-                std::fs::copy(&f, ckpt_dir.join(best))
-                    .map_err(|e| format!("{}: {e}", f.display()))?;
+        // last.* and best.*: copies under temporary names, renamed, JSON last.
+        let (w, o, j) = checkpoint::paths(&path);
+        let stamp = format!("epoch={epoch}-step={}", st.global_step);
+        let mut aliases = vec!["last"];
+        if improved {
+            aliases.push("best");
+        }
+        for alias in aliases {
+            for f in [&w, &o, &j] {
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().replacen(&stamp, alias, 1))
+                    .unwrap_or_default();
+                let tmp = ckpt_dir.join(format!("{name}.tmp"));
+                std::fs::copy(f, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, ckpt_dir.join(&name))
+                    .map_err(|e| format!("{}: {e}", name))?;
             }
         }
         last_ckpt = Some(path);

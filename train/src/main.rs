@@ -81,6 +81,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools: a closed pipe (`train keys | head`) ends us quietly.
+    // SAFETY: resetting a signal disposition at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
