@@ -100,6 +100,13 @@ pub fn save(
 
 /// Read a checkpoint's trainer state.
 pub fn load_state(ckpt: &Path) -> Result<TrainerState, String> {
+    if ckpt.is_dir() {
+        return Err(format!(
+            "{} is a folder; give a checkpoint file, e.g. {}/last.safetensors or best.safetensors",
+            ckpt.display(),
+            ckpt.display()
+        ));
+    }
     let (w, _, j) = paths(ckpt);
     if !w.exists() {
         return Err(format!("{}: checkpoint not found", w.display()));
@@ -117,6 +124,12 @@ pub fn load_state(ckpt: &Path) -> Result<TrainerState, String> {
 /// Load weights into `vs`; names and shapes must match exactly.
 pub fn load_weights(ckpt: &Path, vs: &mut VarStore) -> Result<(), String> {
     let (w, _, _) = paths(ckpt);
+    if let Err(e) = Tensor::read_safetensors(&w) {
+        return Err(format!(
+            "{}: not a readable safetensors file ({e}); the checkpoint is damaged",
+            w.display()
+        ));
+    }
     vs.load(&w).map_err(|e| {
         format!("{}: does not fit this model ({e}); was it trained with another model.backbone, model.fusion_mode or class count?", w.display())
     })
@@ -131,6 +144,14 @@ pub fn load_optimizer(ckpt: &Path, opt: &mut AdamW, step: u64) -> Result<(), Str
         let (Some(m), Some(v)) = (map.get(&format!("m.{n}")), map.get(&format!("v.{n}"))) else {
             return Err(format!("{}: no optimizer state for `{n}`", o.display()));
         };
+        if m.size() != p.size() || v.size() != p.size() {
+            return Err(format!(
+                "{}: optimizer state of `{n}` has shape {:?}, the parameter {:?}; the checkpoint belongs to another model",
+                o.display(),
+                m.size(),
+                p.size()
+            ));
+        }
         tch::no_grad(|| {
             opt.m[i].copy_(&m.to_device(p.device()));
             opt.v[i].copy_(&v.to_device(p.device()));

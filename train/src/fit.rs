@@ -807,7 +807,8 @@ pub fn eval(
 ) -> Result<EvalSummary, String> {
     let st = checkpoint::load_state(ckpt)?;
     let mut cfg = Config::default();
-    cfg.apply_yaml(&st.config_yaml).map_err(|e| e.to_string())?;
+    cfg.apply_yaml(&st.config_yaml)
+        .map_err(|e| format!("{}: its saved configuration: {e}", ckpt.display()))?;
     cfg.set("trainer.device", device_name, false)
         .map_err(|e| e.to_string())?;
     let s = setup(cache_dir, &cfg)?;
@@ -834,7 +835,8 @@ pub fn eval(
     let mut vs = VarStore::new(device);
     let model = MultiViewModel::new(&vs.root(), s.model).map_err(|e| e.to_string())?;
     checkpoint::load_weights(ckpt, &mut vs)?;
-    let items = select(&s.cache, &Selection::Split(split.to_string()))?;
+    let items = select(&s.cache, &Selection::Split(split.to_string()))
+        .map_err(|e| format!("{e} (for `train eval`, pass the split with --split)"))?;
     let loader = Arc::new(Loader::new(
         s.cache.clone(),
         s.views.clone(),
