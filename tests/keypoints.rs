@@ -248,28 +248,17 @@ fn the_python_reader_reads_keypoints_too() {
         ],
     );
     let c = Cache::open(&cache).unwrap();
-    let py = std::env::var_os("MVDRIVE_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
     let out = dir.path().join("k.f32");
-    let status = std::process::Command::new(py)
-        .arg(root().join("schemas/python/read_cache.py"))
-        .arg(&cache)
-        .args([
-            "--session",
-            "s001",
-            "--view",
-            "right",
-            "--frame",
-            "7",
-            "--keypoints",
-            "--out",
-        ])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let bytes = std::fs::read(&out).unwrap();
+    let args = [
+        "--session",
+        "s001",
+        "--view",
+        "right",
+        "--frame",
+        "7",
+        "--keypoints",
+    ];
+    let bytes = python_reader(&cache, &args, &out);
     let vals: Vec<f32> = bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use mvdrive_schemas::Cache;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn small_cache(d: &Path, extra: &[&str]) -> PathBuf {
     testsrc(&d.join("a.mp4"), "h264", 160, 120, "10", 2.0);
@@ -194,18 +193,6 @@ fn export_frames_writes_pngs_of_the_cached_frames() {
     assert!(err.contains("no session `nope`"), "{err}");
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("MVDRIVE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "{} not found: run `make setup` (it installs numpy + pyarrow into .venv)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn the_python_reader_reads_frames_without_mvdrive() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,24 +200,14 @@ fn the_python_reader_reads_frames_without_mvdrive() {
     let c = Cache::open(&cache).unwrap();
     for (view, t) in [("front", 0u64), ("side", 9), ("side", 17)] {
         let out = dir.path().join(format!("{view}-{t}.rgb"));
-        let status = Command::new(python())
-            .arg(root().join("schemas/python/read_cache.py"))
-            .arg(&cache)
-            .args([
-                "--session",
-                "s1",
-                "--view",
-                view,
-                "--frame",
-                &t.to_string(),
-                "--out",
-            ])
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let frame = t.to_string();
+        let bytes = python_reader(
+            &cache,
+            &["--session", "s1", "--view", view, "--frame", &frame],
+            &out,
+        );
         assert_eq!(
-            std::fs::read(&out).unwrap(),
+            bytes,
             c.read_frame("s1", view, t).unwrap(),
             "{view} frame {t}"
         );

@@ -213,3 +213,31 @@ pub fn decoded_and_reused(stdout: &str) -> (usize, usize) {
         .expect("reused count");
     (decoded, reused)
 }
+
+/// The Python of the project venv (numpy + pyarrow), or `MVDRIVE_PYTHON`.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("MVDRIVE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} not found: run `make setup` (it installs numpy + pyarrow into .venv)",
+        p.display()
+    );
+    p
+}
+
+/// Run the Python reader example `schemas/python/read_cache.py CACHE ARGS... --out OUT`
+/// and return the bytes it wrote.
+pub fn python_reader(cache: &Path, args: &[&str], out: &Path) -> Vec<u8> {
+    let status = Command::new(python())
+        .arg(root().join("schemas/python/read_cache.py"))
+        .arg(cache)
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .expect("run the Python reader");
+    assert!(status.success(), "read_cache.py {args:?} failed");
+    std::fs::read(out).expect("reader output")
+}
