@@ -212,15 +212,7 @@ fn build_and_kill_after_new_job(d: &Path, cache: &Path, extra: &[&str]) -> bool 
 fn a_changed_keypoint_file_or_a_damaged_shard_redoes_that_view() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = d.join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "2",
-    ]);
+    let data = synth(d, 2, 0);
     let cache = d.join("cache");
     let opts = ["data.img_size=32", "prep.fps=4"];
     build_ok(&data, &cache, &opts);

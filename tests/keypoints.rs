@@ -29,15 +29,7 @@ fn read_long(path: &Path) -> HashMap<u64, HashMap<usize, (f32, f32, f32)>> {
 #[test]
 fn synth_keypoints_follow_the_frames_the_rgb_shows() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "1",
-    ]);
+    let data = synth(dir.path(), 1, 0);
     let cache = dir.path().join("cache");
     build_ok(
         &data,
@@ -228,15 +220,7 @@ fn openpose_json_folders_are_read() {
 #[test]
 fn the_python_reader_reads_keypoints_too() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "1",
-    ]);
+    let data = synth(dir.path(), 1, 0);
     let cache = dir.path().join("cache");
     build_ok(
         &data,

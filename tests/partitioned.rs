@@ -20,17 +20,7 @@ fn strip_part(r: &RecordRow) -> RecordRow {
 fn three_parts_merged_equal_a_single_build() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = d.join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "7",
-        "--seed",
-        "3",
-    ]);
+    let data = synth(d, 7, 3);
     let opts = ["data.img_size=32", "prep.fps=4"];
     let single = d.join("single");
     build_ok(&data, &single, &opts);
@@ -99,15 +89,7 @@ fn three_parts_merged_equal_a_single_build() {
 fn overlapping_or_mismatched_parts_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = d.join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "2",
-    ]);
+    let data = synth(d, 2, 0);
     build_ok(&data, &d.join("p0"), &["data.img_size=32", "--part", "0/2"]);
     build_ok(
         &data,
@@ -140,15 +122,7 @@ fn overlapping_or_mismatched_parts_are_refused() {
 fn split_keeps_each_subject_in_one_fold_and_build_records_folds() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = d.join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "8",
-    ]);
+    let data = synth(d, 8, 0);
     let out = data.join("manifest.csv");
     prep_ok(&[
         "split",
@@ -191,15 +165,7 @@ fn split_keeps_each_subject_in_one_fold_and_build_records_folds() {
 fn the_make_j_recipe_runs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = d.join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "3",
-    ]);
+    let data = synth(d, 3, 0);
     let out = d.join("cache");
     let status = std::process::Command::new("make")
         .arg("-f")

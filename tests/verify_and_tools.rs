@@ -217,17 +217,7 @@ fn the_python_reader_reads_frames_without_mvdrive() {
 #[test]
 fn synth_makes_a_multi_view_dataset_that_builds() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "4",
-        "--seed",
-        "7",
-    ]);
+    let data = synth(dir.path(), 4, 7);
     let manifest = std::fs::read_to_string(data.join("manifest.csv")).unwrap();
     assert!(
         manifest.starts_with("session,subject,view,video,offset_s,keypoints,keypoint_layout,split")
@@ -265,17 +255,7 @@ fn synth_makes_a_multi_view_dataset_that_builds() {
     let subjects: std::collections::HashSet<_> = c.sessions.iter().map(|s| &s.subject).collect();
     assert!(subjects.len() >= 3);
     // Same seed, same dataset.
-    let again = dir.path().join("again");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        again.to_str().unwrap(),
-        "--sessions",
-        "4",
-        "--seed",
-        "7",
-    ]);
+    let again = synth(&dir.path().join("again"), 4, 7);
     assert_eq!(
         std::fs::read(data.join("segments.csv")).unwrap(),
         std::fs::read(again.join("segments.csv")).unwrap()
@@ -287,17 +267,7 @@ fn synth_makes_a_multi_view_dataset_that_builds() {
 #[test]
 fn synth_classes_differ_by_motion() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    prep_ok(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "2",
-        "--seed",
-        "1",
-    ]);
+    let data = synth(dir.path(), 2, 1);
     let cache = dir.path().join("cache");
     build_ok(&data, &cache, &["data.img_size=64", "prep.fps=10"]);
     let c = Cache::open(&cache).unwrap();

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mvdrive_schemas::checksum::{to_hex, xxh3_file};
@@ -308,7 +307,6 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             .collect()
     });
     pb.finish_and_clear();
-    let failed: Mutex<Vec<Skipped>> = Mutex::new(Vec::new());
     for (job, r) in results {
         match r {
             Ok(jf) => {
@@ -317,19 +315,13 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
                 summary.frames_decoded += jf.view.decoded_frames;
                 done.push(jf);
             }
-            Err(e) => failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Skipped {
-                    session: job.entry.session.clone(),
-                    view: job.entry.view.clone(),
-                    reason: format!("{}: {e}", job.entry.path.display()),
-                }),
+            Err(e) => summary.skipped.push(Skipped {
+                session: job.entry.session.clone(),
+                view: job.entry.view.clone(),
+                reason: format!("{}: {e}", job.entry.path.display()),
+            }),
         }
     }
-    summary
-        .skipped
-        .extend(failed.into_inner().unwrap_or_else(|p| p.into_inner()));
     let skipped_sessions: HashSet<String> = skipped_sessions
         .into_iter()
         .chain(summary.skipped.iter().map(|s| s.session.clone()))

@@ -241,3 +241,20 @@ pub fn python_reader(cache: &Path, args: &[&str], out: &Path) -> Vec<u8> {
     assert!(status.success(), "read_cache.py {args:?} failed");
     std::fs::read(out).expect("reader output")
 }
+
+/// `prep synth --sessions N --seed S` into `dir/data`; returns that folder.
+pub fn synth(dir: &Path, sessions: u32, seed: u64) -> PathBuf {
+    let data = dir.join("data");
+    let (n, s) = (sessions.to_string(), seed.to_string());
+    prep_ok(&[
+        "synth",
+        "-q",
+        "--out",
+        data.to_str().unwrap(),
+        "--sessions",
+        &n,
+        "--seed",
+        &s,
+    ]);
+    data
+}

@@ -248,12 +248,20 @@ impl Loader {
                     if let Some((vals, mask, kc)) = kpt.as_mut() {
                         kbuf.resize((*kc + 1) * 4, 0);
                         if self.read_frame("kpt", &seg.session, view, f, &mut kbuf)? {
-                            let x: Vec<f32> = kbuf
-                                .chunks_exact(4)
-                                .map(|q| f32::from_le_bytes([q[0], q[1], q[2], q[3]]))
-                                .collect();
-                            vals[slot * *kc..(slot + 1) * *kc].copy_from_slice(&x[..*kc]);
-                            mask[slot] = (x[*kc] > 0.0) as u8;
+                            // Decode in place: no allocation per frame.
+                            let f32_at = |i: usize| {
+                                f32::from_le_bytes([
+                                    kbuf[4 * i],
+                                    kbuf[4 * i + 1],
+                                    kbuf[4 * i + 2],
+                                    kbuf[4 * i + 3],
+                                ])
+                            };
+                            for (i, v) in vals[slot * *kc..(slot + 1) * *kc].iter_mut().enumerate()
+                            {
+                                *v = f32_at(i);
+                            }
+                            mask[slot] = (f32_at(*kc) > 0.0) as u8;
                         }
                     }
                 }

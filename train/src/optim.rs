@@ -2,7 +2,7 @@
 //! saved and restored exactly (libtorch's optimizer state is not reachable from tch), and a
 //! linear warm-up + cosine learning-rate schedule counted in optimizer steps.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// AdamW over a fixed list of named parameters.
 pub struct AdamW {
@@ -54,14 +54,7 @@ impl AdamW {
 
     /// Global L2 norm of the gradients.
     pub fn grad_norm(&self) -> f64 {
-        let mut sq = 0f64;
-        for (_, p) in &self.params {
-            let g = p.grad();
-            if g.defined() {
-                sq += g.pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]);
-            }
-        }
-        sq.sqrt()
+        crate::scaler::grads_norm(&self.grads())
     }
 
     /// Scale gradients so that their global norm is at most `max` (0 = off); returns the
@@ -139,6 +132,7 @@ pub fn lr_at(step: u64, total: u64, warmup: u64, peak: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     #[test]
     fn schedule_warms_up_then_decays() {
