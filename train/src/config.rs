@@ -63,7 +63,7 @@ pub const KEYS: &[Key] = &[
     key("data.fold", "null", Kind::OptInt, "cross-validation: fold k is validation, the other folds train (overrides the splits)"),
     key("data.balanced_sampler", "false", Kind::Bool, "draw training segments class-balanced instead of one pass over them"),
     key("train.max_epochs", "10", Kind::Int(1), "epochs"),
-    key("train.accumulate_grad_batches", "1", Kind::Int(1), "batches per optimizer step"),
+    key("train.accumulate_grad_batches", "1", Kind::Int(1), "batches per optimizer step (1 = no accumulation); a short last window at epoch end steps with the batches it has"),
     key("train.view", "multi", Kind::Choice(&["single", "multi"]), "single: one view (train.view_name); multi: every view, fused"),
     key("train.view_name", "null", Kind::Text, "the view used when train.view=single (null = the first)"),
     key("train.seed", "0", Kind::Int(0), "seed of initialisation, sample order and jitter"),
@@ -75,7 +75,7 @@ pub const KEYS: &[Key] = &[
     key("train.monitor", "val_macro_f1", Kind::Choice(&["val_macro_f1", "val_top1", "val_mean_class_acc", "val_loss"]), "metric for best checkpoint and early stopping"),
     key("train.early_stopping_patience", "0", Kind::Int(0), "stop after this many epochs without improvement (0 = never)"),
     key("train.checkpoint_every_n_steps", "0", Kind::Int(0), "also checkpoint every N optimizer steps, mid-epoch (0 = only at epoch end)"),
-    key("trainer.precision", "32", Kind::Choice(PRECISIONS), "numeric precision (only 32 is built; 16-mixed / bf16-mixed arrive with issue #5)"),
+    key("trainer.precision", "32", Kind::Choice(PRECISIONS), "32 | 16-mixed (CUDA autocast + loss scaling) | bf16-mixed (bfloat16 compute, float32 master weights; CPU and CUDA); 16 and bf16 are aliases of the mixed ones"),
     key("trainer.device", "auto", Kind::Text, "auto | cpu | cuda:N"),
     key("trainer.experiment", "default", Kind::Text, "runs go to <log_dir>/<experiment>/version_N"),
     key("trainer.log_dir", "logs", Kind::Text, "folder of runs"),
@@ -83,7 +83,7 @@ pub const KEYS: &[Key] = &[
     key("model.fusion_mode", "logit_mean", Kind::Choice(&["logit_mean", "prob_mean", "feature_mean", "feature_concat"]), "how views are fused (one shared backbone)"),
     key("model.input_type", "rgb", Kind::Choice(&["rgb"]), "input modality (kpt and rgb_kpt arrive with issue #6)"),
     key("model.model_class_num", "null", Kind::OptInt, "number of classes; null = the cache's labels (a mismatch is an error)"),
-    key("model.use_gradient_checkpointing", "false", Kind::Bool, "recompute activations in backward (arrives with issue #5)"),
+    key("model.use_gradient_checkpointing", "false", Kind::Bool, "recompute each backbone segment in backward instead of storing its activations (less memory, more time)"),
 ];
 
 /// Keys of `configs/config.yaml` that `prep` reads; those `train` does not read itself are
@@ -111,12 +111,12 @@ fn check(k: &Key, v: &str) -> Result<String, ConfigError> {
     let ok = match k.kind {
         Kind::Int(min) => v
             .parse::<i64>()
-            .map_err(|_| bad(format!("a whole number >= {min}")))
+            .map_err(|_| bad(format!("a whole number >= {min} ({})", k.doc)))
             .and_then(|n| {
                 if n >= min {
                     Ok(n.to_string())
                 } else {
-                    Err(bad(format!("a whole number >= {min}")))
+                    Err(bad(format!("a whole number >= {min} ({})", k.doc)))
                 }
             })?,
         Kind::Float(min) => match v.parse::<f64>() {
@@ -302,18 +302,6 @@ impl Config {
 
     /// Reject settings whose feature is not built yet, with a plain message.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        if self.raw("trainer.precision") != "32" {
-            return Err(ConfigError(format!(
-                "trainer.precision={} is not built yet (issue #5: mixed precision; the loss scaler exists, the fp16/bf16 training paths are not validated); use trainer.precision=32",
-                self.raw("trainer.precision")
-            )));
-        }
-        if self.bool("model.use_gradient_checkpointing") {
-            return Err(ConfigError(
-                "model.use_gradient_checkpointing=true is not built yet (issue #5); use false"
-                    .into(),
-            ));
-        }
         if !self.bool("data.load_rgb") {
             return Err(ConfigError(
                 "model.input_type=rgb needs data.load_rgb=true (keypoint-only models arrive with issue #6)".into(),

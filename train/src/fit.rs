@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use mvdrive_schemas::Cache;
 use tch::nn::VarStore;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use mvdrive_schemas::sys::{peak_rss_bytes, rss_bytes};
 
@@ -19,10 +19,11 @@ use crate::config::Config;
 use crate::loader::{Batch, Loader, Prefetch};
 use crate::metrics::{ConfusionMatrix, EpochMetrics, MetricsCsv};
 use crate::model::{summary, FusionMode, ModelConfig, MultiViewModel};
-use crate::optim::{clip_grads, lr_at, AdamW};
+use crate::optim::{lr_at, AdamW};
 use crate::plot;
+use crate::precision::Precision;
 use crate::sampler::{select, Sampler, Selection};
-use crate::scaler::GradScaler;
+use crate::step::{loss_of, Trainer};
 
 /// Pick the device of `trainer.device`.
 pub fn device(cfg: &Config) -> Result<Device, String> {
@@ -49,80 +50,6 @@ pub fn device(cfg: &Config) -> Result<Device, String> {
             Ok(Device::Cuda(n))
         }
     }
-}
-
-/// `trainer.precision`, resolved for a device. (Work in progress for issue #5: the
-/// configuration still refuses everything but 32, see `Config::check_supported`; the bf16
-/// path trained slowly and diverged on CPU in its first test and needs work.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    /// float32 everywhere.
-    Fp32,
-    /// CUDA autocast float16 with a dynamic loss scaler (`16`, `16-mixed`).
-    Fp16Mixed,
-    /// bfloat16 compute copy of the model, float32 master weights and optimizer
-    /// (`bf16`, `bf16-mixed`); works on CPU and CUDA.
-    Bf16Mixed,
-}
-
-impl Precision {
-    /// Resolve `trainer.precision` for `device`; fp16 on CPU is an error offering bf16.
-    pub fn of(cfg: &Config, device: Device) -> Result<Precision, String> {
-        match cfg.raw("trainer.precision") {
-            "16" | "16-mixed" if device == Device::Cpu => Err(format!(
-                "trainer.precision={} needs CUDA: float16 autocast and loss scaling run on the GPU only. On CPU use trainer.precision=bf16-mixed (bfloat16 compute, float32 master weights) or 32",
-                cfg.raw("trainer.precision")
-            )),
-            "16" | "16-mixed" => Ok(Precision::Fp16Mixed),
-            "bf16" | "bf16-mixed" => Ok(Precision::Bf16Mixed),
-            _ => Ok(Precision::Fp32),
-        }
-    }
-}
-
-/// Copy the fp32 master weights (and BatchNorm statistics) into the bf16 compute copy.
-fn sync_half(master: &VarStore, half: &VarStore) {
-    let m = master.variables();
-    tch::no_grad(|| {
-        for (name, mut h) in half.variables() {
-            if let Some(src) = m.get(&name) {
-                h.copy_(src);
-            }
-        }
-    });
-}
-
-/// Add the bf16 copy's gradients, as fp32, to `acc` (in optimizer order), and clear them.
-fn collect_half_grads(opt: &AdamW, half: &VarStore, acc: &mut Vec<Tensor>) {
-    let h = half.variables();
-    tch::no_grad(|| {
-        if acc.is_empty() {
-            *acc = opt.params.iter().map(|(_, p)| p.zeros_like()).collect();
-        }
-        for ((name, _), a) in opt.params.iter().zip(acc.iter_mut()) {
-            if let Some(p) = h.get(name) {
-                let mut g = p.grad();
-                if g.defined() {
-                    let _ = a.g_add_(&g.to_kind(Kind::Float));
-                    let _ = g.zero_();
-                }
-            }
-        }
-    });
-}
-
-/// BatchNorm running statistics were updated in the bf16 copy: keep them in the master.
-fn copy_running_stats(half: &VarStore, master: &VarStore) {
-    let h = half.variables();
-    tch::no_grad(|| {
-        for (name, mut m) in master.variables() {
-            if !m.requires_grad() {
-                if let Some(src) = h.get(&name) {
-                    m.copy_(src);
-                }
-            }
-        }
-    });
 }
 
 /// What a run trains on: the cache, the views, the classes and the model input.
@@ -235,10 +162,6 @@ pub fn to_input(batch: &Batch, s: &Setup, device: Device) -> Result<Tensor, Stri
             .view([b, v, 3, t, h, w]);
     }
     Ok(normalize_kinetics(&x))
-}
-
-fn loss_of(scores: &Tensor, targets: &Tensor, smoothing: f64) -> Tensor {
-    scores.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, smoothing)
 }
 
 /// Result of evaluating a model on a split.
@@ -410,38 +333,21 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
     let device = device(&cfg)?;
     let seed = cfg.int("train.seed") as u64;
     tch::manual_seed(seed as i64);
-    let mut vs = VarStore::new(device);
-    let model = MultiViewModel::new(&vs.root(), s.model).map_err(|e| e.to_string())?;
-    let mut opt = AdamW::new(
-        vs.variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect(),
+    let precision = Precision::parse(cfg.raw("trainer.precision"), device)?;
+    let mut tr = Trainer::new(
+        &s.model,
+        device,
+        precision,
+        cfg.bool("model.use_gradient_checkpointing"),
         cfg.float("train.weight_decay"),
-    );
+    )?;
     if let (Some(ckpt), Some(st)) = (&args.resume, &resume_state) {
-        checkpoint::load_weights(ckpt, &mut vs)?;
-        checkpoint::load_optimizer(ckpt, &mut opt, st.global_step)?;
+        checkpoint::load_weights(ckpt, &mut tr.vs)?;
+        checkpoint::load_optimizer(ckpt, &mut tr.opt, st.global_step)?;
+        if let Some(sc) = &st.scaler {
+            tr.scaler = sc.clone();
+        }
     }
-    let precision = Precision::of(&cfg, device)?;
-    // bf16: a bf16 compute copy of the model; the fp32 weights stay the master copy.
-    let (vs_half, half) = if precision == Precision::Bf16Mixed {
-        let mut vh = VarStore::new(device);
-        let m = MultiViewModel::new(&vh.root(), s.model).map_err(|e| e.to_string())?;
-        vh.bfloat16();
-        (Some(vh), Some(m))
-    } else {
-        (None, None)
-    };
-    let mut scaler = resume_state
-        .as_ref()
-        .and_then(|st| st.scaler.clone())
-        .unwrap_or_else(|| match precision {
-            Precision::Fp16Mixed => GradScaler::new(true),
-            Precision::Bf16Mixed => GradScaler::check_only(),
-            Precision::Fp32 => GradScaler::new(false),
-        });
-    let mut half_grads: Vec<Tensor> = Vec::new();
 
     // Data.
     let (train_sel, val_sel) = match cfg.opt_u32("data.fold") {
@@ -517,7 +423,7 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         .map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let mut csv = MetricsCsv::open(run_dir.join("metrics.csv")).map_err(|e| e.to_string())?;
     if !args.quiet {
-        eprintln!("{}", summary(&vs));
+        eprintln!("{}", summary(&tr.vs));
         eprintln!(
             "train fit: {} training segments, {} validation, views {:?}, {} classes, {} batches/epoch, device {device:?} -> {}",
             train_sampler.items.len(),
@@ -592,74 +498,44 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         ) {
             let batch = batch?;
             let b = batch.index;
-            tch::manual_seed(
-                (seed as i64)
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(st.global_step as i64),
-            );
             let x = to_input(&batch, &s, device)?;
             let y = Tensor::from_slice(&batch.labels).to_device(device);
             let window_start = (b / accum) * accum;
-            if let (Some(vh), true) = (&vs_half, b == window_start) {
-                sync_half(&vs, vh);
-            }
-            let scores = match (precision, &half) {
-                (Precision::Fp16Mixed, _) => {
-                    tch::autocast(true, || model.forward_t(&x, true)).to_kind(Kind::Float)
-                }
-                (Precision::Bf16Mixed, Some(h)) => h
-                    .forward_t(&x.to_kind(Kind::BFloat16), true)
-                    .to_kind(Kind::Float),
-                _ => model.forward_t(&x, true),
-            };
-            let loss = loss_of(&scores, &y, smoothing);
-            let lv = loss.double_value(&[]);
+            // Each accumulation window averages its batches; the last window of an epoch
+            // may be shorter (it steps with what it has, see `crate::step`).
+            let window = accum.min(batches - window_start);
+            let micro_seed = (seed as i64)
+                .wrapping_mul(1_000_003)
+                .wrapping_add(st.global_step as i64)
+                .wrapping_mul(31)
+                .wrapping_add((b - window_start) as i64);
+            let lv = tr.micro_batch(&x, &y, smoothing, window, micro_seed)?;
             if !lv.is_finite() {
                 return Err(format!(
                     "the training loss is {lv} at epoch {epoch}, batch {b} (optimizer step {}): stopping without saving a checkpoint of this state; lower train.lr (now {peak}) or check the data (segments {:?})",
                     st.global_step, batch.segments
                 ));
             }
-            // Each accumulation window averages its batches; the last window of an epoch
-            // may be shorter (it steps with what it has). The loss scale is 1 unless fp16.
-            let window = accum.min(batches - window_start);
-            (loss * (scaler.scale / window as f64)).backward();
-            if let Some(vh) = &vs_half {
-                collect_half_grads(&opt, vh, &mut half_grads);
-            }
             st.epoch_loss_sum += lv;
             st.epoch_batches += 1;
             st.next_batch = b + 1;
             if b + 1 == window_start + window {
                 lr = lr_at(st.global_step, total_steps, warmup, peak);
-                let mut grads = if vs_half.is_some() {
-                    std::mem::take(&mut half_grads)
-                } else {
-                    opt.grads()
-                };
-                let found_inf = scaler.unscale(&mut grads);
-                if !found_inf {
-                    clip_grads(&mut grads, clip);
-                    opt.step_with(lr, &grads);
-                } else if !args.quiet {
+                let before = tr.scaler.scale;
+                let out = tr.step(lr, clip);
+                if !out.applied && !args.quiet {
                     pb.println(format!(
-                        "step {}: inf/NaN gradients, step skipped, loss scale now {}",
-                        st.global_step,
-                        scaler.scale * scaler.backoff_factor
+                        "step {}: inf/NaN gradients, step skipped, loss scale {before} -> {}",
+                        st.global_step, out.scale
                     ));
                 }
-                scaler.update(found_inf);
-                opt.zero_grad();
-                if let Some(vh) = &vs_half {
-                    copy_running_stats(vh, &vs);
-                }
-                st.scaler = scaler.enabled.then(|| scaler.clone());
+                st.scaler = tr.scaler.enabled.then(|| tr.scaler.clone());
                 st.global_step += 1;
                 if every > 0 && st.global_step % every == 0 && b + 1 < batches {
                     let path = save(
                         &st,
-                        &vs,
-                        &opt,
+                        &tr.vs,
+                        &tr.opt,
                         &format!("epoch={epoch}-step={}", st.global_step),
                     )?;
                     if !args.quiet {
@@ -693,7 +569,7 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         };
         let mut improved = false;
         if let Some(vsmp) = &val_sampler {
-            let ev = evaluate(&model, &loader, vsmp, &s, device, workers)?;
+            let ev = evaluate(&tr.model, &loader, vsmp, &s, device, workers)?;
             row = row.with_confusion(&ev.confusion);
             row.val_loss = ev.loss;
             std::fs::write(
@@ -741,8 +617,8 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         st.epoch_batches = 0;
         let path = save(
             &st,
-            &vs,
-            &opt,
+            &tr.vs,
+            &tr.opt,
             &format!("epoch={epoch}-step={}", st.global_step),
         )?;
         // last.* and best.*: copies under temporary names, renamed, JSON last.

@@ -14,5 +14,8 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod precision;
+pub mod recompute;
 pub mod sampler;
 pub mod scaler;
+pub mod step;

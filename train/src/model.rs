@@ -31,7 +31,7 @@ use std::str::FromStr;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use crate::backbone::{r3d, BackboneKind, VideoResNet};
+use crate::backbone::{r3d, Backbone, BackboneKind, Segment, VideoResNet};
 
 /// How the views of a sample are fused (`model.fusion_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,7 +134,8 @@ pub struct ModelConfig {
 #[derive(Debug)]
 pub struct MultiViewModel {
     config: ModelConfig,
-    backbone: VideoResNet,
+    backbone: Box<dyn Backbone>,
+    feature_dim: i64,
     fc: nn::Linear,
 }
 
@@ -154,15 +155,17 @@ impl MultiViewModel {
                 value: config.num_views,
             });
         }
-        let backbone = VideoResNet::new(p, config.backbone);
+        let backbone: Box<dyn Backbone> = Box::new(VideoResNet::new(p, config.backbone));
+        let feature_dim = backbone.feature_dim();
         let fc_in = match config.fusion {
-            FusionMode::FeatureConcat => r3d::FEATURE_DIM * config.num_views,
-            _ => r3d::FEATURE_DIM,
+            FusionMode::FeatureConcat => feature_dim * config.num_views,
+            _ => feature_dim,
         };
         let fc = r3d::classifier(p / "fc", fc_in, config.num_classes);
         Ok(MultiViewModel {
             config,
             backbone,
+            feature_dim,
             fc,
         })
     }
@@ -172,9 +175,24 @@ impl MultiViewModel {
         &self.config
     }
 
-    /// The shared per-view backbone (its [`VideoResNet::blocks`] are checkpoint segments).
-    pub fn backbone(&self) -> &VideoResNet {
-        &self.backbone
+    /// The shared per-view backbone.
+    pub fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+
+    /// The backbone's segments, in forward order: the units that
+    /// [`crate::recompute`] runs one by one (and recomputes under gradient checkpointing).
+    /// Their input is `x.flatten(0, 1)` for a model input `x`; their last output goes to
+    /// [`MultiViewModel::head`].
+    pub fn segments(&self) -> Vec<Segment<'_>> {
+        self.backbone.segments()
+    }
+
+    /// The rest of the forward pass after the last segment: the backbone's pooling, then
+    /// view fusion and the classifier, for `b` samples of `v` views -> `[B, num_classes]`.
+    pub fn head(&self, last: &Tensor, b: i64, v: i64) -> Tensor {
+        let features = self.backbone.pool(last);
+        self.fuse(&features.view([b, v, self.feature_dim]))
     }
 
     /// The classifier `fc`.
@@ -229,10 +247,10 @@ impl MultiViewModel {
         let size = x.size();
         let (b, v) = (size[0], size[1]);
         let features = self.backbone.features(&x.flatten(0, 1), train);
-        self.fuse(&features.view([b, v, r3d::FEATURE_DIM]))
+        self.fuse(&features.view([b, v, self.feature_dim]))
     }
 
-    /// Fusion + classifier on per-view features `[B, V, 512]` -> `[B, num_classes]`.
+    /// Fusion + classifier on per-view features `[B, V, F]` -> `[B, num_classes]`.
     /// Split out so a checkpointing trainer can run the backbone segments itself.
     pub fn fuse(&self, features: &Tensor) -> Tensor {
         let size = features.size();
@@ -250,7 +268,7 @@ impl MultiViewModel {
             FusionMode::FeatureMean => self.fc.forward(&features.mean_dim(1, false, None)),
             FusionMode::FeatureConcat => self
                 .fc
-                .forward(&features.reshape([b, v * r3d::FEATURE_DIM])),
+                .forward(&features.reshape([b, v * self.feature_dim])),
         }
     }
 

@@ -5,6 +5,7 @@
 use tch::Tensor;
 
 /// AdamW over a fixed list of named parameters.
+#[derive(Debug)]
 pub struct AdamW {
     /// (name, parameter) pairs, in a fixed order.
     pub params: Vec<(String, Tensor)>,

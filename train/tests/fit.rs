@@ -290,9 +290,19 @@ fn user_mistakes_get_clear_errors() {
         "{e}"
     );
     let e = err(&["trainer.precision=16-mixed"]);
-    assert!(e.contains("not built yet"), "{e}");
-    let e = err(&["model.use_gradient_checkpointing=true"]);
-    assert!(e.contains("not built yet"), "{e}");
+    assert!(
+        e.contains("trainer.precision=16-mixed needs CUDA") && e.contains("bf16-mixed"),
+        "{e}"
+    );
+    let e = Config::default()
+        .apply_overrides(&["train.accumulate_grad_batches=0".to_string()])
+        .err()
+        .expect("accumulation 0 is refused")
+        .to_string();
+    assert!(
+        e.contains("train.accumulate_grad_batches") && e.contains(">= 1"),
+        "{e}"
+    );
     let e = err(&["train.view_name=roof", "train.view=single"]);
     assert!(e.contains("train.view_name `roof`"), "{e}");
     // A diverging run stops with a message and leaves no checkpoint of the NaN state.

@@ -5,16 +5,116 @@
 //! exact variable names so Kinetics-400 weights exported by `scripts/export_torchvision.py`
 //! load by name ([`load_weights`]).
 
+pub mod mamba;
 pub mod r3d;
+pub mod stgcn;
+pub mod transformer;
+pub mod x3d;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use tch::nn;
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
 
-pub use r3d::{normalize_kinetics, Segment, VideoResNet, FEATURE_DIM, KINETICS_MEAN, KINETICS_STD};
+pub use r3d::{normalize_kinetics, VideoResNet, FEATURE_DIM, KINETICS_MEAN, KINETICS_STD};
+
+/// A named, separately callable piece of a backbone (`stem`, `layer1`, `block3`, ...): the
+/// unit a gradient-checkpointing trainer recomputes (see [`crate::recompute`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    /// Module name, also the variable-name prefix (`stem`, `layer1`, ...).
+    pub name: &'static str,
+    /// The module itself: one tensor in, one tensor out.
+    pub module: &'a dyn ModuleT,
+}
+
+impl Segment<'_> {
+    /// Runs this segment alone.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.module.forward_t(x, train)
+    }
+}
+
+/// What every backbone offers the multi-view model and the trainer: its forward pass as a
+/// chain of [`Backbone::segments`] followed by [`Backbone::pool`], so that gradient
+/// checkpointing, mixed precision and the model's fusion work the same for every network.
+///
+/// Input is one tensor per clip batch: `[N, 3, T, H, W]` (Kinetics-normalised RGB) for video
+/// backbones, `[N, C + 1, T, K]` (C coordinates, then the validity channel, 1 = valid) for
+/// keypoint backbones. Output of `pool` is `[N, feature_dim]`.
+pub trait Backbone: fmt::Debug {
+    /// The forward pass, in order. Chaining them and then [`Backbone::pool`] equals
+    /// [`Backbone::features`]. Every segment must be a pure function of its input tensor,
+    /// its variables and the torch RNG (dropout), so a trainer can recompute it.
+    fn segments(&self) -> Vec<Segment<'_>>;
+
+    /// Output of the last segment -> `[N, feature_dim]` (no variables).
+    fn pool(&self, x: &Tensor) -> Tensor;
+
+    /// Width of the pooled feature vector.
+    fn feature_dim(&self) -> i64;
+
+    /// Pooled features `[N, feature_dim]`; `train` enables dropout and batch statistics.
+    fn features(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h = x.shallow_clone();
+        for segment in self.segments() {
+            h = segment.forward_t(&h, train);
+        }
+        self.pool(&h)
+    }
+}
+
+/// Applies a convolution layer to `x`, working around a libtorch 2.11 CPU bug: in bfloat16,
+/// the weight gradient of a convolution is wrong (garbage, often inf/NaN) when an input
+/// extent `n` along the first convolved dimension lies strictly between 1 and the kernel
+/// size (e.g. a `(3, 1, 1)` temporal convolution over 2 frames; found by
+/// `train/tests/memory_techniques.rs`). There, the input is zero-padded at the end up to
+/// the kernel size and the output cut back to its usual length: with "same"-style zero
+/// padding the appended zeros only replace padding zeros, so values and gradients are
+/// those of the plain convolution. Float32 and CUDA inputs take the plain path.
+pub fn conv<ND>(x: &Tensor, conv: &nn::Conv<ND>) -> Tensor
+where
+    nn::Conv<ND>: nn::Module,
+{
+    use tch::{Device, Kind};
+    if x.kind() != Kind::BFloat16 || x.device() != Device::Cpu {
+        return x.apply(conv);
+    }
+    let k = conv.ws.size();
+    let s = x.size();
+    let nd = k.len() - 2;
+    let mut h = x.shallow_clone();
+    let mut grown = Vec::new();
+    for d in 0..nd {
+        let dim = s.len() - nd + d;
+        let (n, kd) = (s[dim], k[2 + d]);
+        if n > 1 && n < kd {
+            let mut shape = h.size();
+            shape[dim] = kd - n;
+            h = Tensor::cat(
+                &[
+                    h.shallow_clone(),
+                    Tensor::zeros(shape, (h.kind(), h.device())),
+                ],
+                dim as i64,
+            );
+            grown.push((dim, n));
+        }
+    }
+    if grown.is_empty() {
+        return x.apply(conv);
+    }
+    // Only reached for tiny extents: the output shape of the plain convolution, cheaply.
+    let reference = tch::no_grad(|| x.apply(conv)).size();
+    let mut out = h.apply(conv);
+    for (dim, _) in grown {
+        out = out.narrow(dim as i64, 0, reference[dim]);
+    }
+    out
+}
 
 /// Which backbone `model.backbone` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

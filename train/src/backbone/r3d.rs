@@ -41,7 +41,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::BackboneKind;
+use super::{conv, Backbone, BackboneKind, Segment};
 
 /// Kinetics-400 per-channel (RGB) mean used by torchvision's video models.
 pub const KINETICS_MEAN: [f64; 3] = [0.43216, 0.394666, 0.37645];
@@ -168,12 +168,12 @@ impl BlockConv {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         match self {
-            BlockConv::Simple(conv) => x.apply(conv),
+            BlockConv::Simple(c) => conv(x, c),
             BlockConv::TwoPlusOne {
                 spatial,
                 bn,
                 temporal,
-            } => x.apply(spatial).apply_t(bn, train).relu_().apply(temporal),
+            } => conv(&conv(x, spatial).apply_t(bn, train).relu_(), temporal),
         }
     }
 }
@@ -229,7 +229,7 @@ impl ModuleT for BasicBlock {
             .relu_();
         let out = self.conv2.forward_t(&out, train).apply_t(&self.bn2, train);
         let residual = match &self.downsample {
-            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
+            Some((c, bn)) => conv(x, c).apply_t(bn, train),
             None => x.shallow_clone(),
         };
         (out + residual).relu_()
@@ -268,8 +268,8 @@ impl Stem {
 impl ModuleT for Stem {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut x = x.shallow_clone();
-        for (conv, bn) in &self.stages {
-            x = x.apply(conv).apply_t(bn, train).relu_();
+        for (c, bn) in &self.stages {
+            x = conv(&x, c).apply_t(bn, train).relu_();
         }
         x
     }
@@ -311,23 +311,6 @@ impl ModuleT for ResLayer {
             x = block.forward_t(&x, train);
         }
         x
-    }
-}
-
-/// A named, separately callable piece of the backbone (`stem`, `layer1`..`layer4`): the unit
-/// a gradient-checkpointing trainer recomputes.
-#[derive(Debug, Clone, Copy)]
-pub struct Segment<'a> {
-    /// torchvision's module name, also the variable-name prefix (`stem`, `layer1`, ...).
-    pub name: &'static str,
-    /// The module itself.
-    pub module: &'a dyn ModuleT,
-}
-
-impl Segment<'_> {
-    /// Runs this segment alone.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.module.forward_t(x, train)
     }
 }
 
@@ -421,6 +404,20 @@ impl VideoResNet {
             x = segment.forward_t(&x, train);
         }
         Self::pool(&x)
+    }
+}
+
+impl Backbone for VideoResNet {
+    fn segments(&self) -> Vec<Segment<'_>> {
+        self.blocks().to_vec()
+    }
+
+    fn pool(&self, x: &Tensor) -> Tensor {
+        VideoResNet::pool(x)
+    }
+
+    fn feature_dim(&self) -> i64 {
+        FEATURE_DIM
     }
 }
 

@@ -1,0 +1,119 @@
+//! `trainer.precision`: float32, float16 mixed precision (CUDA autocast + dynamic loss
+//! scaling) and bfloat16 mixed precision (a bfloat16 compute copy of the model, float32
+//! master weights and optimizer; CPU and CUDA).
+//!
+//! Lightning's names are accepted: `16` and `bf16` are its (legacy) aliases of `16-mixed`
+//! and `bf16-mixed`, and mean the same here.
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::model::{ModelConfig, MultiViewModel};
+
+/// `trainer.precision`, resolved for a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// float32 everywhere (`32`).
+    Fp32,
+    /// CUDA autocast float16 with a dynamic loss scaler (`16`, `16-mixed`).
+    Fp16Mixed,
+    /// bfloat16 compute copy of the model, float32 master weights and optimizer
+    /// (`bf16`, `bf16-mixed`); works on CPU and CUDA.
+    Bf16Mixed,
+}
+
+impl Precision {
+    /// Resolve a `trainer.precision` value for `device`; float16 on CPU is an error that
+    /// offers bf16.
+    pub fn parse(value: &str, device: Device) -> Result<Precision, String> {
+        match value {
+            "16" | "16-mixed" if device == Device::Cpu => Err(format!(
+                "trainer.precision={value} needs CUDA: float16 autocast and loss scaling run on the GPU only, and this run is on the CPU. Use trainer.precision=bf16-mixed (bfloat16 compute, float32 master weights; works on CPU) or 32"
+            )),
+            "16" | "16-mixed" => Ok(Precision::Fp16Mixed),
+            "bf16" | "bf16-mixed" => Ok(Precision::Bf16Mixed),
+            "32" => Ok(Precision::Fp32),
+            other => Err(format!(
+                "trainer.precision: `{other}` is not one of 32, 16, 16-mixed, bf16, bf16-mixed"
+            )),
+        }
+    }
+
+    /// The canonical config value (`32`, `16-mixed`, `bf16-mixed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "32",
+            Precision::Fp16Mixed => "16-mixed",
+            Precision::Bf16Mixed => "bf16-mixed",
+        }
+    }
+}
+
+/// The bfloat16 compute copy of a float32 model. Forward and backward run on the copy;
+/// its gradients are added, as float32, to the master's accumulators; its BatchNorm
+/// statistics are copied back to the master after each step.
+#[derive(Debug)]
+pub struct HalfCopy {
+    /// The copy's variables (bfloat16).
+    pub vs: VarStore,
+    /// The copy's model.
+    pub model: MultiViewModel,
+}
+
+impl HalfCopy {
+    /// Build a bfloat16 copy of a model of `config` on `device`, with `master`'s values.
+    pub fn new(config: &ModelConfig, master: &VarStore) -> Result<HalfCopy, String> {
+        let mut vs = VarStore::new(master.device());
+        let model = MultiViewModel::new(&vs.root(), config.clone()).map_err(|e| e.to_string())?;
+        vs.bfloat16();
+        let copy = HalfCopy { vs, model };
+        copy.load_from(master);
+        Ok(copy)
+    }
+
+    /// Copy the master weights and statistics into the copy (rounded to bfloat16).
+    pub fn load_from(&self, master: &VarStore) {
+        let m = master.variables();
+        tch::no_grad(|| {
+            for (name, mut h) in self.vs.variables() {
+                if let Some(src) = m.get(&name) {
+                    h.copy_(src);
+                }
+            }
+        });
+    }
+
+    /// Add the copy's gradients, as float32, to `acc` (one per `params`, by name, created
+    /// as zeros when empty), and clear the copy's gradients.
+    pub fn take_grads(&self, params: &[(String, Tensor)], acc: &mut Vec<Tensor>) {
+        let h = self.vs.variables();
+        tch::no_grad(|| {
+            if acc.is_empty() {
+                *acc = params.iter().map(|(_, p)| p.zeros_like()).collect();
+            }
+            for ((name, _), a) in params.iter().zip(acc.iter_mut()) {
+                if let Some(p) = h.get(name) {
+                    let mut g = p.grad();
+                    if g.defined() {
+                        let _ = a.g_add_(&g.to_kind(Kind::Float));
+                        let _ = g.zero_();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Copy the copy's BatchNorm statistics (updated by its forward passes) to the master.
+    pub fn store_stats(&self, master: &VarStore) {
+        let h = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, mut m) in master.variables() {
+                if !m.requires_grad() {
+                    if let Some(src) = h.get(&name) {
+                        m.copy_(src);
+                    }
+                }
+            }
+        });
+    }
+}

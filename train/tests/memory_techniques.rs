@@ -1,0 +1,225 @@
+//! Mixed precision, gradient checkpointing and the loss scaler, through the same
+//! `Trainer` that `train fit` uses.
+
+use mvdrive_train::backbone::BackboneKind;
+use mvdrive_train::model::{FusionMode, ModelConfig, MultiViewModel};
+use mvdrive_train::precision::Precision;
+use mvdrive_train::step::Trainer;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// Tests here seed torch's global generator and rely on it: one at a time.
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn model_config(backbone: BackboneKind) -> ModelConfig {
+    ModelConfig {
+        backbone,
+        fusion: FusionMode::LogitMean,
+        num_classes: 3,
+        num_views: 2,
+    }
+}
+
+fn trainer(backbone: BackboneKind, precision: Precision, checkpointing: bool) -> Trainer {
+    tch::manual_seed(7);
+    Trainer::new(
+        &model_config(backbone),
+        Device::Cpu,
+        precision,
+        checkpointing,
+        0.0,
+    )
+    .unwrap()
+}
+
+fn batch() -> (Tensor, Tensor) {
+    tch::manual_seed(99);
+    let x = Tensor::randn([2, 2, 3, 4, 32, 32], (Kind::Float, Device::Cpu));
+    (x, Tensor::from_slice(&[0i64, 2]))
+}
+
+fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f64;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.defined(), y.defined());
+        if x.defined() {
+            worst = worst.max((x - y).abs().max().double_value(&[]));
+        }
+    }
+    worst
+}
+
+fn buffers(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut b: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| !t.requires_grad())
+        .collect();
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    b
+}
+
+#[test]
+fn checkpointing_gives_the_same_gradients_and_updates_batchnorm_statistics_once() {
+    let _guard = lock();
+    let (x, y) = batch();
+    for kind in [BackboneKind::R2Plus1d18, BackboneKind::R3d18] {
+        let mut plain = trainer(kind, Precision::Fp32, false);
+        let mut ckpt = trainer(kind, Precision::Fp32, true);
+        let la = plain.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
+        let lb = ckpt.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
+        assert!((la - lb).abs() < 1e-6, "{kind}: loss {la} vs {lb}");
+        let d = max_diff(&plain.gradients(), &ckpt.gradients());
+        assert!(d <= 1e-6, "{kind}: largest gradient difference {d}");
+        // One training-mode forward of a third copy: the statistics after one update.
+        tch::manual_seed(7);
+        let vs = VarStore::new(Device::Cpu);
+        let once = MultiViewModel::new(&vs.root(), model_config(kind)).unwrap();
+        let _ = tch::no_grad(|| once.forward_t(&x, true));
+        let (b_once, b_ckpt, b_plain) = (buffers(&vs), buffers(&ckpt.vs), buffers(&plain.vs));
+        assert!(!b_once.is_empty());
+        let init = buffers(&trainer(kind, Precision::Fp32, false).vs);
+        for (((n, a), (_, b)), ((_, c), (_, i))) in
+            b_once.iter().zip(&b_ckpt).zip(b_plain.iter().zip(&init))
+        {
+            let moved = (a - i).abs().max().double_value(&[]);
+            assert!(moved > 0.0, "{kind}: {n} was not updated at all");
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d <= 1e-6, "{kind}: {n} differs by {d}: updated twice?");
+            let d = (a - c).abs().max().double_value(&[]);
+            assert!(d <= 1e-6, "{kind}: {n} (no checkpointing) differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn an_inf_gradient_skips_the_step_through_the_trainer_and_the_scale_backs_off() {
+    let _guard = lock();
+    let (x, y) = batch();
+    let mut tr = trainer(BackboneKind::R3d18, Precision::Fp32, false);
+    tr.scaler = mvdrive_train::scaler::GradScaler::new(true);
+    let scale = tr.scaler.scale;
+    tr.micro_batch(&x, &y, 0.0, 1, 1).unwrap();
+    let before: Vec<Tensor> = tr.opt.params.iter().map(|(_, p)| p.copy()).collect();
+    let _ = tr.opt.params[3].1.grad().fill_(f64::INFINITY);
+    let out = tr.step(1e-3, 1.0);
+    assert!(!out.applied);
+    assert_eq!(out.scale, scale * 0.5);
+    let after: Vec<Tensor> = tr.opt.params.iter().map(|(_, p)| p.copy()).collect();
+    assert_eq!(
+        max_diff(&before, &after),
+        0.0,
+        "a skipped step changed a parameter"
+    );
+    assert_eq!(tr.opt.step, 0, "AdamW's step counter moved");
+    // The next clean step applies, at the lowered scale.
+    tr.micro_batch(&x, &y, 0.0, 1, 2).unwrap();
+    let out = tr.step(1e-3, 1.0);
+    assert!(out.applied && out.grad_norm.is_finite());
+    let moved: Vec<Tensor> = tr.opt.params.iter().map(|(_, p)| p.copy()).collect();
+    assert!(max_diff(&after, &moved) > 0.0);
+}
+
+#[test]
+fn bf16_mixed_computes_in_bfloat16_keeps_float32_masters_and_agrees_with_float32() {
+    let _guard = lock();
+    let (x, y) = batch();
+    let mut fp32 = trainer(BackboneKind::R2Plus1d18, Precision::Fp32, false);
+    let mut bf16 = trainer(BackboneKind::R2Plus1d18, Precision::Bf16Mixed, false);
+    let l32 = fp32.micro_batch(&x, &y, 0.0, 1, 3).unwrap();
+    let l16 = bf16.micro_batch(&x, &y, 0.0, 1, 3).unwrap();
+    // At initialisation, BatchNorm over a tiny batch amplifies any rounding layer by layer
+    // (the backbone's early gradients differ by tens of percent between two float32 runs
+    // whose inputs differ by bf16 rounding), so the comparison is on the loss and on the
+    // classifier's gradient, which sees the features directly.
+    assert!((l32 - l16).abs() < 0.02 * l32.abs(), "loss {l32} vs {l16}");
+    let (g32, g16) = (fp32.gradients(), bf16.gradients());
+    let names: Vec<&String> = bf16.opt.params.iter().map(|(n, _)| n).collect();
+    let fc = names.iter().position(|n| *n == "fc.weight").unwrap();
+    let (a, b) = (g32[fc].flatten(0, -1), g16[fc].flatten(0, -1));
+    assert_eq!(b.kind(), Kind::Float, "accumulated gradients are float32");
+    assert!(g16.iter().all(|g| g.isfinite().all().int64_value(&[]) == 1));
+    let cos = (&a * &b).sum(Kind::Double).double_value(&[])
+        / (a.norm().double_value(&[]) * b.norm().double_value(&[]));
+    assert!(cos > 0.95, "cosine similarity of the fc gradients {cos}");
+    assert!(bf16.step(1e-3, 1.0).applied);
+    for (name, p) in &bf16.opt.params {
+        assert_eq!(p.kind(), Kind::Float, "{name} is not a float32 master");
+    }
+    // It learns: a tiny batch is fitted.
+    let first = bf16.micro_batch(&x, &y, 0.0, 1, 4).unwrap();
+    let mut last = first;
+    for i in 0..25 {
+        bf16.step(1e-3, 1.0);
+        last = bf16.micro_batch(&x, &y, 0.0, 1, 5 + i).unwrap();
+    }
+    assert!(last < 0.3 * first, "bf16 loss went {first} -> {last}");
+}
+
+#[test]
+fn float16_on_cpu_is_refused_with_bf16_offered() {
+    let e = Precision::parse("16-mixed", Device::Cpu).unwrap_err();
+    assert!(e.contains("needs CUDA") && e.contains("bf16-mixed"), "{e}");
+    let e = Trainer::new(
+        &model_config(BackboneKind::R3d18),
+        Device::Cpu,
+        Precision::Fp16Mixed,
+        false,
+        0.0,
+    )
+    .unwrap_err();
+    assert!(e.contains("bf16-mixed"), "{e}");
+    assert_eq!(
+        Precision::parse("bf16", Device::Cpu).unwrap(),
+        Precision::Bf16Mixed
+    );
+    assert!(Precision::parse("8", Device::Cpu).is_err());
+}
+
+#[test]
+fn bf16_convolution_weight_gradients_are_right_for_short_inputs() {
+    // libtorch 2.11's CPU bf16 convolution gets weight gradients wrong when an input extent
+    // lies strictly between 1 and the kernel size; `backbone::conv` works around it.
+    use tch::nn::{self, Module};
+    let _guard = lock();
+    for (t, k) in [(2i64, 3i64), (3, 5), (4, 5), (2, 5), (1, 3), (6, 3)] {
+        for stride in [1i64, 2] {
+            let vs = VarStore::new(Device::Cpu);
+            let cfg = nn::ConvConfigND::<[i64; 3]> {
+                stride: [stride, 1, 1],
+                padding: [k / 2, 1, 1],
+                dilation: [1, 1, 1],
+                groups: 1,
+                bias: false,
+                ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
+                bs_init: nn::Init::Const(0.),
+                padding_mode: nn::PaddingMode::Zeros,
+            };
+            let c = nn::conv(vs.root() / "c", 8, 8, [k, 3, 3], cfg);
+            tch::manual_seed(1);
+            let x = Tensor::randn([2, 8, t, 4, 4], (Kind::Float, Device::Cpu));
+            let y = x.apply(&c);
+            let g = Tensor::randn(y.size(), (Kind::Float, Device::Cpu));
+            (&y * &g).sum(Kind::Float).backward();
+            let g32 = c.ws.grad().copy();
+            let mut vh = VarStore::new(Device::Cpu);
+            let ch = nn::conv(vh.root() / "c", 8, 8, [k, 3, 3], cfg);
+            vh.bfloat16();
+            tch::no_grad(|| ch.ws.shallow_clone().copy_(&c.ws));
+            let yh = mvdrive_train::backbone::conv(&x.to_kind(Kind::BFloat16), &ch);
+            assert_eq!(yh.size(), y.size());
+            (yh * g.to_kind(Kind::BFloat16)).sum(Kind::Float).backward();
+            let g16 = ch.ws.grad().to_kind(Kind::Float);
+            let rel = (&g16 - &g32).norm().double_value(&[]) / g32.norm().double_value(&[]);
+            assert!(
+                rel < 0.02,
+                "T={t} kernel {k} stride {stride}: relative error {rel}"
+            );
+            let _ = c.forward(&x);
+        }
+    }
+}
