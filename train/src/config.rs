@@ -79,9 +79,24 @@ pub const KEYS: &[Key] = &[
     key("trainer.device", "auto", Kind::Text, "auto | cpu | cuda:N"),
     key("trainer.experiment", "default", Kind::Text, "runs go to <log_dir>/<experiment>/version_N"),
     key("trainer.log_dir", "logs", Kind::Text, "folder of runs"),
-    key("model.backbone", "3dcnn", Kind::Choice(&["3dcnn", "r2plus1d_18", "r3d_18"]), "per-view network (3dcnn = R(2+1)D-18)"),
+    key("model.backbone", "3dcnn", Kind::Choice(&crate::backbone::BACKBONE_NAMES), "per-view network: 3dcnn (= r2plus1d_18), r3d_18, x3d, transformer, mamba (video); stgcn (keypoints, with model.input_type=kpt)"),
     key("model.fusion_mode", "logit_mean", Kind::Choice(&["logit_mean", "prob_mean", "feature_mean", "feature_concat"]), "how views are fused (one shared backbone)"),
-    key("model.input_type", "rgb", Kind::Choice(&["rgb"]), "input modality (kpt and rgb_kpt arrive with issue #6)"),
+    key("model.input_type", "rgb", Kind::Choice(&["rgb", "kpt", "rgb_kpt"]), "rgb: video backbone; kpt: ST-GCN on keypoints (model.backbone=stgcn); rgb_kpt: both, fused per view"),
+    key("model.modality_fusion", "concat", Kind::Choice(&["concat", "mean"]), "rgb_kpt: concatenate a view's RGB and keypoint features, or average them"),
+    key("model.transformer_dim", "192", Kind::Int(1), "transformer: token width (divisible by the heads)"),
+    key("model.transformer_layers", "4", Kind::Int(1), "transformer: divided space-time blocks (each a checkpoint segment; at most 32)"),
+    key("model.transformer_heads", "3", Kind::Int(1), "transformer: attention heads"),
+    key("model.transformer_ff_dim", "768", Kind::Int(1), "transformer: MLP hidden width"),
+    key("model.transformer_dropout", "0.1", Kind::Float(0.0), "transformer: dropout on embeddings, attention outputs and MLPs"),
+    key("model.transformer_pool", "cls", Kind::Choice(&["cls", "mean"]), "transformer: CLS token or mean of tokens"),
+    key("model.mamba_dim", "192", Kind::Int(1), "mamba: token width"),
+    key("model.mamba_layers", "4", Kind::Int(1), "mamba: bidirectional Mamba-2 blocks (at most 32)"),
+    key("model.mamba_state", "16", Kind::Int(1), "mamba: SSM state size per head"),
+    key("model.mamba_dropout", "0.1", Kind::Float(0.0), "mamba: dropout on embeddings and block outputs"),
+    key("model.stgcn_hidden_dim", "64", Kind::Int(1), "stgcn: width of the first units (doubled from the middle unit on)"),
+    key("model.stgcn_layers", "6", Kind::Int(1), "stgcn: ST-GCN units (at most 32)"),
+    key("model.stgcn_temporal_kernel", "9", Kind::Int(1), "stgcn: temporal convolution kernel (odd)"),
+    key("model.stgcn_dropout", "0.1", Kind::Float(0.0), "stgcn: dropout in each unit"),
     key("model.model_class_num", "null", Kind::OptInt, "number of classes; null = the cache's labels (a mismatch is an error)"),
     key("model.use_gradient_checkpointing", "false", Kind::Bool, "recompute each backbone segment in backward instead of storing its activations (less memory, more time)"),
 ];
@@ -302,10 +317,41 @@ impl Config {
 
     /// Reject settings whose feature is not built yet, with a plain message.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        if !self.bool("data.load_rgb") {
-            return Err(ConfigError(
-                "model.input_type=rgb needs data.load_rgb=true (keypoint-only models arrive with issue #6)".into(),
-            ));
+        let it = self.raw("model.input_type");
+        let needs = |m: &str| it == m || it == "rgb_kpt";
+        for (m, key) in [("rgb", "data.load_rgb"), ("kpt", "data.load_kpt")] {
+            if needs(m) && !self.bool(key) {
+                return Err(ConfigError(format!(
+                    "model.input_type={it} reads {m} but {key}=false; set {key}=true, or model.input_type={}",
+                    if m == "rgb" { "kpt" } else { "rgb" }
+                )));
+            }
+        }
+        let stgcn = self.raw("model.backbone") == "stgcn";
+        if stgcn != (it == "kpt") {
+            return Err(ConfigError(if stgcn {
+                format!("model.backbone=stgcn reads keypoints: set model.input_type=kpt (and data.load_kpt=true); for {it}, pick a video backbone")
+            } else {
+                format!(
+                    "model.input_type=kpt needs model.backbone=stgcn, not {}",
+                    self.raw("model.backbone")
+                )
+            }));
+        }
+        for (key, div) in [("model.transformer_dim", "model.transformer_heads")] {
+            if self.int(key) % self.int(div) != 0 {
+                return Err(ConfigError(format!(
+                    "{key}={} is not divisible by {div}={}",
+                    self.int(key),
+                    self.int(div)
+                )));
+            }
+        }
+        if self.int("model.stgcn_temporal_kernel") % 2 == 0 {
+            return Err(ConfigError(format!(
+                "model.stgcn_temporal_kernel={} must be odd (the convolution is centred)",
+                self.int("model.stgcn_temporal_kernel")
+            )));
         }
         Ok(())
     }

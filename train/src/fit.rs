@@ -13,12 +13,15 @@ use tch::{Device, Kind, Tensor};
 
 use mvdrive_schemas::sys::{peak_rss_bytes, rss_bytes};
 
+use crate::backbone::BackboneSettings;
 use crate::backbone::{normalize_kinetics, BackboneKind};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::Config;
 use crate::loader::{Batch, Loader, Prefetch};
 use crate::metrics::{ConfusionMatrix, EpochMetrics, MetricsCsv};
-use crate::model::{summary, FusionMode, ModelConfig, MultiViewModel};
+use crate::model::{
+    summary, FusionMode, Input, InputType, KeypointSpec, ModelConfig, MultiViewModel,
+};
 use crate::optim::{lr_at, AdamW};
 use crate::plot;
 use crate::precision::Precision;
@@ -124,11 +127,28 @@ pub fn setup(cache_dir: &Path, cfg: &Config) -> Result<Setup, String> {
         );
     }
     let t = cfg.int("data.uniform_temporal_subsample_num");
+    let input_type: InputType = cfg
+        .raw("model.input_type")
+        .parse()
+        .map_err(|e: crate::model::ModelError| e.to_string())?;
+    let keypoints = if input_type.uses_kpt() {
+        Some(keypoint_spec(&cache, &views)?)
+    } else {
+        None
+    };
     let model = ModelConfig {
         backbone,
         fusion,
         num_classes: classes.len() as i64,
         num_views: views.len() as i64,
+        input_type,
+        modality_fusion: cfg
+            .raw("model.modality_fusion")
+            .parse()
+            .map_err(|e: crate::model::ModelError| e.to_string())?,
+        clip: (t, h, w),
+        keypoints,
+        settings: backbone_settings(cfg)?,
     };
     Ok(Setup {
         cache: Arc::new(cache),
@@ -139,8 +159,106 @@ pub fn setup(cache_dir: &Path, cfg: &Config) -> Result<Setup, String> {
     })
 }
 
-/// A `u8` batch to a normalised float model input `[B, V, 3, T, H, W]` on `device`.
-pub fn to_input(batch: &Batch, s: &Setup, device: Device) -> Result<Tensor, String> {
+/// The keypoints of `views` in `cache`: joints and channels of their records, the skeleton
+/// of their layout. Every view must share one layout.
+fn keypoint_spec(cache: &Cache, views: &[String]) -> Result<KeypointSpec, String> {
+    let mut layout: Option<&str> = None;
+    for row in cache.views.iter().filter(|r| views.contains(&r.view)) {
+        let Some(l) = row.keypoint_layout.as_deref() else {
+            return Err(format!(
+                "model.input_type={} needs keypoints, but view `{}` of session `{}` has none in {}; add a keypoints column to the manifest and rebuild, or use model.input_type=rgb",
+                "kpt/rgb_kpt", row.view, row.session, cache.dir.display()
+            ));
+        };
+        match layout {
+            None => layout = Some(l),
+            Some(prev) if prev != l => {
+                return Err(format!(
+                    "the views' keypoints use different layouts ({prev} and {l}); train on one view (train.view=single) or rebuild with one layout"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let name = layout.ok_or("no views selected")?;
+    let l = mvdrive_schemas::layout::layout(name).ok_or_else(|| {
+        format!(
+            "the cache's keypoint layout `{name}` is not known to this build (known: {})",
+            mvdrive_schemas::layout::layout_names()
+        )
+    })?;
+    let rec = cache
+        .records
+        .iter()
+        .find(|r| r.modality == "kpt" && views.contains(&r.view))
+        .ok_or_else(|| format!("{} has no keypoint records", cache.dir.display()))?;
+    Ok(KeypointSpec {
+        joints: rec.height as i64,
+        channels: rec.width as i64,
+        edges: l
+            .edges
+            .iter()
+            .map(|&(a, b)| (a as usize, b as usize))
+            .collect(),
+    })
+}
+
+/// The `model.transformer_*`, `model.mamba_*` and `model.stgcn_*` settings.
+pub fn backbone_settings(cfg: &Config) -> Result<BackboneSettings, String> {
+    let mut b = BackboneSettings::default();
+    b.transformer.dim = cfg.int("model.transformer_dim");
+    b.transformer.layers = cfg.int("model.transformer_layers");
+    b.transformer.heads = cfg.int("model.transformer_heads");
+    b.transformer.ff_dim = cfg.int("model.transformer_ff_dim");
+    b.transformer.dropout = cfg.float("model.transformer_dropout");
+    b.transformer.pool = cfg
+        .raw("model.transformer_pool")
+        .parse()
+        .map_err(|e: String| e)?;
+    b.mamba.dim = cfg.int("model.mamba_dim");
+    b.mamba.layers = cfg.int("model.mamba_layers");
+    b.mamba.state = cfg.int("model.mamba_state");
+    b.mamba.dropout = cfg.float("model.mamba_dropout");
+    b.stgcn.hidden_dim = cfg.int("model.stgcn_hidden_dim");
+    b.stgcn.layers = cfg.int("model.stgcn_layers");
+    b.stgcn.temporal_kernel = cfg.int("model.stgcn_temporal_kernel");
+    b.stgcn.dropout = cfg.float("model.stgcn_dropout");
+    Ok(b)
+}
+
+/// A batch to the model input on `device`: RGB bytes to a normalised float
+/// `[B, V, 3, T, H, W]`, keypoints to `[B, V, C + 1, T, K]` (validity last), each only
+/// when the model reads it.
+pub fn to_input(batch: &Batch, s: &Setup, device: Device) -> Result<Input, String> {
+    let rgb = if s.model.input_type.uses_rgb() {
+        Some(rgb_input(batch, s, device)?)
+    } else {
+        None
+    };
+    let kpt = match (&s.model.keypoints, s.model.input_type.uses_kpt()) {
+        (Some(k), true) => {
+            let (vals, mask) = batch
+                .kpt
+                .as_ref()
+                .ok_or("the batch has no keypoints (data.load_kpt=false)")?;
+            let (b, v, t) = (batch.size as i64, s.views.len() as i64, s.input.2);
+            let x = Tensor::from_slice(vals)
+                .to_device(device)
+                .view([b, v, t, k.joints, k.channels])
+                .permute([0, 1, 4, 2, 3]);
+            let m = Tensor::from_slice(mask)
+                .to_device(device)
+                .to_kind(Kind::Float)
+                .view([b, v, 1, t, 1])
+                .expand([b, v, 1, t, k.joints], false);
+            Some(Tensor::cat(&[x, m], 2).contiguous())
+        }
+        _ => None,
+    };
+    Ok(Input { rgb, kpt })
+}
+
+fn rgb_input(batch: &Batch, s: &Setup, device: Device) -> Result<Tensor, String> {
     let rgb = batch
         .rgb
         .as_ref()
@@ -377,7 +495,7 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         s.cache.clone(),
         s.views.clone(),
         t,
-        true,
+        cfg.bool("data.load_rgb"),
         cfg.bool("data.load_kpt"),
     )?);
     let bs = cfg.usize("data.batch_size");
@@ -709,7 +827,7 @@ pub fn eval(
     }
     let device = device(&cfg)?;
     let mut vs = VarStore::new(device);
-    let model = MultiViewModel::new(&vs.root(), s.model).map_err(|e| e.to_string())?;
+    let model = MultiViewModel::new(&vs.root(), s.model.clone()).map_err(|e| e.to_string())?;
     checkpoint::load_weights(ckpt, &mut vs)?;
     let items = select(&s.cache, &Selection::Split(split.to_string()))
         .map_err(|e| format!("{e} (for `train eval`, pass the split with --split)"))?;
@@ -717,8 +835,8 @@ pub fn eval(
         s.cache.clone(),
         s.views.clone(),
         s.input.2 as usize,
-        true,
-        false,
+        s.model.input_type.uses_rgb(),
+        s.model.input_type.uses_kpt(),
     )?);
     let sampler = Arc::new(Sampler {
         items,

@@ -28,7 +28,7 @@
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use crate::model::MultiViewModel;
+use crate::model::{Input, MultiViewModel};
 
 /// How one micro-batch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,65 +76,76 @@ fn restore(saved: Vec<(Tensor, Tensor)>) {
     });
 }
 
-/// Runs `model` on `x` (`[B, V, ...]`) in training mode, computes `loss_of(scores)` (scores
+/// Runs `model` on `x` in training mode, computes `loss_of(scores)` (scores
 /// as float32), and back-propagates `loss * scale`; gradients accumulate in the variables'
 /// `.grad`. `vs` is the model's VarStore (its BatchNorm buffers are restored after a
 /// recompute). Returns the unscaled loss, detached.
 pub fn forward_backward(
     model: &MultiViewModel,
     vs: &VarStore,
-    x: &Tensor,
+    x: &Input,
     loss_of: &dyn Fn(&Tensor) -> Tensor,
     scale: f64,
     opts: RunOptions,
 ) -> Tensor {
-    let size = x.size();
-    let (b, v) = (size[0], size[1]);
-    let segments = model.segments();
-    let input = x.flatten(0, 1);
+    let (b, v) = (x.batch_size(), x.num_views());
+    let streams = model.streams(x);
+    // Segment `i` of stream `s` is seeded by index `s * STREAM_STRIDE + i`.
+    const STREAM_STRIDE: usize = 1000;
     if !opts.checkpointing {
-        let mut h = input;
-        for (i, seg) in segments.iter().enumerate() {
-            tch::manual_seed(segment_seed(opts.seed, i));
-            h = autocast(opts.autocast, || seg.forward_t(&h, true));
+        let mut lasts = Vec::with_capacity(streams.len());
+        for (si, stream) in streams.iter().enumerate() {
+            let mut h = stream.input.shallow_clone();
+            for (i, seg) in stream.segments.iter().enumerate() {
+                tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+                h = autocast(opts.autocast, || seg.forward_t(&h, true));
+            }
+            lasts.push(h);
         }
-        let scores = autocast(opts.autocast, || model.head(&h, b, v)).to_kind(Kind::Float);
+        let scores = autocast(opts.autocast, || model.head(&lasts, b, v)).to_kind(Kind::Float);
         let loss = loss_of(&scores);
         (&loss * scale).backward();
         return loss.detach();
     }
     // First run: no graph, keep each segment's input.
-    let mut inputs = Vec::with_capacity(segments.len());
-    let mut h = input;
+    let mut inputs: Vec<Vec<Tensor>> = Vec::with_capacity(streams.len());
+    let mut lasts = Vec::with_capacity(streams.len());
     tch::no_grad(|| {
-        for (i, seg) in segments.iter().enumerate() {
-            tch::manual_seed(segment_seed(opts.seed, i));
-            let out = autocast(opts.autocast, || seg.forward_t(&h, true));
-            inputs.push(std::mem::replace(&mut h, out));
+        for (si, stream) in streams.iter().enumerate() {
+            let mut saved = Vec::with_capacity(stream.segments.len());
+            let mut h = stream.input.shallow_clone();
+            for (i, seg) in stream.segments.iter().enumerate() {
+                tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+                let out = autocast(opts.autocast, || seg.forward_t(&h, true));
+                saved.push(std::mem::replace(&mut h, out));
+            }
+            inputs.push(saved);
+            lasts.push(h.detach().set_requires_grad(true));
         }
     });
-    let last = h.detach().set_requires_grad(true);
-    let scores = autocast(opts.autocast, || model.head(&last, b, v)).to_kind(Kind::Float);
+    let scores = autocast(opts.autocast, || model.head(&lasts, b, v)).to_kind(Kind::Float);
     let loss = loss_of(&scores);
     (&loss * scale).backward();
-    let mut grad = last.grad();
-    drop(last);
     let saved = buffers(vs);
-    for (i, seg) in segments.iter().enumerate().rev() {
-        let xi = inputs.pop().unwrap_or_else(Tensor::new).detach();
-        // The model input itself needs no gradient.
-        let xi = if i > 0 {
-            xi.set_requires_grad(true)
-        } else {
-            xi
-        };
-        tch::manual_seed(segment_seed(opts.seed, i));
-        let out = autocast(opts.autocast, || seg.forward_t(&xi, true));
-        (out * &grad).sum(None).backward();
-        if i > 0 {
-            grad = xi.grad();
+    for (si, (stream, mut saved_inputs)) in streams.iter().zip(inputs).enumerate() {
+        let mut grad = lasts[si].grad();
+        for (i, seg) in stream.segments.iter().enumerate().rev() {
+            let xi = saved_inputs.pop().unwrap_or_else(Tensor::new).detach();
+            // The model input itself needs no gradient.
+            let xi = if i > 0 {
+                xi.set_requires_grad(true)
+            } else {
+                xi
+            };
+            tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+            let out = autocast(opts.autocast, || seg.forward_t(&xi, true));
+            (out * &grad).sum(None).backward();
+            if i > 0 {
+                grad = xi.grad();
+            }
         }
     }
+    drop(lasts);
     restore(saved);
     loss.detach()
 }

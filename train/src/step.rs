@@ -16,7 +16,7 @@
 use tch::nn::VarStore;
 use tch::{Device, Reduction, Tensor};
 
-use crate::model::{ModelConfig, MultiViewModel};
+use crate::model::{Input, ModelConfig, MultiViewModel};
 use crate::optim::{clip_grads, AdamW};
 use crate::precision::{HalfCopy, Precision};
 use crate::recompute::{forward_backward, RunOptions};
@@ -97,11 +97,11 @@ impl Trainer {
         })
     }
 
-    /// Forward and backward of one batch `x` (`[B, V, ...]`, float32) with class targets
+    /// Forward and backward of one batch `x` (float32) with class targets
     /// `y`, as `1 / window` of the current step's loss. Returns the batch's loss.
     pub fn micro_batch(
         &mut self,
-        x: &Tensor,
+        x: &Input,
         y: &Tensor,
         smoothing: f64,
         window: usize,

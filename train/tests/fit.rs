@@ -354,7 +354,7 @@ fn user_mistakes_get_clear_errors() {
 #[test]
 fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
     use mvdrive_train::backbone::BackboneKind;
-    use mvdrive_train::model::{FusionMode, ModelConfig, MultiViewModel};
+    use mvdrive_train::model::{FusionMode, Input, ModelConfig, MultiViewModel};
     use mvdrive_train::optim::AdamW;
     use mvdrive_train::scaler::GradScaler;
     use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -365,6 +365,7 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
         fusion: FusionMode::FeatureMean,
         num_classes: 4,
         num_views: 2,
+        ..Default::default()
     };
     let model = MultiViewModel::new(&vs.root(), cfg).unwrap();
     let opt = AdamW::new(
@@ -387,14 +388,15 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
         f();
         opt.grads().iter().map(|g| g.copy()).collect()
     };
-    let one_by_four = grads(&|| MultiViewModel::loss(&model.forward_t(&x, false), &y).backward());
+    let one_by_four =
+        grads(&|| MultiViewModel::loss(&model.forward_t(&Input::from(&x), false), &y).backward());
     // The trainer's rule: each batch's loss times (loss scale / window size), then unscale.
     let mut scaler = GradScaler::new(true);
     scaler.scale = 1024.0;
     let mut four_by_one = grads(&|| {
         for i in 0..4 {
             let l = MultiViewModel::loss(
-                &model.forward_t(&x.narrow(0, i, 1), false),
+                &model.forward_t(&Input::from(&x.narrow(0, i, 1)), false),
                 &y.narrow(0, i, 1),
             );
             (l * (scaler.scale / 4.0)).backward();

@@ -2,7 +2,7 @@
 //! `Trainer` that `train fit` uses.
 
 use mvdrive_train::backbone::BackboneKind;
-use mvdrive_train::model::{FusionMode, ModelConfig, MultiViewModel};
+use mvdrive_train::model::{FusionMode, Input, ModelConfig, MultiViewModel};
 use mvdrive_train::precision::Precision;
 use mvdrive_train::step::Trainer;
 use tch::nn::VarStore;
@@ -20,6 +20,7 @@ fn model_config(backbone: BackboneKind) -> ModelConfig {
         fusion: FusionMode::LogitMean,
         num_classes: 3,
         num_views: 2,
+        ..Default::default()
     }
 }
 
@@ -35,10 +36,10 @@ fn trainer(backbone: BackboneKind, precision: Precision, checkpointing: bool) ->
     .unwrap()
 }
 
-fn batch() -> (Tensor, Tensor) {
+fn batch() -> (Input, Tensor) {
     tch::manual_seed(99);
     let x = Tensor::randn([2, 2, 3, 4, 32, 32], (Kind::Float, Device::Cpu));
-    (x, Tensor::from_slice(&[0i64, 2]))
+    (Input::rgb(x), Tensor::from_slice(&[0i64, 2]))
 }
 
 fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use mvdrive_train::backbone::{self, BackboneError, BackboneKind, VideoResNet};
-use mvdrive_train::model::{self, FusionMode, ModelConfig, ModelError, MultiViewModel};
+use mvdrive_train::model::{self, FusionMode, Input, ModelConfig, ModelError, MultiViewModel};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -28,6 +28,7 @@ fn build(
         fusion,
         num_classes,
         num_views,
+        ..Default::default()
     };
     let model = MultiViewModel::new(&vs.root(), config).expect("valid config");
     (vs, model)
@@ -84,6 +85,7 @@ fn parses_config_values() {
         fusion: FusionMode::LogitMean,
         num_classes: 0,
         num_views: 1,
+        ..Default::default()
     };
     let err = MultiViewModel::new(&vs.root(), bad)
         .unwrap_err()
@@ -100,7 +102,8 @@ fn output_shapes_for_both_backbones_and_all_fusions() {
         for fusion in FUSIONS {
             let (_vs, model) = build(kind, fusion, classes, v);
             for train in [true, false] {
-                let y = tch::no_grad(|| model.f_forward_t(&x, train)).expect("valid input");
+                let y = tch::no_grad(|| model.f_forward_t(&Input::from(&x), train))
+                    .expect("valid input");
                 assert_eq!(y.size(), [b, classes], "{kind} {fusion} train={train}");
                 assert!(
                     bool::try_from(y.isfinite().all()).unwrap(),
@@ -109,7 +112,7 @@ fn output_shapes_for_both_backbones_and_all_fusions() {
             }
             if fusion == FusionMode::ProbMean {
                 // prob_mean returns normalised log-probabilities.
-                let y = tch::no_grad(|| model.forward_t(&x, false));
+                let y = tch::no_grad(|| model.forward_t(&Input::from(&x), false));
                 let sums = y.exp().sum_dim_intlist(1, false, None);
                 assert!(max_abs_diff(&sums, &Tensor::ones([b], (Kind::Float, Device::Cpu))) < 1e-5);
                 let ce = MultiViewModel::loss(&y, &Tensor::from_slice(&[0i64, 3]));
@@ -153,7 +156,7 @@ fn fusion_modes_compute_what_they_say() {
                 cat.linear(&fc.ws, fc.bs.as_ref())
             }
         };
-        let got = model.forward_t(&x, false);
+        let got = model.forward_t(&Input::from(&x), false);
         assert!(max_abs_diff(&got, &expected) < 1e-5, "{fusion}");
     }
 }
@@ -200,7 +203,7 @@ fn backward_gives_finite_nonzero_grads_on_every_parameter() {
         (BackboneKind::R2Plus1d18, FusionMode::ProbMean),
     ] {
         let (vs, model) = build(kind, fusion, 3, v);
-        let loss = MultiViewModel::loss(&model.forward_t(&x, true), &y);
+        let loss = MultiViewModel::loss(&model.forward_t(&Input::from(&x), true), &y);
         loss.backward();
         let mut checked = 0;
         for (name, var) in vs.variables() {
@@ -349,15 +352,15 @@ fn safetensors_round_trip_gives_identical_logits() {
     for kind in KINDS {
         let (vs, model) = build(kind, FusionMode::FeatureMean, 6, 2);
         // Move the BN running stats away from their init so loading them is tested too.
-        let _ = tch::no_grad(|| model.forward_t(&x, true));
-        let before = tch::no_grad(|| model.forward_t(&x, false));
+        let _ = tch::no_grad(|| model.forward_t(&Input::from(&x), true));
+        let before = tch::no_grad(|| model.forward_t(&Input::from(&x), false));
         vs.save(&file).unwrap();
 
         let (mut vs2, model2) = build(kind, FusionMode::FeatureMean, 6, 2);
-        let fresh = tch::no_grad(|| model2.forward_t(&x, false));
+        let fresh = tch::no_grad(|| model2.forward_t(&Input::from(&x), false));
         assert!(max_abs_diff(&before, &fresh) > 0.0);
         vs2.load(&file).unwrap();
-        let after = tch::no_grad(|| model2.forward_t(&x, false));
+        let after = tch::no_grad(|| model2.forward_t(&Input::from(&x), false));
         assert_eq!(max_abs_diff(&before, &after), 0.0, "{kind}");
 
         // The strict loader gives the same result.
@@ -365,7 +368,7 @@ fn safetensors_round_trip_gives_identical_logits() {
         let report = backbone::load_weights(&mut vs3, &file, &[]).unwrap();
         assert_eq!(report.loaded.len(), vs3.len());
         assert!(report.skipped.is_empty() && report.unused.is_empty());
-        let after3 = tch::no_grad(|| model3.forward_t(&x, false));
+        let after3 = tch::no_grad(|| model3.forward_t(&Input::from(&x), false));
         assert_eq!(max_abs_diff(&before, &after3), 0.0, "{kind}");
     }
 }
@@ -439,11 +442,14 @@ fn bad_inputs_are_errors_not_panics() {
         ),
     ];
     for (x, needle) in cases {
-        let msg = model.f_forward_t(&x, false).unwrap_err().to_string();
+        let msg = model
+            .f_forward_t(&Input::from(&x), false)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains(needle), "{msg}");
     }
     assert!(matches!(
-        model.check_input(&Tensor::zeros([1, 2, 3, 4, 32, 32], f)),
+        model.check_input(&Input::from(&Tensor::zeros([1, 2, 3, 4, 32, 32], f))),
         Ok(())
     ));
     let _unused: Option<ModelError> = None;
@@ -469,7 +475,7 @@ fn overfits_a_tiny_batch() {
     let mut opt = nn::AdamW::default().build(&vs, 1e-3).unwrap();
     let mut reached = None;
     for step in 0..60 {
-        let scores = model.forward_t(&x, true);
+        let scores = model.forward_t(&Input::from(&x), true);
         let loss = MultiViewModel::loss(&scores, &y);
         let acc = scores.accuracy_for_logits(&y).double_value(&[]);
         let loss_value = loss.double_value(&[]);
@@ -523,7 +529,7 @@ fn matches_torchvision_logits_when_exports_are_given() {
         assert_eq!(report.ignored_counters, 0);
         let _guard = tch::no_grad_guard();
         let features = model.backbone().features(&input, false);
-        let logits = model.forward_t(&input.unsqueeze(1), false);
+        let logits = model.forward_t(&Input::from(&input.unsqueeze(1)), false);
         let scale = want_logits.abs().max().double_value(&[]).max(1e-3);
         let d_logits = max_abs_diff(&logits, &want_logits);
         let d_feat = max_abs_diff(&features, &want_features);

@@ -1,9 +1,16 @@
 //! Per-view video backbones.
 //!
-//! One backbone is shared by every camera view (see [`crate::model`]). Today these are
-//! torchvision's video ResNets ([`r3d`]): `r3d_18` and `r2plus1d_18`, with torchvision's
-//! exact variable names so Kinetics-400 weights exported by `scripts/export_torchvision.py`
-//! load by name ([`load_weights`]).
+//! One backbone is shared by every camera view (see [`crate::model`]):
+//! - torchvision's video ResNets ([`r3d`]): `r3d_18` and `r2plus1d_18`, with torchvision's
+//!   exact variable names so Kinetics-400 weights exported by `scripts/export_torchvision.py`
+//!   load by name ([`load_weights`]);
+//! - [`x3d`]: X3D-S/M, the low-memory CNN;
+//! - [`transformer`]: a factorised space-time video transformer;
+//! - [`mamba`]: a bidirectional Mamba-2 (SSD) selective state-space model;
+//! - [`stgcn`]: ST-GCN over keypoints.
+//!
+//! Every backbone is a chain of [`Segment`]s (the units of gradient checkpointing) and a
+//! pooling ([`Backbone`]).
 
 pub mod mamba;
 pub mod r3d;
@@ -124,18 +131,55 @@ pub enum BackboneKind {
     /// torchvision `r2plus1d_18`: (2+1)D factorised convolutions (31.5 M with 400 classes).
     /// The original project's `3dcnn` means this one.
     R2Plus1d18,
+    /// X3D-S/M ([`x3d`]): depthwise 3D convolutions, 3.0 M parameters; the low-memory CNN.
+    X3d,
+    /// Video transformer ([`transformer`]): tubelets, divided space-time attention.
+    Transformer,
+    /// Bidirectional Mamba-2 selective state-space model over tubelet tokens ([`mamba`]).
+    Mamba,
+    /// ST-GCN over keypoints ([`stgcn`]); the only keypoint backbone.
+    Stgcn,
 }
 
-/// The values `model.backbone` accepts, for error messages.
-pub const BACKBONE_NAMES: [&str; 3] = ["r3d_18", "r2plus1d_18", "3dcnn"];
+/// The values `model.backbone` accepts, for error messages and the config table.
+pub const BACKBONE_NAMES: [&str; 7] = [
+    "3dcnn",
+    "r2plus1d_18",
+    "r3d_18",
+    "x3d",
+    "transformer",
+    "mamba",
+    "stgcn",
+];
 
 impl BackboneKind {
-    /// torchvision's builder name (`r3d_18` or `r2plus1d_18`).
+    /// The config name (`r3d_18`, `r2plus1d_18`, `x3d`, `transformer`, `mamba`, `stgcn`).
     pub fn name(self) -> &'static str {
         match self {
             BackboneKind::R3d18 => "r3d_18",
             BackboneKind::R2Plus1d18 => "r2plus1d_18",
+            BackboneKind::X3d => "x3d",
+            BackboneKind::Transformer => "transformer",
+            BackboneKind::Mamba => "mamba",
+            BackboneKind::Stgcn => "stgcn",
         }
+    }
+
+    /// True for backbones of RGB clips, false for the keypoint backbone.
+    pub fn is_video(self) -> bool {
+        self != BackboneKind::Stgcn
+    }
+
+    /// Every backbone, video ones first.
+    pub fn all() -> [BackboneKind; 6] {
+        [
+            BackboneKind::R2Plus1d18,
+            BackboneKind::R3d18,
+            BackboneKind::X3d,
+            BackboneKind::Transformer,
+            BackboneKind::Mamba,
+            BackboneKind::Stgcn,
+        ]
     }
 }
 
@@ -148,11 +192,15 @@ impl fmt::Display for BackboneKind {
 impl FromStr for BackboneKind {
     type Err = BackboneError;
 
-    /// Parses `r3d_18`, `r2plus1d_18` or `3dcnn` (= `r2plus1d_18`), case-insensitively.
+    /// Parses a `model.backbone` value (`3dcnn` = `r2plus1d_18`), case-insensitively.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "r3d_18" => Ok(BackboneKind::R3d18),
             "r2plus1d_18" | "3dcnn" => Ok(BackboneKind::R2Plus1d18),
+            "x3d" => Ok(BackboneKind::X3d),
+            "transformer" => Ok(BackboneKind::Transformer),
+            "mamba" => Ok(BackboneKind::Mamba),
+            "stgcn" => Ok(BackboneKind::Stgcn),
             _ => Err(BackboneError::UnknownBackbone {
                 value: s.to_string(),
             }),
@@ -160,12 +208,51 @@ impl FromStr for BackboneKind {
     }
 }
 
+/// Sizes of the configurable backbones (`model.transformer_*`, `model.mamba_*`,
+/// `model.stgcn_*`; X3D has none).
+#[derive(Debug, Clone, Default)]
+pub struct BackboneSettings {
+    /// `model.transformer_*`.
+    pub transformer: transformer::TransformerConfig,
+    /// `model.mamba_*`.
+    pub mamba: mamba::MambaConfig,
+    /// X3D-S/M.
+    pub x3d: x3d::X3dConfig,
+    /// `model.stgcn_*`.
+    pub stgcn: stgcn::StgcnConfig,
+}
+
+/// Builds the video backbone `kind` under `p` for clips of `clip = (T, H, W)` (the token
+/// backbones size their positional embeddings from it). Errors name the config key.
+pub fn build_video(
+    p: &nn::Path,
+    kind: BackboneKind,
+    settings: &BackboneSettings,
+    clip: (i64, i64, i64),
+) -> Result<Box<dyn Backbone>, String> {
+    Ok(match kind {
+        BackboneKind::R3d18 | BackboneKind::R2Plus1d18 => Box::new(VideoResNet::new(p, kind)),
+        BackboneKind::X3d => Box::new(x3d::X3d::try_new(p, &settings.x3d)?),
+        BackboneKind::Transformer => Box::new(transformer::VideoTransformer::new(
+            p,
+            &settings.transformer,
+            clip,
+        )?),
+        BackboneKind::Mamba => Box::new(mamba::VideoMamba::new(p, &settings.mamba, clip)?),
+        BackboneKind::Stgcn => {
+            return Err(
+                "model.backbone=stgcn is a keypoint backbone: use it with model.input_type=kpt, or pick a video backbone (r2plus1d_18, r3d_18, x3d, transformer, mamba) for rgb / rgb_kpt".into(),
+            )
+        }
+    })
+}
+
 /// Errors of backbone selection and weight loading; each names the key or file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum BackboneError {
     #[error(
-        "model.backbone: unknown backbone `{value}`; use one of r3d_18, r2plus1d_18, \
-         3dcnn (= r2plus1d_18)"
+        "model.backbone: unknown backbone `{value}`; use one of r2plus1d_18 (= 3dcnn), \
+         r3d_18, x3d, transformer, mamba, stgcn"
     )]
     UnknownBackbone { value: String },
     #[error("cannot read weights file {}: {source}", file.display())]

@@ -151,7 +151,7 @@ impl BlockConv {
                 [stride, stride, stride],
                 [1, 1, 1],
             )),
-            BackboneKind::R2Plus1d18 => BlockConv::TwoPlusOne {
+            _ => BlockConv::TwoPlusOne {
                 spatial: conv3d(
                     &p / "0",
                     c_in,
@@ -250,7 +250,7 @@ impl Stem {
                 conv3d(&p / "0", 3, 64, [3, 7, 7], [1, 2, 2], [1, 3, 3]),
                 bn3d(&p / "1", 64),
             )],
-            BackboneKind::R2Plus1d18 => vec![
+            _ => vec![
                 (
                     conv3d(&p / "0", 3, 45, [1, 7, 7], [1, 2, 2], [0, 3, 3]),
                     bn3d(&p / "1", 45),
