@@ -20,7 +20,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MVDRIVE_PYTHON := $(PY)
 
-.PHONY: help setup build demo test lint bench-prep bench-loader clean
+.PHONY: help setup build demo test lint bench-prep bench-loader bench-memory clean
 
 help:
 	@echo "make setup       install apt packages, the libtorch wheel venv, and build (idempotent)"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint        cargo fmt --check and clippy"
 	@echo "make bench-prep  prep vs the ffmpeg CLI on generated 720p/1080p 60 s clips"
 	@echo "make bench-loader  loader vs memcpy and vs PyAV decoding; train RSS on a cache and one 8x larger"
+	@echo "make bench-memory  checkpointing, bf16/fp16, batch 1, accumulation on/off per backbone: peak memory, step time, gradients"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv build
 
@@ -80,6 +81,9 @@ bench-prep: setup
 
 bench-loader: setup
 	bash bench/loader.sh
+
+bench-memory: setup
+	bash bench/memory.sh
 
 clean:
 	rm -rf $(DEMO) bench-out target/release/prep target/release/train

@@ -5,6 +5,7 @@
 
 pub mod backbone;
 pub mod bench;
+pub mod bench_memory;
 pub mod checkpoint;
 pub mod config;
 pub mod cuda_mem;
@@ -13,8 +14,10 @@ pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod plot;
 pub mod precision;
+pub mod probe;
 pub mod recompute;
 pub mod sampler;
 pub mod scaler;

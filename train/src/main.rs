@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
+use mvdrive_train::bench_memory::{bench_memory, BenchArgs};
 use mvdrive_train::config::{keys_help, Config};
 use mvdrive_train::fit::{eval, fit, FitArgs};
+use mvdrive_train::plan::{parse_size, plan, PlanArgs};
+use mvdrive_train::probe::probe;
 
 /// Train driver-behaviour models on an mvdrive cache (written by `prep build`).
 #[derive(Parser)]
@@ -55,10 +58,78 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
-    /// NOT BUILT YET (issue #5): measure memory of candidate settings and recommend one.
+    /// Measure which settings fit a memory budget, and recommend the fastest one.
+    ///
+    /// Keeps the effective batch (data.batch_size x train.accumulate_grad_batches) of the
+    /// configuration and tries, with real training steps on the cache, every batch_size
+    /// dividing it, each precision of the device (32, bf16-mixed; 16-mixed on CUDA),
+    /// gradient checkpointing off and on, and the --img-sizes / --frames given. Each setting
+    /// runs in a child process that is stopped once its resident memory passes --budget-ram.
+    /// Prints a table (peak RAM, peak VRAM on CUDA, seconds per optimizer step) and the
+    /// fastest setting that fits, as key=value overrides for `train fit`.
+    #[command(
+        after_help = "Sizes: 512M, 8G, 8GiB, 1.5G or plain bytes (binary: 1G = 2^30 bytes).\nExample: train plan --cache C --budget-ram 8G data.batch_size=4 train.accumulate_grad_batches=2"
+    )]
     Plan {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Cache folder (from `prep build`): the probes train on its batches.
+        #[arg(long)]
+        cache: PathBuf,
+        /// YAML config (configs/config.yaml layout, e.g. a preset); overrides win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Peak RAM allowed for training (resident memory of the whole process).
+        #[arg(long, value_name = "SIZE")]
+        budget_ram: Option<String>,
+        /// Peak GPU memory allowed (CUDA runs only).
+        #[arg(long, value_name = "SIZE")]
+        budget_vram: Option<String>,
+        /// data.img_size values to try, comma-separated (default: the configured one).
+        /// Smaller ones are recommended only when nothing fits at the configured size.
+        #[arg(long, value_delimiter = ',', value_name = "N|HxW,...")]
+        img_sizes: Vec<String>,
+        /// Frame counts (T) to try, comma-separated (default: the configured one).
+        #[arg(long, value_delimiter = ',', value_name = "T,...")]
+        frames: Vec<i64>,
+        /// Timed optimizer steps per setting, after one warm-up step.
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        /// key.sub=value settings, e.g. data.batch_size=4 train.accumulate_grad_batches=2.
+        overrides: Vec<String>,
+    },
+    /// Internal: run real steps of one setting and print its memory/time report as JSON.
+    #[command(hide = true)]
+    Probe {
+        /// Cache folder.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Timed optimizer steps, after one warm-up step.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// key.sub=value settings.
+        overrides: Vec<String>,
+    },
+    /// Benchmark: memory techniques on and off for each backbone (make bench-memory).
+    ///
+    /// Rows per backbone: the baseline (fp32, configured batch), then with checkpointing,
+    /// with bf16-mixed, with 16-mixed (CUDA), batch 1, and batch 1 x accumulate 8. Columns:
+    /// peak training memory, seconds per step, ratios to the reference row, gradient
+    /// agreement. Prints Markdown and the target checks (PASS/FAIL).
+    BenchMemory {
+        /// Cache folder the batches come from.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Backbones, comma-separated (default: every model.backbone value).
+        #[arg(long, value_delimiter = ',')]
+        backbones: Vec<String>,
+        /// Also write the Markdown table to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Timed optimizer steps per row, after one warm-up step.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// key.sub=value settings (data.img_size, data.uniform_temporal_subsample_num,
+        /// data.batch_size, train.view, trainer.device ...).
+        overrides: Vec<String>,
     },
     /// List every setting with its default and meaning.
     Keys,
@@ -93,6 +164,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// This executable, which runs the probes. If it was rebuilt while running, Linux names the
+/// old file `... (deleted)`; the path itself then holds the new build, which is used.
+fn train_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -164,8 +246,89 @@ fn run(cli: Cli) -> Result<()> {
                 s.metrics.display()
             );
         }
-        Command::Plan { .. } => {
-            bail!("`train plan` is not built yet (open issue #5: measured memory planning)")
+        Command::Plan {
+            cache,
+            config,
+            budget_ram,
+            budget_vram,
+            img_sizes,
+            frames,
+            steps,
+            overrides,
+        } => {
+            let mut cfg = Config::default();
+            if let Some(f) = &config {
+                cfg.apply_yaml_file(f)?;
+            }
+            cfg.apply_overrides(&overrides)?;
+            let size = |flag: &str, v: Option<String>| {
+                v.map(|v| parse_size(flag, &v))
+                    .transpose()
+                    .map_err(|e| anyhow!(e))
+            };
+            let args = PlanArgs {
+                cache: cache.clone(),
+                config: cfg,
+                user_overrides: overrides.clone(),
+                budget_ram: size("--budget-ram", budget_ram)?,
+                budget_vram: size("--budget-vram", budget_vram)?,
+                img_sizes,
+                frames,
+                steps,
+                train_exe: train_exe()?,
+                quiet: cli.quiet,
+            };
+            let p = plan(&args).map_err(|e| anyhow!(e))?;
+            print!("{}", p.table());
+            if p.pruned > 0 {
+                println!(
+                    "({} larger batch sizes not run: a smaller batch of the same setting was over budget or failed)",
+                    p.pruned
+                );
+            }
+            if let Some(e) = p.no_fit_error() {
+                bail!(e);
+            }
+            if let Some(r) = p.recommendation(&cache, &overrides) {
+                print!("{r}");
+            }
+        }
+        Command::Probe {
+            cache,
+            steps,
+            overrides,
+        } => {
+            let mut cfg = Config::default();
+            cfg.apply_overrides(&overrides)?;
+            let r = probe(&cache, &cfg, steps).map_err(|e| anyhow!(e))?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::BenchMemory {
+            cache,
+            backbones,
+            out,
+            steps,
+            overrides,
+        } => {
+            let mut cfg = Config::default();
+            cfg.apply_overrides(&overrides)?;
+            let b = bench_memory(&BenchArgs {
+                cache,
+                config: cfg,
+                backbones,
+                steps,
+                train_exe: train_exe()?,
+                quiet: cli.quiet,
+            })
+            .map_err(|e| anyhow!(e))?;
+            let md = b.markdown();
+            if let Some(path) = &out {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(path, &md).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            }
+            print!("{md}");
         }
         Command::Keys => print!("{}", keys_help()),
         Command::BenchLoader {

@@ -90,7 +90,10 @@ impl Candidate {
     pub fn overrides(&self) -> Vec<String> {
         let mut o = self.memory_overrides();
         o.push(format!("data.img_size={}", self.img_size));
-        o.push(format!("data.uniform_temporal_subsample_num={}", self.frames));
+        o.push(format!(
+            "data.uniform_temporal_subsample_num={}",
+            self.frames
+        ));
         o
     }
 
@@ -101,7 +104,11 @@ impl Candidate {
             self.batch_size,
             self.accumulate,
             self.precision.name(),
-            if self.checkpointing { "ckpt" } else { "no-ckpt" },
+            if self.checkpointing {
+                "ckpt"
+            } else {
+                "no-ckpt"
+            },
             self.img_size,
             self.frames
         )
@@ -178,7 +185,8 @@ pub struct Plan {
     pub budget_vram: Option<u64>,
     /// Every candidate run, in order.
     pub rows: Vec<Row>,
-    /// Candidates not run because a smaller batch of the same setting did not fit.
+    /// Candidates not run because a smaller batch of the same setting did not fit (or
+    /// failed).
     pub pruned: usize,
     /// Index into `rows` of the recommended setting.
     pub recommended: Option<usize>,
@@ -192,7 +200,7 @@ pub struct Plan {
 }
 
 fn divisors(n: usize) -> Vec<usize> {
-    (1..=n).filter(|d| n % d == 0).collect()
+    (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
 }
 
 fn mem_available() -> Option<u64> {
@@ -211,7 +219,13 @@ fn measure(
 ) -> Row {
     let mut overrides = base.to_vec();
     overrides.extend(c.overrides());
-    let outcome = probe_in_child(&args.train_exe, &args.cache, &overrides, args.steps, ram_limit);
+    let outcome = probe_in_child(
+        &args.train_exe,
+        &args.cache,
+        &overrides,
+        args.steps,
+        ram_limit,
+    );
     let mut row = Row {
         candidate: c.clone(),
         peak_ram: None,
@@ -311,9 +325,9 @@ pub fn plan(args: &PlanArgs) -> Result<Plan, String> {
     let groups: Vec<(String, i64, Precision, bool)> = inputs
         .iter()
         .flat_map(|(img, t)| {
-            precisions.iter().flat_map(move |&p| {
-                [false, true].map(|ck| (img.clone(), *t, p, ck))
-            })
+            precisions
+                .iter()
+                .flat_map(move |&p| [false, true].map(|ck| (img.clone(), *t, p, ck)))
         })
         .collect();
     let total = (groups.len() * sizes.len()) as u64;
@@ -342,9 +356,18 @@ pub fn plan(args: &PlanArgs) -> Result<Plan, String> {
                 frames: *t,
             };
             pb.set_message(c.label());
-            let row = measure(args, &base, &c, args.budget_ram, args.budget_ram, budget_vram);
+            let row = measure(
+                args,
+                &base,
+                &c,
+                args.budget_ram,
+                args.budget_ram,
+                budget_vram,
+            );
             pb.inc(1);
-            let over = !matches!(row.verdict, Verdict::Fits | Verdict::Failed(_));
+            // Memory grows with the batch: larger batches of a setting that is over budget
+            // (or fails, e.g. an input too small for the model) are not run.
+            let over = row.verdict != Verdict::Fits;
             if let Verdict::Failed(e) = &row.verdict {
                 all_failed_first.get_or_insert_with(|| e.clone());
             }
@@ -374,9 +397,8 @@ pub fn plan(args: &PlanArgs) -> Result<Plan, String> {
             })
             .map(|(i, _)| i)
     };
-    let at_configured = |r: &Row| {
-        r.candidate.img_size == configured.0 && r.candidate.frames == configured.1
-    };
+    let at_configured =
+        |r: &Row| r.candidate.img_size == configured.0 && r.candidate.frames == configured.1;
     let mut recommended = fastest(&at_configured);
     let mut note = None;
     if recommended.is_none() {
@@ -508,14 +530,20 @@ impl Plan {
                 Verdict::OverRam => "no: over --budget-ram (stopped)".into(),
                 Verdict::OverVram => "no: over --budget-vram".into(),
                 Verdict::OutOfMemory(why) => format!("no: out of memory ({why})"),
-                Verdict::Failed(e) => format!("error: {}", e.lines().last().unwrap_or("")),
+                Verdict::Failed(e) => format!("error: {}", e.lines().next().unwrap_or("")),
             };
             cells.push(verdict);
             lines.push(cells);
         }
         let n = lines[0].len();
         let widths: Vec<usize> = (0..n)
-            .map(|j| lines.iter().map(|l| l[j].chars().count()).max().unwrap_or(0))
+            .map(|j| {
+                lines
+                    .iter()
+                    .map(|l| l[j].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
         for (k, l) in lines.iter().enumerate() {
@@ -533,7 +561,8 @@ impl Plan {
             out += cells.join("  ").trim_end();
             out.push('\n');
             if k == 0 {
-                out += &"-".repeat(widths.iter().sum::<usize>() + 2 * (n - 1));
+                let w = widths[..n - 1].iter().sum::<usize>() + 2 * (n - 1) + "fits".len();
+                out += &"-".repeat(w);
                 out.push('\n');
             }
         }
@@ -572,7 +601,10 @@ impl Plan {
         cmd.extend(
             user_overrides
                 .iter()
-                .filter(|o| !o.split_once('=').is_some_and(|(k, _)| decided.contains(&k.trim())))
+                .filter(|o| {
+                    !o.split_once('=')
+                        .is_some_and(|(k, _)| decided.contains(&k.trim()))
+                })
                 .cloned(),
         );
         cmd.extend(keys);
@@ -585,10 +617,7 @@ impl Plan {
         if self.recommended.is_some() {
             return None;
         }
-        let over_vram = self
-            .rows
-            .iter()
-            .any(|r| r.verdict == Verdict::OverVram);
+        let over_vram = self.rows.iter().any(|r| r.verdict == Verdict::OverVram);
         if over_vram {
             if let (Some(b), Some(r)) = (
                 self.budget_vram,
@@ -607,9 +636,9 @@ impl Plan {
                 ));
             }
         }
-        let budget = self
-            .budget_ram
-            .map_or("the budget".to_string(), |b| format!("--budget-ram {}", fmt_bytes(b)));
+        let budget = self.budget_ram.map_or("the budget".to_string(), |b| {
+            format!("--budget-ram {}", fmt_bytes(b))
+        });
         let complete = self
             .rows
             .iter()
@@ -640,7 +669,11 @@ impl Plan {
             .filter_map(|r| r.peak_ram)
             .max()
             .unwrap_or(0);
-        if let Some(r) = self.rows.iter().find(|r| matches!(r.verdict, Verdict::OutOfMemory(_))) {
+        if let Some(r) = self
+            .rows
+            .iter()
+            .find(|r| matches!(r.verdict, Verdict::OutOfMemory(_)))
+        {
             if let Verdict::OutOfMemory(why) = &r.verdict {
                 return Some(format!(
                     "no setting fits {budget}: every setting ran out of memory (e.g. {}: {why}); {SHRINK}",

@@ -453,12 +453,19 @@ pub fn probe_in_child(
             seen_bytes: seen,
         });
     }
-    let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(format!(
-        "`train probe` failed ({status}): {}",
-        tail.join("\n").trim()
-    ))
+    // The child's own error (`error: ...`, from `train`'s main), or the end of its stderr.
+    let message = match stderr.rfind("error: ") {
+        Some(i) => stderr[i + "error: ".len()..].trim().to_string(),
+        None => {
+            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!(
+                "`train probe` failed ({status}): {}",
+                tail.join("\n").trim()
+            )
+        }
+    };
+    Err(message)
 }
 
 /// Bytes as `812 MiB` or `1.50 GiB`.

@@ -296,8 +296,7 @@ fn user_mistakes_get_clear_errors() {
     );
     let e = Config::default()
         .apply_overrides(&["train.accumulate_grad_batches=0".to_string()])
-        .err()
-        .expect("accumulation 0 is refused")
+        .expect_err("accumulation 0 is refused")
         .to_string();
     assert!(
         e.contains("train.accumulate_grad_batches") && e.contains(">= 1"),
