@@ -41,6 +41,9 @@ pub struct BenchArgs {
     pub backbones: Vec<String>,
     /// Timed optimizer steps per row (after one warm-up step).
     pub steps: usize,
+    /// Rows to measure besides the baseline (empty: all): `checkpointing`, `bf16-mixed`,
+    /// `16-mixed`, `batch1`, `accumulate`.
+    pub techniques: Vec<String>,
     /// The `train` executable that runs the probes.
     pub train_exe: PathBuf,
     /// No progress lines on stderr.
@@ -313,6 +316,42 @@ pub fn bench_memory(args: &BenchArgs) -> Result<BenchMemory, String> {
         techniques.push(Technique::Precision(Precision::Fp16Mixed));
     }
     techniques.extend([Technique::Batch1, Technique::Batch1Accumulate]);
+    if !args.techniques.is_empty() {
+        const NAMES: [&str; 5] = [
+            "checkpointing",
+            "bf16-mixed",
+            "16-mixed",
+            "batch1",
+            "accumulate",
+        ];
+        for t in &args.techniques {
+            if !NAMES.contains(&t.as_str()) && t != "baseline" {
+                return Err(format!(
+                    "--techniques: `{t}` is not one of baseline, {}",
+                    NAMES.join(", ")
+                ));
+            }
+        }
+        let wanted = |t: &Technique| {
+            let name = match t {
+                Technique::Baseline => return true,
+                Technique::Checkpointing => "checkpointing",
+                Technique::Precision(Precision::Bf16Mixed) => "bf16-mixed",
+                Technique::Precision(_) => "16-mixed",
+                Technique::Batch1 => "batch1",
+                Technique::Batch1Accumulate => "accumulate",
+            };
+            args.techniques.iter().any(|x| x == name)
+        };
+        techniques.retain(wanted);
+        // The accumulation row is compared with batch 1.
+        if techniques.contains(&Technique::Batch1Accumulate)
+            && !techniques.contains(&Technique::Batch1)
+        {
+            let at = techniques.len() - 1;
+            techniques.insert(at, Technique::Batch1);
+        }
+    }
     let mut rows = Vec::new();
     let mut input = (0, 0, cfg.int("data.uniform_temporal_subsample_num"), 0);
     for b in &backbones {
@@ -545,10 +584,17 @@ impl BenchMemory {
             } else {
                 grad
             };
+            let label = match (&r.report, r.technique) {
+                (Ok(rep), Technique::Baseline) if rep.parameters > 0 => format!(
+                    "{}, {:.2} M parameters",
+                    r.technique.label(self.batch),
+                    rep.parameters as f64 / 1e6
+                ),
+                _ => r.technique.label(self.batch),
+            };
             s += &format!(
-                "| {} | {} | {mem} | {} | {act} | {secs} | {} | {grad} |\n",
+                "| {} | {label} | {mem} | {} | {act} | {secs} | {} | {grad} |\n",
                 r.backbone,
-                r.technique.label(self.batch),
                 ratio(
                     r.memory().map(|x| x as f64),
                     reference.and_then(|x| x.memory()).map(|x| x as f64)

@@ -127,6 +127,10 @@ enum Command {
         /// Timed optimizer steps per row, after one warm-up step.
         #[arg(long, default_value_t = 3)]
         steps: usize,
+        /// Rows besides the baseline, comma-separated (default: all): checkpointing,
+        /// bf16-mixed, 16-mixed (CUDA), batch1, accumulate.
+        #[arg(long, value_delimiter = ',')]
+        techniques: Vec<String>,
         /// key.sub=value settings (data.img_size, data.uniform_temporal_subsample_num,
         /// data.batch_size, train.view, trainer.device ...).
         overrides: Vec<String>,
@@ -308,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
             backbones,
             out,
             steps,
+            techniques,
             overrides,
         } => {
             let mut cfg = Config::default();
@@ -317,6 +322,7 @@ fn run(cli: Cli) -> Result<()> {
                 config: cfg,
                 backbones,
                 steps,
+                techniques,
                 train_exe: train_exe()?,
                 quiet: cli.quiet,
             })

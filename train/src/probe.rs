@@ -80,6 +80,9 @@ pub struct ProbeReport {
     /// moments (16 bytes per trainable parameter, 4 per buffer), plus under bf16-mixed the
     /// bfloat16 copy (2 + 2 bytes per parameter) and its float32 gradient accumulators.
     pub model_state_bytes: u64,
+    /// Trainable parameters of the model.
+    #[serde(default)]
+    pub parameters: i64,
     /// Mean wall time of one timed optimizer step (all its micro-batches), seconds.
     pub seconds_per_step: f64,
     /// Wall time of the warm-up step, seconds.
@@ -290,6 +293,7 @@ pub fn probe(cache: &Path, cfg: &Config, steps: usize) -> Result<ProbeReport, St
         device_baseline_bytes: device_baseline,
         peak_device_bytes: peak_device,
         model_state_bytes: model_state_bytes(&tr),
+        parameters: tr.opt.params.iter().map(|(_, p)| p.numel() as i64).sum(),
         seconds_per_step: if steps == 0 {
             warmup_seconds
         } else {

@@ -11,8 +11,8 @@
 //!   The head runs with autograd on a detached copy of the last output, and the loss is
 //!   back-propagated to it. Then, from the last segment to the first, each segment is run
 //!   again from its saved input with autograd on, and its output is back-propagated with the
-//!   gradient that arrived from above (`(out * grad).sum().backward()`, whose gradient with
-//!   respect to `out` is exactly `grad`); the gradient of its input goes on down. At any time
+//!   gradient that arrived from above (`out.dot(grad).backward()` on the flattened tensors,
+//!   whose gradient with respect to `out` is exactly `grad`); the gradient of its input goes on down. At any time
 //!   only one segment's activations are alive: peak memory drops from the whole network to
 //!   the segment inputs plus the largest segment.
 //!
@@ -139,7 +139,8 @@ pub fn forward_backward(
             };
             tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
             let out = autocast(opts.autocast, || seg.forward_t(&xi, true));
-            (out * &grad).sum(None).backward();
+            // d(out . grad)/d(out) = grad; a dot product allocates no out-sized product.
+            out.flatten(0, -1).dot(&grad.flatten(0, -1)).backward();
             if i > 0 {
                 grad = xi.grad();
             }

@@ -407,9 +407,31 @@ impl VideoResNet {
     }
 }
 
+/// Checkpoint segment names: the stem, then each `BasicBlock` (`layer1.0` ...).
+const BLOCK_NAMES: [[&str; 2]; 4] = [
+    ["layer1.0", "layer1.1"],
+    ["layer2.0", "layer2.1"],
+    ["layer3.0", "layer3.1"],
+    ["layer4.0", "layer4.1"],
+];
+
 impl Backbone for VideoResNet {
+    /// The stem, then each of the 8 `BasicBlock`s: finer than [`VideoResNet::blocks`], so
+    /// that a recompute holds one block's activations, not a whole layer's.
     fn segments(&self) -> Vec<Segment<'_>> {
-        self.blocks().to_vec()
+        let mut out = vec![Segment {
+            name: "stem",
+            module: &self.stem,
+        }];
+        for (layer, names) in self.layers.iter().zip(BLOCK_NAMES) {
+            for (block, name) in layer.blocks().iter().zip(names) {
+                out.push(Segment {
+                    name,
+                    module: block,
+                });
+            }
+        }
+        out
     }
 
     fn pool(&self, x: &Tensor) -> Tensor {
