@@ -416,9 +416,11 @@ impl ModuleT for StgcnUnit {
             m.max_pool2d([3, 1], [self.stride, 1], [1, 0], [1, 1], false)
         };
         let h = super::conv(&h, &self.tcn_conv) * (valid_in_window.reciprocal() * kt as f64);
-        let h = (h * &m_out)
-            .apply_t(&self.bn2, train)
-            .dropout(self.dropout, train);
+        let h = super::transformer::maybe_dropout(
+            (h * &m_out).apply_t(&self.bn2, train),
+            self.dropout,
+            train,
+        );
         let out = match &self.residual {
             Residual::None => h,
             Residual::Identity => h + &x,
