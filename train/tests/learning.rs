@@ -60,14 +60,7 @@ fn every_backbone_learns_the_synthetic_dataset_well_above_chance() {
                 "model.use_gradient_checkpointing=true",
             ],
         ),
-        (
-            "mamba",
-            &[
-                "model.backbone=mamba",
-                "train.lr=0.0005",
-                "train.max_epochs=3",
-            ],
-        ),
+        ("mamba", &["model.backbone=mamba", "train.lr=0.0005"]),
         ("x3d", &["model.backbone=x3d", "train.lr=0.001"]),
         (
             "stgcn (keypoints, 3 views)",
