@@ -275,7 +275,7 @@ fn bench_memory_writes_a_table_with_each_technique_and_the_target_checks() {
     let text = std::fs::read_to_string(&md).unwrap();
     assert_eq!(text, stdout);
     for row in [
-        "| transformer | baseline (fp32, batch 2) |",
+        "| transformer | baseline (fp32, batch 2), 0.13 M parameters |",
         "| transformer | + checkpointing |",
         "| transformer | + bf16-mixed |",
         "| transformer | batch 1 |",
