@@ -223,8 +223,9 @@ fn agreements(
         s.cache.clone(),
         s.views.clone(),
         s.input.2 as usize,
-        cfg.bool("data.load_rgb"),
-        cfg.bool("data.load_kpt"),
+        // What the model reads, nothing more (data.load_* were checked against it).
+        s.model.input_type.uses_rgb(),
+        s.model.input_type.uses_kpt(),
     )?);
     let sampler = Sampler {
         items: items.clone(),

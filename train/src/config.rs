@@ -338,8 +338,15 @@ impl Config {
                 )
             }));
         }
+        let backbone = self.raw("model.backbone");
+        if backbone == "mamba" && (2 * self.int("model.mamba_dim")) % 64 != 0 {
+            return Err(ConfigError(format!(
+                "model.mamba_dim={} must be a multiple of 32 (the SSM runs 2 x dim channels in heads of 64)",
+                self.int("model.mamba_dim")
+            )));
+        }
         for (key, div) in [("model.transformer_dim", "model.transformer_heads")] {
-            if self.int(key) % self.int(div) != 0 {
+            if backbone == "transformer" && self.int(key) % self.int(div) != 0 {
                 return Err(ConfigError(format!(
                     "{key}={} is not divisible by {div}={}",
                     self.int(key),

@@ -166,8 +166,8 @@ fn keypoint_spec(cache: &Cache, views: &[String]) -> Result<KeypointSpec, String
     for row in cache.views.iter().filter(|r| views.contains(&r.view)) {
         let Some(l) = row.keypoint_layout.as_deref() else {
             return Err(format!(
-                "model.input_type={} needs keypoints, but view `{}` of session `{}` has none in {}; add a keypoints column to the manifest and rebuild, or use model.input_type=rgb",
-                "kpt/rgb_kpt", row.view, row.session, cache.dir.display()
+                "model.input_type needs keypoints, but view `{}` of session `{}` has none in {}; add a keypoints column to the manifest and rebuild, or use model.input_type=rgb",
+                row.view, row.session, cache.dir.display()
             ));
         };
         match layout {
@@ -246,11 +246,14 @@ pub fn to_input(batch: &Batch, s: &Setup, device: Device) -> Result<Input, Strin
                 .to_device(device)
                 .view([b, v, t, k.joints, k.channels])
                 .permute([0, 1, 4, 2, 3]);
-            let m = Tensor::from_slice(mask)
+            // Valid: the frame has a detection and the joint a confidence above 0 (prep
+            // stores undetected joints as zeros).
+            let frame = Tensor::from_slice(mask)
                 .to_device(device)
                 .to_kind(Kind::Float)
-                .view([b, v, 1, t, 1])
-                .expand([b, v, 1, t, k.joints], false);
+                .view([b, v, 1, t, 1]);
+            let conf = x.narrow(2, k.channels - 1, 1).gt(0.0).to_kind(Kind::Float);
+            let m = conf * frame;
             Some(Tensor::cat(&[x, m], 2).contiguous())
         }
         _ => None,
@@ -429,6 +432,38 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
                 }
             }
         }
+        // The model's shape must match the checkpoint's, at any resume point.
+        let mut then_cfg = Config::default();
+        then_cfg
+            .apply_yaml(&st.config_yaml)
+            .map_err(|e| e.to_string())?;
+        for k in crate::config::KEYS.iter().map(|k| k.name).filter(|n| {
+            [
+                "model.input_type",
+                "model.modality_fusion",
+                "model.transformer_",
+                "model.mamba_",
+                "model.stgcn_",
+                "data.img_size",
+                "data.uniform_temporal_subsample_num",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
+        }) {
+            // Dropout does not change shapes; input sizes only matter to the token
+            // backbones (their positional embeddings).
+            let tokens = matches!(cfg.raw("model.backbone"), "transformer" | "mamba");
+            if k.ends_with("_dropout") || (k.starts_with("data.") && !tokens) {
+                continue;
+            }
+            if then_cfg.raw(k) != cfg.raw(k) {
+                return Err(format!(
+                    "--resume: the checkpoint was trained with {k}={}; this run has {k}={} (the model's shape depends on it)",
+                    then_cfg.raw(k),
+                    cfg.raw(k)
+                ));
+            }
+        }
         let now = (
             cfg.raw("model.backbone"),
             cfg.raw("model.fusion_mode"),
@@ -462,8 +497,13 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
     if let (Some(ckpt), Some(st)) = (&args.resume, &resume_state) {
         checkpoint::load_weights(ckpt, &mut tr.vs)?;
         checkpoint::load_optimizer(ckpt, &mut tr.opt, st.global_step)?;
+        // The saved scaler only if it is of this precision's kind (a bf16 checker must not
+        // become an fp16 run's scaler, nor an fp16 scale an fp32 run's).
         if let Some(sc) = &st.scaler {
-            tr.scaler = sc.clone();
+            let kind = |g: &crate::scaler::GradScaler| (g.enabled, g.growth_factor == 1.0);
+            if kind(sc) == kind(&tr.scaler) {
+                tr.scaler = sc.clone();
+            }
         }
     }
 
@@ -495,8 +535,9 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
         s.cache.clone(),
         s.views.clone(),
         t,
-        cfg.bool("data.load_rgb"),
-        cfg.bool("data.load_kpt"),
+        // What the model reads, nothing more (data.load_* were checked against it).
+        s.model.input_type.uses_rgb(),
+        s.model.input_type.uses_kpt(),
     )?);
     let bs = cfg.usize("data.batch_size");
     let train_sampler = Arc::new(Sampler {
@@ -622,20 +663,26 @@ pub fn fit(args: FitArgs) -> Result<FitSummary, String> {
             // Each accumulation window averages its batches; the last window of an epoch
             // may be shorter (it steps with what it has, see `crate::step`).
             let window = accum.min(batches - window_start);
-            let micro_seed = (seed as i64)
-                .wrapping_mul(1_000_003)
-                .wrapping_add(st.global_step as i64)
-                .wrapping_mul(31)
-                .wrapping_add((b - window_start) as i64);
+            // Unique per micro-batch: (step, position in its window).
+            let micro_seed = (seed as i64).wrapping_mul(1_000_003).wrapping_add(
+                (st.global_step as i64)
+                    .wrapping_mul(accum as i64)
+                    .wrapping_add((b - window_start) as i64),
+            );
             let lv = tr.micro_batch(&x, &y, smoothing, window, micro_seed)?;
-            if !lv.is_finite() {
+            // Under fp16 an overflowing forward pass is the loss scaler's business: its
+            // gradients are inf, the step is skipped and the scale backs off.
+            let fp16_overflow = !lv.is_finite() && tr.precision == Precision::Fp16Mixed;
+            if !lv.is_finite() && !fp16_overflow {
                 return Err(format!(
                     "the training loss is {lv} at epoch {epoch}, batch {b} (optimizer step {}): stopping without saving a checkpoint of this state; lower train.lr (now {peak}) or check the data (segments {:?})",
                     st.global_step, batch.segments
                 ));
             }
-            st.epoch_loss_sum += lv;
-            st.epoch_batches += 1;
+            if !fp16_overflow {
+                st.epoch_loss_sum += lv;
+                st.epoch_batches += 1;
+            }
             st.next_batch = b + 1;
             if b + 1 == window_start + window {
                 lr = lr_at(st.global_step, total_steps, warmup, peak);

@@ -203,8 +203,9 @@ pub fn probe(cache: &Path, cfg: &Config, steps: usize) -> Result<ProbeReport, St
         s.cache.clone(),
         s.views.clone(),
         s.input.2 as usize,
-        cfg.bool("data.load_rgb"),
-        cfg.bool("data.load_kpt"),
+        // What the model reads, nothing more (data.load_* were checked against it).
+        s.model.input_type.uses_rgb(),
+        s.model.input_type.uses_kpt(),
     )?;
     let sampler = Sampler {
         items,

@@ -337,6 +337,26 @@ fn user_mistakes_get_clear_errors() {
     .err()
     .unwrap();
     assert!(e.contains("backbone") && e.contains("r3d_18"), "{e}");
+    let e = fit(args(
+        &cache,
+        config(dir.path(), &["train.max_epochs=1", "trainer.experiment=ok"]),
+        Some(ckpt.clone()),
+        &["model.modality_fusion=mean"],
+    ))
+    .err()
+    .unwrap();
+    assert!(e.contains("model.modality_fusion=concat"), "{e}");
+    // Settings of other backbones are not checked; a bad one of this backbone is.
+    assert!(config(dir.path(), &["model.transformer_heads=5"])
+        .check_supported()
+        .is_ok());
+    let e = err(&["model.backbone=mamba", "model.mamba_dim=40"]);
+    assert!(e.contains("model.mamba_dim=40"), "{e}");
+    let e = err(&["model.backbone=transformer", "model.transformer_heads=5"]);
+    assert!(
+        e.contains("model.transformer_dim=192 is not divisible"),
+        "{e}"
+    );
     // A cache whose index was tampered with fails verification.
     let idx = cache.join("index/segments.parquet");
     let mut bytes = std::fs::read(&idx).unwrap();
