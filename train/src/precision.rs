@@ -66,6 +66,20 @@ impl HalfCopy {
         let mut vs = VarStore::new(master.device());
         let model = MultiViewModel::new(&vs.root(), config.clone()).map_err(|e| e.to_string())?;
         vs.bfloat16();
+        // BatchNorm stays float32 (libtorch normalises bfloat16 input with float32
+        // parameters): its running statistics move by 10% of a batch's each step, which
+        // bfloat16's 8-bit mantissa would round away.
+        let vars = vs.variables();
+        tch::no_grad(|| {
+            for name in vars.keys().filter_map(|n| n.strip_suffix(".running_mean")) {
+                for part in ["weight", "bias", "running_mean", "running_var"] {
+                    if let Some(t) = vars.get(&format!("{name}.{part}")) {
+                        let mut t = t.shallow_clone();
+                        t.set_data(&t.to_kind(Kind::Float));
+                    }
+                }
+            }
+        });
         let copy = HalfCopy { vs, model };
         copy.load_from(master);
         Ok(copy)

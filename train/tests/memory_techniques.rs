@@ -148,6 +148,17 @@ fn bf16_mixed_computes_in_bfloat16_keeps_float32_masters_and_agrees_with_float32
         / (a.norm().double_value(&[]) * b.norm().double_value(&[]));
     assert!(cos > 0.95, "cosine similarity of the fc gradients {cos}");
     assert!(bf16.step(1e-3, 1.0).applied);
+    // The compute copy: convolutions in bfloat16, BatchNorm (statistics included) in float32.
+    let half = mvdrive_train::precision::HalfCopy::new(bf16.model.config(), &bf16.vs).unwrap();
+    let vars = half.vs.variables();
+    assert_eq!(vars["stem.0.weight"].kind(), Kind::BFloat16);
+    for part in ["weight", "bias", "running_mean", "running_var"] {
+        assert_eq!(
+            vars[&format!("stem.1.{part}")].kind(),
+            Kind::Float,
+            "{part}"
+        );
+    }
     for (name, p) in &bf16.opt.params {
         assert_eq!(p.kind(), Kind::Float, "{name} is not a float32 master");
     }
