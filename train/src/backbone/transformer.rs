@@ -158,7 +158,9 @@ pub(crate) fn check_dropout(key: &str, p: f64) -> Result<(), String> {
 pub(crate) fn maybe_dropout(x: Tensor, p: f64, train: bool) -> Tensor {
     if train && p > 0.0 {
         // A bool mask: backward keeps 1 byte per element instead of a float mask.
-        let keep = tch::no_grad(|| x.rand_like().ge(p));
+        // Drawn in float32 whatever x's kind, so a bf16 run draws the masks an fp32 run
+        // with the same seed draws.
+        let keep = tch::no_grad(|| Tensor::rand(x.size(), (tch::Kind::Float, x.device())).ge(p));
         x * keep * (1.0 / (1.0 - p))
     } else {
         x
