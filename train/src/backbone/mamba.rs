@@ -40,8 +40,8 @@ use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
 use super::transformer::{
-    check_dropout, check_layers, check_positive, layer_norm, maybe_dropout, FinalNorm,
-    TubeletEmbed, BLOCK_NAMES,
+    check_dropout, check_layers, check_positive, layer_norm, maybe_dropout, token_segments,
+    FinalNorm, TubeletEmbed, BLOCK_NAMES,
 };
 use super::{Backbone, Segment};
 
@@ -488,22 +488,7 @@ impl VideoMamba {
 impl Backbone for VideoMamba {
     /// `embed`, `block0` .. `block{layers-1}`, `norm`.
     fn segments(&self) -> Vec<Segment<'_>> {
-        let mut segments = Vec::with_capacity(self.blocks.len() + 2);
-        segments.push(Segment {
-            name: "embed",
-            module: &self.embed,
-        });
-        for (i, block) in self.blocks.iter().enumerate() {
-            segments.push(Segment {
-                name: BLOCK_NAMES[i],
-                module: block,
-            });
-        }
-        segments.push(Segment {
-            name: "norm",
-            module: &self.norm,
-        });
-        segments
+        token_segments(&self.embed, &self.blocks, &self.norm)
     }
 
     /// Mean over tokens of the normalised sequence: `[N, dim]`.

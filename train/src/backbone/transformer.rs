@@ -608,25 +608,35 @@ impl VideoTransformer {
     }
 }
 
+/// The segments of a token backbone: `embed`, `block0` .. `block{n-1}`, `norm`
+/// (shared by the transformer and Mamba).
+pub(crate) fn token_segments<'a, B: ModuleT>(
+    embed: &'a dyn ModuleT,
+    blocks: &'a [B],
+    norm: &'a dyn ModuleT,
+) -> Vec<Segment<'a>> {
+    let mut segments = Vec::with_capacity(blocks.len() + 2);
+    segments.push(Segment {
+        name: "embed",
+        module: embed,
+    });
+    for (name, block) in BLOCK_NAMES.iter().zip(blocks) {
+        segments.push(Segment {
+            name,
+            module: block,
+        });
+    }
+    segments.push(Segment {
+        name: "norm",
+        module: norm,
+    });
+    segments
+}
+
 impl Backbone for VideoTransformer {
     /// `embed`, `block0` .. `block{layers-1}`, `norm`.
     fn segments(&self) -> Vec<Segment<'_>> {
-        let mut segments = Vec::with_capacity(self.blocks.len() + 2);
-        segments.push(Segment {
-            name: "embed",
-            module: &self.embed,
-        });
-        for (i, block) in self.blocks.iter().enumerate() {
-            segments.push(Segment {
-                name: BLOCK_NAMES[i],
-                module: block,
-            });
-        }
-        segments.push(Segment {
-            name: "norm",
-            module: &self.norm,
-        });
-        segments
+        token_segments(&self.embed, &self.blocks, &self.norm)
     }
 
     /// CLS token (`[:, 0]`) or mean over tokens of the normalised sequence: `[N, dim]`.
