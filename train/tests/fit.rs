@@ -2,7 +2,6 @@
 //! selective loading, exact resume, eval outputs, and the errors users can cause.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,55 +11,8 @@ use mvdrive_train::fit::{eval, fit, FitArgs};
 use mvdrive_train::loader::{Loader, Prefetch};
 use mvdrive_train::sampler::{select, Sampler, Selection};
 
-fn prep_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(Path::parent).unwrap().join("prep");
-    assert!(
-        p.exists(),
-        "{} not found: build the workspace first (`make test` does)",
-        p.display()
-    );
-    p
-}
-
-fn prep(args: &[&str]) {
-    let out = Command::new(prep_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "prep {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// 4 synthetic sessions (splits train, train, val, test), 16x16 frames at 2 fps.
-fn tiny_cache(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    prep(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "4",
-        "--seed",
-        "5",
-    ]);
-    let cache = dir.join("cache");
-    prep(&[
-        "build",
-        "-q",
-        "--manifest",
-        data.join("manifest.csv").to_str().unwrap(),
-        "--segments",
-        data.join("segments.csv").to_str().unwrap(),
-        "--out",
-        cache.to_str().unwrap(),
-        "data.img_size=16",
-        "prep.fps=2",
-        "data.max_video_frames=8",
-    ]);
-    cache
-}
+mod common;
+use common::tiny_cache;
 
 fn config(dir: &Path, extra: &[&str]) -> Config {
     let mut c = Config::default();

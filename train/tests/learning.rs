@@ -4,21 +4,12 @@
 //! R(2+1)D-18 is `make demo`'s model and is covered there and in `tests/fit.rs`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mvdrive_train::config::Config;
 use mvdrive_train::fit::{fit, FitArgs};
 
-fn prep(args: &[&str]) {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("prep");
-    let out = Command::new(&bin).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "prep {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod common;
+use common::prep;
 
 fn demo_cache(dir: &Path) -> PathBuf {
     let data = dir.join("data");

@@ -2,7 +2,7 @@
 //! budgets too small, bad sizes) and `train bench-memory`, on a tiny cache built by `prep`
 //! from `prep synth` data, with the cheapest backbone (a small transformer at 16x16, T=2).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use mvdrive_train::probe::{probe_in_child, ProbeOutcome};
@@ -10,54 +10,8 @@ use mvdrive_train::probe::{probe_in_child, ProbeOutcome};
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const MIB: u64 = 1 << 20;
 
-fn prep_bin() -> PathBuf {
-    let p = Path::new(TRAIN).with_file_name("prep");
-    assert!(
-        p.exists(),
-        "{} not found: build the workspace first (`make test` does)",
-        p.display()
-    );
-    p
-}
-
-fn prep(args: &[&str]) {
-    let out = Command::new(prep_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "prep {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// 4 synthetic sessions (splits train, train, val, test), 16x16 frames at 2 fps.
-fn tiny_cache(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    prep(&[
-        "synth",
-        "-q",
-        "--out",
-        data.to_str().unwrap(),
-        "--sessions",
-        "4",
-        "--seed",
-        "5",
-    ]);
-    let cache = dir.join("cache");
-    prep(&[
-        "build",
-        "-q",
-        "--manifest",
-        data.join("manifest.csv").to_str().unwrap(),
-        "--segments",
-        data.join("segments.csv").to_str().unwrap(),
-        "--out",
-        cache.to_str().unwrap(),
-        "data.img_size=16",
-        "prep.fps=2",
-        "data.max_video_frames=8",
-    ]);
-    cache
-}
+mod common;
+use common::tiny_cache;
 
 /// The settings of every run here: tiny input, one view, CPU, the small transformer.
 fn settings(extra: &[&str]) -> Vec<String> {
