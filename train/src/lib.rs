@@ -1,24 +1,23 @@
 //! `train`: a lean libtorch (tch) trainer that streams mvdrive caches.
 //!
-//! Modules are the nouns of training: [`backbone`] (per-view video networks), [`model`]
-//! (multi-view fusion and heads), [`plot`] (metrics and confusion plots).
+//! The modules are rooms that follow the data flow of a training run:
+//!
+//! - [`error`]: the one error type, [`error::TrainError`];
+//! - [`config`]: the key table and the one typed [`config::TrainConfig`];
+//! - [`data`]: cache records -> `u8` batches ([`data::loader`]), which clips
+//!   ([`data::sampler`]), batches -> tensors on the device ([`data::input`]);
+//! - [`model`]: the multi-view model, fusion, and one file per backbone;
+//! - [`optim`]: AdamW and its schedule, loss scaling, precision, recompute (checkpointing);
+//! - [`run`]: the session shared by every command, one training step, `fit`, `eval`,
+//!   resume checks, checkpoint files;
+//! - [`measure`]: probe, plan, bench-memory, bench-loader, CUDA memory;
+//! - [`report`]: metrics, plots, the run folder.
 
-pub mod backbone;
-pub mod bench;
-pub mod bench_memory;
-pub mod checkpoint;
 pub mod config;
-pub mod cuda_mem;
-pub mod fit;
-pub mod loader;
-pub mod metrics;
+pub mod data;
+pub mod error;
+pub mod measure;
 pub mod model;
 pub mod optim;
-pub mod plan;
-pub mod plot;
-pub mod precision;
-pub mod probe;
-pub mod recompute;
-pub mod sampler;
-pub mod scaler;
-pub mod step;
+pub mod report;
+pub mod run;

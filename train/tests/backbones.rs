@@ -2,12 +2,13 @@
 //! gradient checkpointing (dropout masks included), a bf16 step on CPU, accumulation
 //! equivalence, and a save/load round trip.
 
-use mvdrive_train::backbone::BackboneKind;
+use mvdrive_train::model::backbones::BackboneKind;
 use mvdrive_train::model::{
-    FusionMode, Input, InputType, KeypointSpec, ModalityFusion, ModelConfig, MultiViewModel,
+    ClipShape, FusionMode, Input, InputType, KeypointSpec, ModalityFusion, ModelConfig,
+    MultiViewModel,
 };
-use mvdrive_train::precision::Precision;
-use mvdrive_train::step::Trainer;
+use mvdrive_train::optim::precision::Precision;
+use mvdrive_train::run::trainer::Trainer;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -45,7 +46,7 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
             num_views: V,
             input_type,
             modality_fusion: ModalityFusion::Concat,
-            clip: (T, HW, HW),
+            clip: ClipShape::new(T, HW, HW),
             keypoints: Some(coco17()),
             ..Default::default()
         };
@@ -213,7 +214,7 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four_without_batch_stati
         let mut one = trainer(&c, Precision::Fp32, false);
         let mut four = trainer(&c, Precision::Fp32, true);
         // Loss scaling (composes with accumulation) and checkpointing (composes too).
-        four.scaler = mvdrive_train::scaler::GradScaler::new(true);
+        four.scaler = mvdrive_train::optim::loss_scale::GradScaler::new(true);
         four.scaler.scale = 1024.0;
         one.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
         for i in 0..4 {

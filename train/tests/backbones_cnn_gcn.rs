@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use mvdrive_schemas::layout;
-use mvdrive_train::backbone::stgcn::{spatial_adjacency, Stgcn, StgcnConfig};
-use mvdrive_train::backbone::x3d::{round_width, X3d, X3dConfig};
-use mvdrive_train::backbone::Backbone;
+use mvdrive_train::model::backbones::stgcn::{spatial_adjacency, Stgcn, StgcnConfig};
+use mvdrive_train::model::backbones::x3d::{round_width, X3d, X3dConfig};
+use mvdrive_train::model::backbones::Backbone;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 

@@ -2,13 +2,16 @@
 //! model (shapes, gradients, segment chaining, bfloat16, config errors, overfitting), and
 //! the chunked selective scan against the step-by-step recurrence.
 
-use mvdrive_train::backbone::mamba::{ssd_chunked, ssd_naive, MambaConfig, VideoMamba};
-use mvdrive_train::backbone::transformer::{TokenPool, TransformerConfig, VideoTransformer};
-use mvdrive_train::backbone::Backbone;
+use mvdrive_train::model::backbones::mamba::{ssd_chunked, ssd_naive, MambaConfig, VideoMamba};
+use mvdrive_train::model::backbones::transformer::{
+    TokenPool, TransformerConfig, VideoTransformer,
+};
+use mvdrive_train::model::backbones::Backbone;
+use mvdrive_train::model::ClipShape;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-const INPUT: (i64, i64, i64) = (8, 32, 32);
+const INPUT: ClipShape = ClipShape::new(8, 32, 32);
 
 fn small_transformer(pool: TokenPool, dropout: f64) -> TransformerConfig {
     TransformerConfig {
@@ -38,7 +41,7 @@ fn small_mamba(dropout: f64) -> MambaConfig {
 
 fn clip(n: i64) -> Tensor {
     Tensor::randn(
-        [n, 3, INPUT.0, INPUT.1, INPUT.2],
+        [n, 3, INPUT.t, INPUT.h, INPUT.w],
         (Kind::Float, Device::Cpu),
     )
 }
@@ -115,14 +118,18 @@ fn default_configs_build() {
     let t = VideoTransformer::new(
         &(vs.root() / "t"),
         &TransformerConfig::default(),
-        (8, 224, 224),
+        ClipShape::new(8, 224, 224),
     )
     .expect("default transformer");
     assert_eq!(t.grid(), [4, 14, 14]);
     assert_eq!(t.feature_dim(), 192);
     assert_eq!(t.segments().len(), 6);
-    let m = VideoMamba::new(&(vs.root() / "m"), &MambaConfig::default(), (8, 224, 224))
-        .expect("default mamba");
+    let m = VideoMamba::new(
+        &(vs.root() / "m"),
+        &MambaConfig::default(),
+        ClipShape::new(8, 224, 224),
+    )
+    .expect("default mamba");
     assert_eq!(m.heads(), 6);
     assert_eq!(m.feature_dim(), 192);
     let names: Vec<&str> = m.segments().iter().map(|s| s.name).collect();
@@ -137,7 +144,7 @@ fn default_configs_build() {
 fn input_padding() {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let input = (7, 20, 33);
+    let input = ClipShape::new(7, 20, 33);
     let t = VideoTransformer::new(
         &(vs.root() / "t"),
         &small_transformer(TokenPool::Cls, 0.0),
@@ -309,36 +316,47 @@ fn config_errors() {
         heads: 3,
         ..Default::default()
     };
-    let e = VideoTransformer::new(&root, &cfg, (8, 224, 224)).unwrap_err();
+    let e = VideoTransformer::new(&root, &cfg, ClipShape::new(8, 224, 224)).unwrap_err();
     assert!(
         e.contains("model.transformer_dim=100") && e.contains("model.transformer_heads=3"),
         "{e}"
     );
-    let e = VideoTransformer::new(&root, &TransformerConfig::default(), (1, 224, 224)).unwrap_err();
+    let e = VideoTransformer::new(
+        &root,
+        &TransformerConfig::default(),
+        ClipShape::new(1, 224, 224),
+    )
+    .unwrap_err();
     assert!(
         e.contains("T=1") && e.contains("data.uniform_temporal_subsample_num"),
         "{e}"
     );
-    let e = VideoTransformer::new(&root, &TransformerConfig::default(), (8, 224, 8)).unwrap_err();
+    let e = VideoTransformer::new(
+        &root,
+        &TransformerConfig::default(),
+        ClipShape::new(8, 224, 8),
+    )
+    .unwrap_err();
     assert!(e.contains("W=8") && e.contains("data.img_size"), "{e}");
     for layers in [0, 33] {
         let cfg = TransformerConfig {
             layers,
             ..Default::default()
         };
-        let e = VideoTransformer::new(&root, &cfg, (8, 224, 224)).unwrap_err();
+        let e = VideoTransformer::new(&root, &cfg, ClipShape::new(8, 224, 224)).unwrap_err();
         assert!(e.contains("model.transformer_layers"), "{e}");
     }
     let cfg = TransformerConfig {
         dropout: 1.0,
         ..Default::default()
     };
-    let e = VideoTransformer::new(&root, &cfg, (8, 224, 224)).unwrap_err();
+    let e = VideoTransformer::new(&root, &cfg, ClipShape::new(8, 224, 224)).unwrap_err();
     assert!(e.contains("model.transformer_dropout"), "{e}");
     assert_eq!("Mean".parse::<TokenPool>(), Ok(TokenPool::Mean));
     assert!("max"
         .parse::<TokenPool>()
         .unwrap_err()
+        .to_string()
         .contains("model.transformer_pool"));
 
     let cfg = MambaConfig {
@@ -346,18 +364,19 @@ fn config_errors() {
         headdim: 64,
         ..Default::default()
     };
-    let e = VideoMamba::new(&root, &cfg, (8, 224, 224)).unwrap_err();
+    let e = VideoMamba::new(&root, &cfg, ClipShape::new(8, 224, 224)).unwrap_err();
     assert!(
         e.contains("model.mamba_dim=40") && e.contains("model.mamba_headdim=64"),
         "{e}"
     );
-    let e = VideoMamba::new(&root, &MambaConfig::default(), (8, 10, 224)).unwrap_err();
+    let e =
+        VideoMamba::new(&root, &MambaConfig::default(), ClipShape::new(8, 10, 224)).unwrap_err();
     assert!(e.contains("H=10") && e.contains("data.img_size"), "{e}");
     let cfg = MambaConfig {
         state: 0,
         ..Default::default()
     };
-    let e = VideoMamba::new(&root, &cfg, (8, 224, 224)).unwrap_err();
+    let e = VideoMamba::new(&root, &cfg, ClipShape::new(8, 224, 224)).unwrap_err();
     assert!(e.contains("model.mamba_state=0"), "{e}");
 }
 
@@ -365,7 +384,7 @@ fn config_errors() {
 /// half, both with noise.
 fn toy_batch() -> (Tensor, Tensor) {
     let opts = (Kind::Float, Device::Cpu);
-    let (t, h, w) = INPUT;
+    let ClipShape { t, h, w } = INPUT;
     let mut clips = Vec::new();
     for k in 0..4 {
         let x = Tensor::randn([3, t, h, w], opts) * 0.5;

@@ -6,16 +6,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mvdrive_schemas::Cache;
-use mvdrive_train::config::Config;
-use mvdrive_train::fit::{eval, fit, FitArgs};
-use mvdrive_train::loader::{Loader, Prefetch};
-use mvdrive_train::sampler::{select, Sampler, Selection};
+use mvdrive_train::config::{Settings, TrainConfig};
+use mvdrive_train::data::loader::{Loader, Prefetch};
+use mvdrive_train::data::sampler::{select, Sampler, Selection};
+use mvdrive_train::run::eval::{eval, EvalArgs};
+use mvdrive_train::run::fit::{fit, FitArgs};
 
 mod common;
 use common::tiny_cache;
 
-fn config(dir: &Path, extra: &[&str]) -> Config {
-    let mut c = Config::default();
+/// The overrides of a small CPU run logging under `dir`, then `extra`.
+fn config(dir: &Path, extra: &[&str]) -> Vec<String> {
     let log_dir = format!("trainer.log_dir={}", dir.join("logs").display());
     let mut o: Vec<String> = [
         "data.img_size=16",
@@ -31,18 +32,26 @@ fn config(dir: &Path, extra: &[&str]) -> Config {
     .map(|s| s.to_string())
     .collect();
     o.extend(extra.iter().map(|s| s.to_string()));
-    c.apply_overrides(&o).unwrap();
-    c
+    o
 }
 
-fn args(cache: &Path, cfg: Config, resume: Option<PathBuf>, overrides: &[&str]) -> FitArgs {
+/// `train fit` arguments; with `resume`, `overrides` apply over the checkpoint's settings.
+fn args(cache: &Path, overrides: Vec<String>, resume: Option<PathBuf>) -> FitArgs {
     FitArgs {
         cache: cache.to_path_buf(),
-        config: cfg,
-        overrides: overrides.iter().map(|s| s.to_string()).collect(),
-        config_file: None,
+        config: None,
         resume,
-        quiet: true,
+        overrides,
+    }
+}
+
+fn eval_args(ckpt: &Path, cache: &Path, split: &str, out: Option<&Path>) -> EvalArgs {
+    EvalArgs {
+        ckpt: ckpt.to_path_buf(),
+        cache: cache.to_path_buf(),
+        split: split.to_string(),
+        out: out.map(Path::to_path_buf),
+        device: "cpu".into(),
     }
 }
 
@@ -157,7 +166,7 @@ fn a_resumed_run_continues_bit_for_bit_and_eval_writes_its_outputs() {
             "trainer.experiment=full",
         ],
     );
-    let full = fit(args(&cache, cfg, None, &[])).unwrap();
+    let full = fit(&args(&cache, cfg, None), true).unwrap();
     assert_eq!(full.epochs.len(), 2);
     let ckpts = full.run_dir.join("checkpoints");
     for f in [
@@ -175,13 +184,14 @@ fn a_resumed_run_continues_bit_for_bit_and_eval_writes_its_outputs() {
     );
 
     // Resume from the middle of epoch 0 (after optimizer step 1).
-    let cfg = config(dir.path(), &["trainer.experiment=resumed"]);
-    let resumed = fit(args(
-        &cache,
-        cfg,
-        Some(ckpts.join("epoch=0-step=1.safetensors")),
-        &["trainer.experiment=resumed"],
-    ))
+    let resumed = fit(
+        &args(
+            &cache,
+            vec!["trainer.experiment=resumed".into()],
+            Some(ckpts.join("epoch=0-step=1.safetensors")),
+        ),
+        true,
+    )
     .unwrap();
     assert_eq!(
         metric_rows(&resumed.run_dir),
@@ -191,13 +201,12 @@ fn a_resumed_run_continues_bit_for_bit_and_eval_writes_its_outputs() {
 
     // Eval on the validation split.
     let out = dir.path().join("eval");
-    let s = eval(
+    let s = eval(&eval_args(
         &ckpts.join("last.safetensors"),
         &cache,
         "val",
         Some(&out),
-        "cpu",
-    )
+    ))
     .unwrap();
     let c = Cache::open(&cache).unwrap();
     let val = c
@@ -227,9 +236,10 @@ fn user_mistakes_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cache = tiny_cache(dir.path());
     let err = |extra: &[&str]| {
-        fit(args(&cache, config(dir.path(), extra), None, &[]))
+        fit(&args(&cache, config(dir.path(), extra), None), true)
             .err()
             .expect("should fail")
+            .to_string()
     };
     let e = err(&["data.val_split=holdout"]);
     assert!(
@@ -246,7 +256,7 @@ fn user_mistakes_get_clear_errors() {
         e.contains("trainer.precision=16-mixed needs CUDA") && e.contains("bf16-mixed"),
         "{e}"
     );
-    let e = Config::default()
+    let e = Settings::default()
         .apply_overrides(&["train.accumulate_grad_batches=0".to_string()])
         .expect_err("accumulation 0 is refused")
         .to_string();
@@ -278,30 +288,20 @@ fn user_mistakes_get_clear_errors() {
 
     // A checkpoint of another model cannot be resumed with this one.
     let cfg = config(dir.path(), &["train.max_epochs=1", "trainer.experiment=ok"]);
-    let ok = fit(args(&cache, cfg.clone(), None, &[])).unwrap();
+    let ok = fit(&args(&cache, cfg, None), true).unwrap();
     let ckpt = ok.run_dir.join("checkpoints/last.safetensors");
-    let e = fit(args(
-        &cache,
-        cfg,
-        Some(ckpt.clone()),
-        &["model.backbone=r3d_18"],
-    ))
-    .err()
-    .unwrap();
+    let resume_with = |o: &str| {
+        fit(&args(&cache, vec![o.to_string()], Some(ckpt.clone())), true)
+            .err()
+            .expect("should fail")
+            .to_string()
+    };
+    let e = resume_with("model.backbone=r3d_18");
     assert!(e.contains("backbone") && e.contains("r3d_18"), "{e}");
-    let e = fit(args(
-        &cache,
-        config(dir.path(), &["train.max_epochs=1", "trainer.experiment=ok"]),
-        Some(ckpt.clone()),
-        &["model.modality_fusion=mean"],
-    ))
-    .err()
-    .unwrap();
+    let e = resume_with("model.modality_fusion=mean");
     assert!(e.contains("model.modality_fusion=concat"), "{e}");
     // Settings of other backbones are not checked; a bad one of this backbone is.
-    assert!(config(dir.path(), &["model.transformer_heads=5"])
-        .check_supported()
-        .is_ok());
+    assert!(TrainConfig::load(None, &config(dir.path(), &["model.transformer_heads=5"])).is_ok());
     let e = err(&["model.backbone=mamba", "model.mamba_dim=40"]);
     assert!(e.contains("model.mamba_dim=40"), "{e}");
     let e = err(&["model.backbone=transformer", "model.transformer_heads=5"]);
@@ -315,7 +315,10 @@ fn user_mistakes_get_clear_errors() {
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
     std::fs::write(&idx, bytes).unwrap();
-    let e = eval(&ckpt, &cache, "val", None, "cpu").err().unwrap();
+    let e = eval(&eval_args(&ckpt, &cache, "val", None))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("segments.parquet") && e.contains("checksum"),
         "{e}"
@@ -324,10 +327,10 @@ fn user_mistakes_get_clear_errors() {
 
 #[test]
 fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
-    use mvdrive_train::backbone::BackboneKind;
+    use mvdrive_train::model::backbones::BackboneKind;
     use mvdrive_train::model::{FusionMode, Input, ModelConfig, MultiViewModel};
-    use mvdrive_train::optim::AdamW;
-    use mvdrive_train::scaler::GradScaler;
+    use mvdrive_train::optim::adamw::AdamW;
+    use mvdrive_train::optim::loss_scale::GradScaler;
     use tch::{nn::VarStore, Device, Kind, Tensor};
     tch::manual_seed(3);
     let vs = VarStore::new(Device::Cpu);

@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mvdrive_train::config::Config;
-use mvdrive_train::fit::{fit, FitArgs};
+use mvdrive_train::run::fit::{fit, FitArgs};
 
 mod common;
 use common::prep;
@@ -94,18 +93,14 @@ fn every_backbone_learns_the_synthetic_dataset_well_above_chance() {
         .collect();
         o.push(format!("trainer.experiment=run{i}"));
         o.extend(extra.iter().map(|s| s.to_string()));
-        let mut cfg = Config::default();
-        cfg.apply_overrides(&o).unwrap();
         let started = std::time::Instant::now();
-        let summary = fit(FitArgs {
+        let args = FitArgs {
             cache: cache.clone(),
-            config: cfg,
-            overrides: vec![],
-            config_file: None,
+            config: None,
             resume: None,
-            quiet: true,
-        })
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+            overrides: o,
+        };
+        let summary = fit(&args, true).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (best, epoch) = summary.best.unwrap();
         let first = summary.epochs[0].train_loss;
         let last = summary.epochs.last().unwrap().train_loss;

@@ -1,10 +1,10 @@
 //! Mixed precision, gradient checkpointing and the loss scaler, through the same
 //! `Trainer` that `train fit` uses.
 
-use mvdrive_train::backbone::BackboneKind;
+use mvdrive_train::model::backbones::BackboneKind;
 use mvdrive_train::model::{FusionMode, Input, ModelConfig, MultiViewModel};
-use mvdrive_train::precision::Precision;
-use mvdrive_train::step::Trainer;
+use mvdrive_train::optim::precision::Precision;
+use mvdrive_train::run::trainer::Trainer;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -102,7 +102,7 @@ fn an_inf_gradient_skips_the_step_through_the_trainer_and_the_scale_backs_off() 
     let _guard = lock();
     let (x, y) = batch();
     let mut tr = trainer(BackboneKind::R3d18, Precision::Fp32, false);
-    tr.scaler = mvdrive_train::scaler::GradScaler::new(true);
+    tr.scaler = mvdrive_train::optim::loss_scale::GradScaler::new(true);
     let scale = tr.scaler.scale;
     tr.micro_batch(&x, &y, 0.0, 1, 1).unwrap();
     let before: Vec<Tensor> = tr.opt.params.iter().map(|(_, p)| p.copy()).collect();
@@ -149,7 +149,8 @@ fn bf16_mixed_computes_in_bfloat16_keeps_float32_masters_and_agrees_with_float32
     assert!(cos > 0.95, "cosine similarity of the fc gradients {cos}");
     assert!(bf16.step(1e-3, 1.0).applied);
     // The compute copy: convolutions in bfloat16, BatchNorm (statistics included) in float32.
-    let half = mvdrive_train::precision::HalfCopy::new(bf16.model.config(), &bf16.vs).unwrap();
+    let half =
+        mvdrive_train::optim::precision::HalfCopy::new(bf16.model.config(), &bf16.vs).unwrap();
     let vars = half.vs.variables();
     assert_eq!(vars["stem.0.weight"].kind(), Kind::BFloat16);
     for part in ["weight", "bias", "running_mean", "running_var"] {
@@ -174,7 +175,11 @@ fn bf16_mixed_computes_in_bfloat16_keeps_float32_masters_and_agrees_with_float32
 
 #[test]
 fn float16_on_cpu_is_refused_with_bf16_offered() {
-    let e = Precision::parse("16-mixed", Device::Cpu).unwrap_err();
+    let e = "16-mixed"
+        .parse::<Precision>()
+        .unwrap()
+        .check_device(Device::Cpu)
+        .unwrap_err();
     assert!(e.contains("needs CUDA") && e.contains("bf16-mixed"), "{e}");
     let e = Trainer::new(
         &model_config(BackboneKind::R3d18),
@@ -185,17 +190,14 @@ fn float16_on_cpu_is_refused_with_bf16_offered() {
     )
     .unwrap_err();
     assert!(e.contains("bf16-mixed"), "{e}");
-    assert_eq!(
-        Precision::parse("bf16", Device::Cpu).unwrap(),
-        Precision::Bf16Mixed
-    );
-    assert!(Precision::parse("8", Device::Cpu).is_err());
+    assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16Mixed);
+    assert!("8".parse::<Precision>().is_err());
 }
 
 #[test]
 fn bf16_convolution_weight_gradients_are_right_for_short_inputs() {
     // libtorch 2.11's CPU bf16 convolution gets weight gradients wrong when an input extent
-    // lies strictly between 1 and the kernel size; `backbone::conv` works around it.
+    // lies strictly between 1 and the kernel size; `backbones::conv` works around it.
     use tch::nn::{self, Module};
     let _guard = lock();
     for (t, k) in [(2i64, 3i64), (3, 5), (4, 5), (2, 5), (1, 3), (6, 3)] {
@@ -222,7 +224,7 @@ fn bf16_convolution_weight_gradients_are_right_for_short_inputs() {
             let ch = nn::conv(vh.root() / "c", 8, 8, [k, 3, 3], cfg);
             vh.bfloat16();
             tch::no_grad(|| ch.ws.shallow_clone().copy_(&c.ws));
-            let yh = mvdrive_train::backbone::conv(&x.to_kind(Kind::BFloat16), &ch);
+            let yh = mvdrive_train::model::backbones::conv(&x.to_kind(Kind::BFloat16), &ch);
             assert_eq!(yh.size(), y.size());
             (yh * g.to_kind(Kind::BFloat16)).sum(Kind::Float).backward();
             let g16 = ch.ws.grad().to_kind(Kind::Float);

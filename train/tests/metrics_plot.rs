@@ -1,15 +1,7 @@
-//! Metrics (confusion matrix, summaries, CSV) and the two PNG plots.
-//!
-//! Both modules are compiled into this test through `#[path]` (plot.rs's `crate::metrics`
-//! is then this test's `metrics`). Set `MVDRIVE_PLOT_OUT=DIR` to keep the rendered PNGs
-//! for a look.
+//! Metrics (confusion matrix, summaries, CSV) and the two PNG plots. Set
+//! `MVDRIVE_PLOT_OUT=DIR` to keep the rendered PNGs for a look.
 
-#[allow(dead_code)]
-#[path = "../src/metrics.rs"]
-mod metrics;
-#[allow(dead_code)]
-#[path = "../src/plot.rs"]
-mod plot;
+use mvdrive_train::report::{metrics, plot};
 
 use std::path::Path;
 

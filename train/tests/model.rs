@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mvdrive_train::backbone::{self, BackboneError, BackboneKind, VideoResNet};
+use mvdrive_train::model::backbones::{self, BackboneError, BackboneKind, VideoResNet};
 use mvdrive_train::model::{self, FusionMode, Input, ModelConfig, ModelError, MultiViewModel};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -245,7 +245,7 @@ fn variable_names_and_shapes_are_torchvision_s() {
         assert_eq!(got.len(), n_vars, "{kind}: number of variables");
         assert!(!got.keys().any(|k| k.contains("num_batches_tracked")));
     };
-    let mid = backbone::r3d::midplanes;
+    let mid = backbones::r3d::midplanes;
     assert_eq!(mid(64, 64), 144);
     assert_eq!(mid(64, 128), 230);
     assert_eq!(mid(128, 128), 288);
@@ -365,7 +365,7 @@ fn safetensors_round_trip_gives_identical_logits() {
 
         // The strict loader gives the same result.
         let (mut vs3, model3) = build(kind, FusionMode::FeatureMean, 6, 2);
-        let report = backbone::load_weights(&mut vs3, &file, &[]).unwrap();
+        let report = backbones::load_weights(&mut vs3, &file, &[]).unwrap();
         assert_eq!(report.loaded.len(), vs3.len());
         assert!(report.skipped.is_empty() && report.unused.is_empty());
         let after3 = tch::no_grad(|| model3.forward_t(&Input::from(&x), false));
@@ -389,7 +389,7 @@ fn load_weights_skips_head_ignores_counters_and_names_bad_keys() {
 
     // Fine-tuning: 5 classes, keep a fresh head.
     let (mut vs5, _) = build(BackboneKind::R2Plus1d18, FusionMode::LogitMean, 5, 1);
-    let report = backbone::load_weights(&mut vs5, &file, &["fc"]).unwrap();
+    let report = backbones::load_weights(&mut vs5, &file, &["fc"]).unwrap();
     assert_eq!(report.skipped, ["fc.bias", "fc.weight"]);
     assert_eq!(report.loaded.len(), 185);
     assert_eq!(report.ignored_counters, 1);
@@ -400,7 +400,7 @@ fn load_weights_skips_head_ignores_counters_and_names_bad_keys() {
 
     // Without skipping fc, the error names the key, both shapes and the file.
     let (mut vs5, _) = build(BackboneKind::R2Plus1d18, FusionMode::LogitMean, 5, 1);
-    let err = backbone::load_weights(&mut vs5, &file, &[]).unwrap_err();
+    let err = backbones::load_weights(&mut vs5, &file, &[]).unwrap_err();
     assert!(matches!(err, BackboneError::ShapeMismatch { .. }));
     let msg = err.to_string();
     assert!(
@@ -410,7 +410,7 @@ fn load_weights_skips_head_ignores_counters_and_names_bad_keys() {
 
     // Wrong backbone: a missing key is named.
     let (mut vs_r3d, _) = build(BackboneKind::R3d18, FusionMode::LogitMean, 400, 1);
-    let msg = backbone::load_weights(&mut vs_r3d, &file, &[])
+    let msg = backbones::load_weights(&mut vs_r3d, &file, &[])
         .unwrap_err()
         .to_string();
     assert!(
@@ -419,7 +419,7 @@ fn load_weights_skips_head_ignores_counters_and_names_bad_keys() {
     );
 
     // A missing file is named.
-    let msg = backbone::load_weights(&mut vs_r3d, &dir.path().join("nope.safetensors"), &[])
+    let msg = backbones::load_weights(&mut vs_r3d, &dir.path().join("nope.safetensors"), &[])
         .unwrap_err()
         .to_string();
     assert!(msg.contains("nope.safetensors"), "{msg}");
@@ -458,9 +458,9 @@ fn bad_inputs_are_errors_not_panics() {
 #[test]
 fn normalize_kinetics_uses_torchvision_constants() {
     let x = Tensor::ones([1, 3, 2, 2, 2], (Kind::Float, Device::Cpu)) * 0.5;
-    let y = backbone::normalize_kinetics(&x);
+    let y = backbones::normalize_kinetics(&x);
     for c in 0..3 {
-        let want = (0.5 - backbone::KINETICS_MEAN[c]) / backbone::KINETICS_STD[c];
+        let want = (0.5 - backbones::KINETICS_MEAN[c]) / backbones::KINETICS_STD[c];
         let got = y.double_value(&[0, c as i64, 1, 1, 1]);
         assert!((got - want).abs() < 1e-5);
     }
@@ -520,7 +520,7 @@ fn matches_torchvision_logits_when_exports_are_given() {
         let (mut vs, model) = build(kind, FusionMode::LogitMean, classes, 1);
         let weights = dir.join(format!("{}.safetensors", kind.name()));
         // Same set of names as torchvision's state_dict (minus num_batches_tracked).
-        let report = backbone::load_weights(&mut vs, &weights, &[]).unwrap();
+        let report = backbones::load_weights(&mut vs, &weights, &[]).unwrap();
         assert!(
             report.unused.is_empty(),
             "{kind}: unused {:?}",

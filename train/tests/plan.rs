@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mvdrive_train::probe::{probe_in_child, ProbeOutcome};
+use mvdrive_train::measure::probe::{probe_in_child, ProbeOutcome};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 const MIB: u64 = 1 << 20;

@@ -1,0 +1,452 @@
+//! Training configuration: the key table and its checked text ([`keys`]), read once into
+//! the typed [`TrainConfig`], where every rule that spans keys is checked, in one place
+//! ([`TrainConfig::new`]).
+
+pub mod choice;
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+
+pub use keys::{keys_help, ConfigError, Key, Kind, Settings, KEYS};
+
+use crate::model::backbones::mamba::MambaConfig;
+use crate::model::backbones::stgcn::StgcnConfig;
+use crate::model::backbones::transformer::TransformerConfig;
+use crate::model::backbones::{BackboneKind, BackboneSettings};
+use crate::model::{FusionMode, InputType, ModalityFusion};
+use crate::optim::precision::Precision;
+
+crate::choice_enum! {
+    /// `train.view`: one view, or every view of the cache fused.
+    pub enum ViewMode for "train.view" {
+        /// One view (`train.view_name`).
+        Single => "single",
+        /// Every view, fused.
+        Multi => "multi",
+    }
+}
+
+crate::choice_enum! {
+    /// `train.monitor`: the validation metric of the best checkpoint and early stopping.
+    pub enum Monitor for "train.monitor" {
+        /// Macro-averaged F1.
+        ValMacroF1 => "val_macro_f1",
+        /// Top-1 accuracy.
+        ValTop1 => "val_top1",
+        /// Mean per-class accuracy.
+        ValMeanClassAcc => "val_mean_class_acc",
+        /// Validation loss (lower is better).
+        ValLoss => "val_loss",
+    }
+}
+
+impl Monitor {
+    /// True when `a` is better than `b` for this metric; NaN is never better.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        if a.is_nan() {
+            return false;
+        }
+        if b.is_nan() {
+            return true;
+        }
+        if self == Monitor::ValLoss {
+            a < b
+        } else {
+            a > b
+        }
+    }
+}
+
+/// `trainer.device` as written: resolved against the machine by the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when available, else the CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N (`cuda` = `cuda:0`).
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = ConfigError;
+
+    fn from_str(d: &str) -> Result<Self, ConfigError> {
+        match d {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            _ => d
+                .strip_prefix("cuda:")
+                .or_else(|| (d == "cuda").then_some("0"))
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| {
+                    ConfigError(format!("trainer.device `{d}` is not auto, cpu or cuda:N"))
+                }),
+        }
+    }
+}
+
+/// `data.*`: what the loader reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataConfig {
+    /// Clips per batch.
+    pub batch_size: usize,
+    /// Loader threads preparing batches ahead (0 = in the training thread).
+    pub num_workers: usize,
+    /// Model input (height, width); `None` = the cache's frame size.
+    pub img_size: Option<(i64, i64)>,
+    /// Frames per clip (T).
+    pub uniform_temporal_subsample_num: i64,
+    /// Read RGB records.
+    pub load_rgb: bool,
+    /// Read keypoint records.
+    pub load_kpt: bool,
+    /// Split trained on.
+    pub train_split: String,
+    /// Split evaluated each epoch, if any.
+    pub val_split: Option<String>,
+    /// Cross-validation fold used for validation (the others train).
+    pub fold: Option<u32>,
+    /// Class-balanced draws instead of one pass.
+    pub balanced_sampler: bool,
+}
+
+/// `train.*`: the loop and the optimizer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopConfig {
+    /// Epochs.
+    pub max_epochs: u64,
+    /// Batches per optimizer step.
+    pub accumulate_grad_batches: usize,
+    /// One view or all.
+    pub view: ViewMode,
+    /// The view of `train.view=single` (`None` = the cache's first).
+    pub view_name: Option<String>,
+    /// Seed of initialisation, order and jitter.
+    pub seed: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Linear warm-up, in epochs.
+    pub warmup_epochs: f64,
+    /// Gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    /// Cross-entropy label smoothing.
+    pub label_smoothing: f64,
+    /// Metric of the best checkpoint and early stopping.
+    pub monitor: Monitor,
+    /// Epochs without improvement before stopping (0 = never).
+    pub early_stopping_patience: u64,
+    /// Mid-epoch checkpoint every N optimizer steps (0 = off).
+    pub checkpoint_every_n_steps: u64,
+}
+
+/// `trainer.*`: where and how precisely the run happens, and where it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerConfig {
+    /// Compute precision.
+    pub precision: Precision,
+    /// Device as written.
+    pub device: DeviceChoice,
+    /// Runs go to `<log_dir>/<experiment>/version_N`.
+    pub experiment: String,
+    /// Folder of runs.
+    pub log_dir: PathBuf,
+}
+
+/// `model.*`: the network.
+#[derive(Debug, Clone)]
+pub struct ModelSection {
+    /// Per-view network.
+    pub backbone: BackboneKind,
+    /// How views are fused.
+    pub fusion_mode: FusionMode,
+    /// Which modalities the model reads.
+    pub input_type: InputType,
+    /// How a view's RGB and keypoint features combine.
+    pub modality_fusion: ModalityFusion,
+    /// Sizes of the configurable backbones (`model.transformer_*`, `mamba_*`, `stgcn_*`).
+    pub backbones: BackboneSettings,
+    /// Number of classes (`None` = the cache's labels).
+    pub model_class_num: Option<u32>,
+    /// Recompute backbone segments in backward.
+    pub use_gradient_checkpointing: bool,
+}
+
+/// The typed training configuration, read once from [`Settings`].
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// `data.*`.
+    pub data: DataConfig,
+    /// `train.*`.
+    pub train: LoopConfig,
+    /// `trainer.*`.
+    pub trainer: TrainerConfig,
+    /// `model.*`.
+    pub model: ModelSection,
+    settings: Settings,
+}
+
+/// A setting's text parsed as `T`; [`Settings`] checked it already, so a failure here is a
+/// bug in the key table, reported as a configuration error rather than a panic.
+fn get<T: std::str::FromStr>(s: &Settings, key: &str) -> Result<T, ConfigError> {
+    s.raw(key).parse().map_err(|_| {
+        ConfigError(format!(
+            "config key `{key}`: `{}` cannot be read",
+            s.raw(key)
+        ))
+    })
+}
+
+fn opt_text(s: &Settings, key: &str) -> Option<String> {
+    Some(s.raw(key))
+        .filter(|v| *v != "null" && !v.is_empty())
+        .map(String::from)
+}
+
+fn img_size(s: &Settings) -> Option<(i64, i64)> {
+    img_size_of(&opt_text(s, "data.img_size")?)
+}
+
+/// A `data.img_size` value (`N` or `HxW`) as (height, width); `None` for `null`.
+pub fn img_size_of(v: &str) -> Option<(i64, i64)> {
+    match v.split_once(['x', 'X']) {
+        Some((h, w)) => Some((h.trim().parse().ok()?, w.trim().parse().ok()?)),
+        None => v.parse().ok().map(|n| (n, n)),
+    }
+}
+
+fn choice<T>(s: &Settings, key: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr<Err = choice::ChoiceError>,
+{
+    s.raw(key)
+        .parse()
+        .map_err(|e: choice::ChoiceError| ConfigError(e.to_string()))
+}
+
+impl TrainConfig {
+    /// Reads every key once and checks the rules that span keys.
+    pub fn new(s: &Settings) -> Result<TrainConfig, ConfigError> {
+        let data = DataConfig {
+            batch_size: get(s, "data.batch_size")?,
+            num_workers: get(s, "data.num_workers")?,
+            img_size: img_size(s),
+            uniform_temporal_subsample_num: get(s, "data.uniform_temporal_subsample_num")?,
+            load_rgb: get(s, "data.load_rgb")?,
+            load_kpt: get(s, "data.load_kpt")?,
+            train_split: opt_text(s, "data.train_split").unwrap_or_else(|| "train".into()),
+            val_split: opt_text(s, "data.val_split"),
+            fold: opt_text(s, "data.fold")
+                .map(|_| get(s, "data.fold"))
+                .transpose()?,
+            balanced_sampler: get(s, "data.balanced_sampler")?,
+        };
+        let train = LoopConfig {
+            max_epochs: get(s, "train.max_epochs")?,
+            accumulate_grad_batches: get(s, "train.accumulate_grad_batches")?,
+            view: choice(s, "train.view")?,
+            view_name: opt_text(s, "train.view_name"),
+            seed: get(s, "train.seed")?,
+            lr: get(s, "train.lr")?,
+            weight_decay: get(s, "train.weight_decay")?,
+            warmup_epochs: get(s, "train.warmup_epochs")?,
+            grad_clip: get(s, "train.grad_clip")?,
+            label_smoothing: get(s, "train.label_smoothing")?,
+            monitor: choice(s, "train.monitor")?,
+            early_stopping_patience: get(s, "train.early_stopping_patience")?,
+            checkpoint_every_n_steps: get(s, "train.checkpoint_every_n_steps")?,
+        };
+        let trainer = TrainerConfig {
+            precision: choice(s, "trainer.precision")?,
+            device: s.raw("trainer.device").parse()?,
+            experiment: s.raw("trainer.experiment").to_string(),
+            log_dir: PathBuf::from(s.raw("trainer.log_dir")),
+        };
+        let mut backbones = BackboneSettings::default();
+        backbones.transformer = TransformerConfig {
+            dim: get(s, "model.transformer_dim")?,
+            layers: get(s, "model.transformer_layers")?,
+            heads: get(s, "model.transformer_heads")?,
+            ff_dim: get(s, "model.transformer_ff_dim")?,
+            dropout: get(s, "model.transformer_dropout")?,
+            pool: choice(s, "model.transformer_pool")?,
+            ..backbones.transformer
+        };
+        backbones.mamba = MambaConfig {
+            dim: get(s, "model.mamba_dim")?,
+            layers: get(s, "model.mamba_layers")?,
+            state: get(s, "model.mamba_state")?,
+            dropout: get(s, "model.mamba_dropout")?,
+            ..backbones.mamba
+        };
+        backbones.stgcn = StgcnConfig {
+            hidden_dim: get(s, "model.stgcn_hidden_dim")?,
+            layers: get(s, "model.stgcn_layers")?,
+            temporal_kernel: get(s, "model.stgcn_temporal_kernel")?,
+            dropout: get(s, "model.stgcn_dropout")?,
+        };
+        let model = ModelSection {
+            backbone: choice(s, "model.backbone")?,
+            fusion_mode: choice(s, "model.fusion_mode")?,
+            input_type: choice(s, "model.input_type")?,
+            modality_fusion: choice(s, "model.modality_fusion")?,
+            backbones,
+            model_class_num: opt_text(s, "model.model_class_num")
+                .map(|_| get(s, "model.model_class_num"))
+                .transpose()?,
+            use_gradient_checkpointing: get(s, "model.use_gradient_checkpointing")?,
+        };
+        let c = TrainConfig {
+            data,
+            train,
+            trainer,
+            model,
+            settings: s.clone(),
+        };
+        c.check_rules()?;
+        Ok(c)
+    }
+
+    /// Reads `--config` (if any) over the defaults, then the `key=value` overrides.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<TrainConfig, ConfigError> {
+        TrainConfig::new(&Settings::load(file, overrides)?)
+    }
+
+    /// The text of every key this configuration was read from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The resolved configuration as YAML (saved with every run; `--config` reads it back).
+    pub fn to_yaml(&self) -> String {
+        self.settings.to_yaml()
+    }
+
+    /// Model input (height, width): `data.img_size`, or `cache` = the cache's frame size.
+    pub fn img_size_or(&self, cache: (i64, i64)) -> (i64, i64) {
+        self.data.img_size.unwrap_or(cache)
+    }
+
+    /// Every rule that spans keys, checked here and nowhere else.
+    fn check_rules(&self) -> Result<(), ConfigError> {
+        let m = &self.model;
+        let it = m.input_type;
+        for (uses, modality, key, load) in [
+            (it.uses_rgb(), "rgb", "data.load_rgb", self.data.load_rgb),
+            (it.uses_kpt(), "kpt", "data.load_kpt", self.data.load_kpt),
+        ] {
+            if uses && !load {
+                return Err(ConfigError(format!(
+                    "model.input_type={it} reads {modality} but {key}=false; set {key}=true, or model.input_type={}",
+                    if modality == "rgb" { "kpt" } else { "rgb" }
+                )));
+            }
+        }
+        it.check_backbone(m.backbone).map_err(ConfigError)?;
+        let b = &m.backbones;
+        if m.backbone == BackboneKind::Mamba && (2 * b.mamba.dim) % 64 != 0 {
+            return Err(ConfigError(format!(
+                "model.mamba_dim={} must be a multiple of 32 (the SSM runs 2 x dim channels in heads of 64)",
+                b.mamba.dim
+            )));
+        }
+        if m.backbone == BackboneKind::Transformer && b.transformer.dim % b.transformer.heads != 0 {
+            return Err(ConfigError(format!(
+                "model.transformer_dim={} is not divisible by model.transformer_heads={}",
+                b.transformer.dim, b.transformer.heads
+            )));
+        }
+        if b.stgcn.temporal_kernel % 2 == 0 {
+            return Err(ConfigError(format!(
+                "model.stgcn_temporal_kernel={} must be odd (the convolution is centred)",
+                b.stgcn.temporal_kernel
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// The defaults, then `file` (YAML) if given, then the `key=value` overrides.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+        if let Some(f) = file {
+            s.apply_yaml_file(f)?;
+        }
+        s.apply_overrides(overrides)?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(overrides: &[&str]) -> Result<TrainConfig, ConfigError> {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        TrainConfig::load(None, &o)
+    }
+
+    #[test]
+    fn typed_fields_read_the_settings() {
+        let c = with(&[
+            "data.batch_size=2",
+            "train.lr=3e-4",
+            "data.img_size=96x128",
+            "model.backbone=3dcnn",
+            "trainer.precision=bf16",
+            "trainer.device=cuda:1",
+            "data.fold=2",
+        ])
+        .unwrap();
+        assert_eq!(c.data.batch_size, 2);
+        assert_eq!(c.train.lr, 3e-4);
+        assert_eq!(c.data.img_size, Some((96, 128)));
+        assert_eq!(c.model.backbone, BackboneKind::R2Plus1d18);
+        assert_eq!(c.trainer.precision, Precision::Bf16Mixed);
+        assert_eq!(c.trainer.device, DeviceChoice::Cuda(1));
+        assert_eq!(c.data.fold, Some(2));
+        assert_eq!(c.data.val_split.as_deref(), Some("val"));
+        let d = with(&[]).unwrap();
+        assert_eq!(d.data.img_size, Some((224, 224)));
+        assert_eq!(d.model.model_class_num, None);
+        assert_eq!(d.train.monitor, Monitor::ValMacroF1);
+        assert!(with(&["data.img_size=null", "data.val_split=null"])
+            .map(|c| c.data.img_size.is_none() && c.data.val_split.is_none())
+            .unwrap());
+    }
+
+    #[test]
+    fn rules_spanning_keys_are_checked() {
+        let e = with(&["model.input_type=kpt"]).unwrap_err().0;
+        assert!(e.contains("data.load_kpt=false"), "{e}");
+        let e = with(&["model.input_type=kpt", "data.load_kpt=true"])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("model.backbone=stgcn"), "{e}");
+        let e = with(&["model.backbone=stgcn"]).unwrap_err().0;
+        assert!(e.contains("model.input_type=kpt"), "{e}");
+        let e = with(&["trainer.device=gpu"]).unwrap_err().0;
+        assert!(e.contains("trainer.device `gpu`"), "{e}");
+        let e = with(&["model.stgcn_temporal_kernel=4"]).unwrap_err().0;
+        assert!(e.contains("must be odd"), "{e}");
+        // Sizes of another backbone are not checked.
+        assert!(with(&["model.transformer_heads=5"]).is_ok());
+    }
+
+    #[test]
+    fn choice_lists_come_from_the_enums() {
+        for k in KEYS {
+            if let Kind::Choice(names) = k.kind {
+                assert!(names.contains(&k.default), "{}", k.name);
+            }
+        }
+        assert!(BackboneKind::NAMES.contains(&"3dcnn"));
+        assert!(Precision::NAMES.contains(&"16"));
+        let e = "logits_mean".parse::<FusionMode>().unwrap_err().to_string();
+        assert!(e.contains("did you mean `logit_mean`"), "{e}");
+    }
+}

@@ -1,0 +1,410 @@
+//! Streams batches of clips from a cache: never decodes video, reads only the modalities
+//! asked for, and keeps batches as `u8` until they reach the device.
+//!
+//! Frames are read with positioned reads (`pread`) straight into the batch buffer, so the
+//! process's resident memory does not grow with the cache: the kernel's page cache holds
+//! what is hot, and it is not charged to us. Shard files of a modality that is switched off
+//! are never opened.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+use mvdrive_schemas::index::RecordRow;
+use mvdrive_schemas::rng::Rng;
+use mvdrive_schemas::shard::Compression;
+use mvdrive_schemas::Cache;
+
+use crate::data::sampler::{clip_frames, Item, Sampler};
+
+/// One batch, still in bytes.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Position of the batch in its epoch.
+    pub index: usize,
+    /// Clips in the batch (B).
+    pub size: usize,
+    /// `[B, V, T, H, W, 3]` RGB bytes, when RGB is loaded.
+    pub rgb: Option<Vec<u8>>,
+    /// `[B, V, T, K, C]` keypoint values and `[B, V, T]` validity, when keypoints are loaded.
+    pub kpt: Option<(Vec<f32>, Vec<u8>)>,
+    /// Class per clip.
+    pub labels: Vec<i64>,
+    /// Segment id per clip.
+    pub segments: Vec<u64>,
+}
+
+/// Bytes read per modality, and files opened: what the loader touched.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// RGB record bytes read.
+    pub rgb_bytes: AtomicU64,
+    /// Keypoint record bytes read.
+    pub kpt_bytes: AtomicU64,
+}
+
+/// Reads clips of a fixed set of views.
+pub struct Loader {
+    cache: Arc<Cache>,
+    /// Views read, in order (V).
+    pub views: Vec<String>,
+    /// Frames per clip (T).
+    pub frames: usize,
+    load_rgb: bool,
+    load_kpt: bool,
+    /// (modality, session, view) -> records in chunk order.
+    records: HashMap<(String, String, String), Vec<RecordRow>>,
+    files: Mutex<HashMap<String, Arc<File>>>,
+    /// What was read.
+    pub counters: Counters,
+    /// Keypoint shape (K, C) shared by the views, when keypoints are loaded.
+    pub kpt_shape: Option<(usize, usize)>,
+}
+
+impl Loader {
+    /// A loader of `views` with `frames` frames per clip.
+    pub fn new(
+        cache: Arc<Cache>,
+        views: Vec<String>,
+        frames: usize,
+        load_rgb: bool,
+        load_kpt: bool,
+    ) -> Result<Loader, String> {
+        for v in &views {
+            if !cache.meta.views.contains(v) {
+                return Err(format!(
+                    "view `{v}` is not in the cache (views: {})",
+                    cache.meta.views.join(", ")
+                ));
+            }
+        }
+        let mut records: HashMap<(String, String, String), Vec<RecordRow>> = HashMap::new();
+        for r in &cache.records {
+            records
+                .entry((r.modality.clone(), r.session.clone(), r.view.clone()))
+                .or_default()
+                .push(r.clone());
+        }
+        for list in records.values_mut() {
+            list.sort_by_key(|r| r.chunk);
+        }
+        let mut kpt_shape = None;
+        if load_kpt {
+            for r in cache
+                .records
+                .iter()
+                .filter(|r| r.modality == "kpt" && views.contains(&r.view))
+            {
+                let shape = (r.height as usize, r.width as usize);
+                match kpt_shape {
+                    None => kpt_shape = Some(shape),
+                    Some(s) if s != shape => {
+                        return Err(format!(
+                            "the views' keypoints have different shapes ({s:?} and {shape:?}); load one view or rebuild with one layout"
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if kpt_shape.is_none() {
+                return Err(format!(
+                    "data.load_kpt=true but the cache {} has no keypoints",
+                    cache.dir.display()
+                ));
+            }
+        }
+        Ok(Loader {
+            cache,
+            views,
+            frames,
+            load_rgb,
+            load_kpt,
+            records,
+            files: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            kpt_shape,
+        })
+    }
+
+    /// Shard files opened so far (relative paths).
+    pub fn opened_files(&self) -> Vec<String> {
+        self.files
+            .lock()
+            .map(|f| f.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn file(&self, rel: &str) -> Result<Arc<File>, String> {
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| "loader lock poisoned".to_string())?;
+        if let Some(f) = files.get(rel) {
+            return Ok(f.clone());
+        }
+        let path: PathBuf =
+            mvdrive_schemas::cache::resolve(&self.cache.dir, rel).map_err(|e| e.to_string())?;
+        let f = Arc::new(File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+        files.insert(rel.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// Read frame `t` of (modality, session, view) into `out` (exactly one frame's bytes).
+    fn read_frame(
+        &self,
+        modality: &str,
+        session: &str,
+        view: &str,
+        t: u64,
+        out: &mut [u8],
+    ) -> Result<bool, String> {
+        let Some(list) =
+            self.records
+                .get(&(modality.to_string(), session.to_string(), view.to_string()))
+        else {
+            return Ok(false);
+        };
+        let m = self.cache.meta.params.max_video_frames as u64;
+        let rec = list
+            .get((t / m) as usize)
+            .filter(|r| r.frame_start <= t && t < r.frame_start + r.frame_count as u64)
+            .ok_or_else(|| {
+                format!("no {modality} frame {t} for session `{session}` view `{view}`")
+            })?;
+        let file = self.file(&rec.shard)?;
+        let fb = rec.frame_bytes();
+        let i = t - rec.frame_start;
+        let err = |e: std::io::Error| format!("{}: {e}", rec.shard);
+        let read = match Compression::from_column(&rec.compression) {
+            Some(Compression::None) => {
+                file.read_exact_at(out, rec.offset + i * fb as u64)
+                    .map_err(err)?;
+                fb as u64
+            }
+            Some(Compression::Zstd(_)) => {
+                let n = rec.frame_count as u64;
+                let table = rec.offset + rec.length - 8 * (n + 1);
+                let mut off = [0u8; 16];
+                file.read_exact_at(&mut off, table + 8 * i).map_err(err)?;
+                let a = u64::from_le_bytes(off[..8].try_into().unwrap_or_default());
+                let b = u64::from_le_bytes(off[8..].try_into().unwrap_or_default());
+                let mut packed = vec![0u8; b.saturating_sub(a) as usize];
+                file.read_exact_at(&mut packed, rec.offset + a)
+                    .map_err(err)?;
+                let n = zstd::bulk::decompress_to_buffer(&packed, out).map_err(err)?;
+                if n != fb {
+                    return Err(format!(
+                        "{}: frame {t} decodes to {n} bytes, expected {fb}",
+                        rec.shard
+                    ));
+                }
+                packed.len() as u64 + 16
+            }
+            None => {
+                return Err(format!(
+                    "{}: unknown compression `{}`",
+                    rec.shard, rec.compression
+                ))
+            }
+        };
+        let counter = if modality == "kpt" {
+            &self.counters.kpt_bytes
+        } else {
+            &self.counters.rgb_bytes
+        };
+        counter.fetch_add(read, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Load one batch: for each item, `frames` timeline frames of every view.
+    pub fn load(&self, index: usize, items: &[Item], frames: &[Vec<u64>]) -> Result<Batch, String> {
+        let (b, v, t) = (items.len(), self.views.len(), self.frames);
+        let p = &self.cache.meta.params;
+        let fb = (p.img_height * p.img_width * 3) as usize;
+        let mut rgb = self.load_rgb.then(|| vec![0u8; b * v * t * fb]);
+        let mut kpt = self
+            .kpt_shape
+            .filter(|_| self.load_kpt)
+            .map(|(k, c)| (vec![0f32; b * v * t * k * c], vec![0u8; b * v * t], k * c));
+        let mut kbuf = Vec::new();
+        for (bi, (item, fr)) in items.iter().zip(frames).enumerate() {
+            let seg = &self.cache.segments[item.segment];
+            for (vi, view) in self.views.iter().enumerate() {
+                for (ti, &f) in fr.iter().enumerate() {
+                    let slot = (bi * v + vi) * t + ti;
+                    if let Some(buf) = rgb.as_mut() {
+                        self.read_frame(
+                            "rgb",
+                            &seg.session,
+                            view,
+                            f,
+                            &mut buf[slot * fb..(slot + 1) * fb],
+                        )?;
+                    }
+                    if let Some((vals, mask, kc)) = kpt.as_mut() {
+                        kbuf.resize((*kc + 1) * 4, 0);
+                        if self.read_frame("kpt", &seg.session, view, f, &mut kbuf)? {
+                            // Decode in place: no allocation per frame.
+                            let f32_at = |i: usize| {
+                                f32::from_le_bytes([
+                                    kbuf[4 * i],
+                                    kbuf[4 * i + 1],
+                                    kbuf[4 * i + 2],
+                                    kbuf[4 * i + 3],
+                                ])
+                            };
+                            for (i, v) in vals[slot * *kc..(slot + 1) * *kc].iter_mut().enumerate()
+                            {
+                                *v = f32_at(i);
+                            }
+                            mask[slot] = (f32_at(*kc) > 0.0) as u8;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Batch {
+            index,
+            size: b,
+            rgb,
+            kpt: kpt.map(|(v, m, _)| (v, m)),
+            labels: items.iter().map(|i| i.label as i64).collect(),
+            segments: items
+                .iter()
+                .map(|i| self.cache.segments[i.segment].segment_id)
+                .collect(),
+        })
+    }
+
+    /// The frames of each item of a batch: deterministic for evaluation, jittered for
+    /// training from (seed, epoch, position).
+    pub fn frames_for(
+        &self,
+        sampler: &Sampler,
+        items: &[Item],
+        epoch: u64,
+        first_position: usize,
+        train: bool,
+    ) -> Vec<Vec<u64>> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(n, it)| {
+                let seg = &self.cache.segments[it.segment];
+                let mut rng = Rng::for_item(
+                    sampler.seed ^ 0x6a17_7e12,
+                    epoch,
+                    (first_position + n) as u64,
+                );
+                clip_frames(
+                    seg.frame_start,
+                    seg.frame_end,
+                    self.frames,
+                    train.then_some(&mut rng),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What the caller's thread needs to make batches itself (no worker threads).
+type Inline = (Arc<Loader>, Arc<Sampler>, Vec<Item>, u64, bool);
+
+/// Batches of one epoch from `start` on, prepared by `workers` threads (0: on demand in the
+/// caller's thread). Each worker is at most two batches ahead; batches come out in order.
+pub struct Prefetch {
+    receivers: Vec<Receiver<Result<Batch, String>>>,
+    first: usize,
+    next: usize,
+    end: usize,
+    inline: Option<Inline>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetch {
+    /// Start producing the batches `start..` of `epoch`.
+    pub fn start(
+        loader: Arc<Loader>,
+        sampler: Arc<Sampler>,
+        epoch: u64,
+        start: usize,
+        train: bool,
+        workers: usize,
+    ) -> Prefetch {
+        let order = sampler.epoch_order(epoch);
+        let end = sampler.batches();
+        if workers == 0 {
+            return Prefetch {
+                receivers: Vec::new(),
+                first: start,
+                next: start,
+                end,
+                inline: Some((loader, sampler, order, epoch, train)),
+                handles: Vec::new(),
+            };
+        }
+        let order = Arc::new(order);
+        let mut receivers = Vec::new();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(2);
+            let (loader, sampler, order) = (loader.clone(), sampler.clone(), order.clone());
+            handles.push(std::thread::spawn(move || {
+                let mut b = start + w;
+                while b < end {
+                    let items = sampler.batch(&order, b);
+                    let frames =
+                        loader.frames_for(&sampler, &items, epoch, b * sampler.batch_size, train);
+                    if tx.send(loader.load(b, &items, &frames)).is_err() {
+                        return; // the consumer stopped
+                    }
+                    b += workers;
+                }
+            }));
+            receivers.push(rx);
+        }
+        Prefetch {
+            receivers,
+            first: start,
+            next: start,
+            end,
+            inline: None,
+            handles,
+        }
+    }
+}
+
+impl Iterator for Prefetch {
+    type Item = Result<Batch, String>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let b = self.next;
+        self.next += 1;
+        if let Some((loader, sampler, order, epoch, train)) = &self.inline {
+            let items = sampler.batch(order, b);
+            let frames = loader.frames_for(sampler, &items, *epoch, b * sampler.batch_size, *train);
+            return Some(loader.load(b, &items, &frames));
+        }
+        // Worker w makes batches first + w, first + w + W, ...: read them round-robin.
+        let rx = &self.receivers[(b - self.first) % self.receivers.len()];
+        Some(
+            rx.recv()
+                .unwrap_or_else(|_| Err("a loader thread stopped".into())),
+        )
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.receivers.clear(); // wakes blocked workers
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}

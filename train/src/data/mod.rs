@@ -1,0 +1,6 @@
+//! From the cache to the device: which clips ([`sampler`]), their bytes ([`loader`]), and
+//! the model input ([`input`]).
+
+pub mod input;
+pub mod loader;
+pub mod sampler;

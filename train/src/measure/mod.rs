@@ -1,0 +1,22 @@
+//! Measurements: [`probe`] (real steps of one setting in a child process), [`plan`]
+//! (settings within a memory budget), [`bench_memory`] and [`bench_loader`] (benchmarks),
+//! [`cuda_memory`] (device memory in use).
+
+pub mod bench_loader;
+pub mod bench_memory;
+pub mod cuda_memory;
+pub mod plan;
+pub mod probe;
+
+/// `train info`: the libtorch build this binary links and the devices it can see.
+pub fn info() {
+    println!("mvdrive train {}", env!("CARGO_PKG_VERSION"));
+    println!("tch 0.24.0 (libtorch 2.11.0)");
+    println!("cuda available: {}", tch::Cuda::is_available());
+    println!("cuda devices:   {}", tch::Cuda::device_count());
+    let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
+    println!(
+        "cpu tensor check: sum([1,2,3]) = {}",
+        t.sum(tch::Kind::Float).double_value(&[])
+    );
+}

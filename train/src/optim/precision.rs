@@ -1,0 +1,121 @@
+//! `trainer.precision`: float32, float16 mixed precision (CUDA autocast + dynamic loss
+//! scaling) and bfloat16 mixed precision (a bfloat16 compute copy of the model, float32
+//! master weights and optimizer; CPU and CUDA).
+//!
+//! Lightning's names are accepted: `16` and `bf16` are its (legacy) aliases of `16-mixed`
+//! and `bf16-mixed`, and mean the same here.
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::model::{ModelConfig, MultiViewModel};
+
+crate::choice_enum! {
+    /// `trainer.precision`. Lightning's legacy aliases `16` and `bf16` mean the mixed ones.
+    pub enum Precision for "trainer.precision" {
+        /// float32 everywhere (`32`).
+        Fp32 => "32",
+        /// CUDA autocast float16 with a dynamic loss scaler (`16-mixed`, `16`).
+        Fp16Mixed => "16-mixed" | "16",
+        /// bfloat16 compute copy of the model, float32 master weights and optimizer
+        /// (`bf16-mixed`, `bf16`); works on CPU and CUDA.
+        Bf16Mixed => "bf16-mixed" | "bf16",
+    }
+}
+
+impl Precision {
+    /// Checks that this precision runs on `device`: float16 on CPU is an error that offers
+    /// bf16.
+    pub fn check_device(self, device: Device) -> Result<Precision, String> {
+        if self == Precision::Fp16Mixed && device == Device::Cpu {
+            return Err(format!(
+                "trainer.precision={} needs CUDA: float16 autocast and loss scaling run on the GPU only, and this run is on the CPU. Use trainer.precision=bf16-mixed (bfloat16 compute, float32 master weights; works on CPU) or 32",
+                self.name()
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// The bfloat16 compute copy of a float32 model. Forward and backward run on the copy;
+/// its gradients are added, as float32, to the master's accumulators; its BatchNorm
+/// statistics are copied back to the master after each step.
+#[derive(Debug)]
+pub struct HalfCopy {
+    /// The copy's variables (bfloat16).
+    pub vs: VarStore,
+    /// The copy's model.
+    pub model: MultiViewModel,
+}
+
+impl HalfCopy {
+    /// Build a bfloat16 copy of a model of `config` on `device`, with `master`'s values.
+    pub fn new(config: &ModelConfig, master: &VarStore) -> Result<HalfCopy, String> {
+        let mut vs = VarStore::new(master.device());
+        let model = MultiViewModel::new(&vs.root(), config.clone()).map_err(|e| e.to_string())?;
+        vs.bfloat16();
+        // BatchNorm stays float32 (libtorch normalises bfloat16 input with float32
+        // parameters): its running statistics move by 10% of a batch's each step, which
+        // bfloat16's 8-bit mantissa would round away.
+        let vars = vs.variables();
+        tch::no_grad(|| {
+            for name in vars.keys().filter_map(|n| n.strip_suffix(".running_mean")) {
+                for part in ["weight", "bias", "running_mean", "running_var"] {
+                    if let Some(t) = vars.get(&format!("{name}.{part}")) {
+                        let mut t = t.shallow_clone();
+                        t.set_data(&t.to_kind(Kind::Float));
+                    }
+                }
+            }
+        });
+        let copy = HalfCopy { vs, model };
+        copy.load_from(master);
+        Ok(copy)
+    }
+
+    /// Copy the master weights and statistics into the copy (rounded to bfloat16).
+    pub fn load_from(&self, master: &VarStore) {
+        let m = master.variables();
+        tch::no_grad(|| {
+            for (name, mut h) in self.vs.variables() {
+                if let Some(src) = m.get(&name) {
+                    h.copy_(src);
+                }
+            }
+        });
+    }
+
+    /// Add the copy's gradients, as float32, to `acc` (one per `params`, by name, created
+    /// as zeros when empty), and clear the copy's gradients.
+    pub fn take_grads(&self, params: &[(String, Tensor)], acc: &mut Vec<Tensor>) {
+        let h = self.vs.variables();
+        tch::no_grad(|| {
+            if acc.is_empty() {
+                *acc = params.iter().map(|(_, p)| p.zeros_like()).collect();
+            }
+            for ((name, _), a) in params.iter().zip(acc.iter_mut()) {
+                if let Some(p) = h.get(name) {
+                    let mut g = p.grad();
+                    if g.defined() {
+                        let _ = a.g_add_(&g.to_kind(Kind::Float));
+                        let _ = g.zero_();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Copy the copy's BatchNorm statistics (updated by its forward passes) to the master.
+    pub fn store_stats(&self, master: &VarStore) {
+        let h = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, mut m) in master.variables() {
+                if !m.requires_grad() {
+                    if let Some(src) = h.get(&name) {
+                        m.copy_(src);
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,152 @@
+//! Gradient checkpointing (`model.use_gradient_checkpointing=true`), written over tch.
+//!
+//! One micro-batch runs forward and backward through [`forward_backward`]. The model's
+//! backbone is a chain of segments ([`crate::model::backbones::Backbone::segments`]: `stem`,
+//! `layer1`..`layer4` for the ResNets, one per block for the token backbones) followed by
+//! [`MultiViewModel::head`] (pooling, view fusion, classifier).
+//!
+//! - **Off**: the segments run with autograd recording, as usual; every activation of the
+//!   whole network is kept until backward.
+//! - **On**: the segments first run under `no_grad`, keeping only each segment's input.
+//!   The head runs with autograd on a detached copy of the last output, and the loss is
+//!   back-propagated to it. Then, from the last segment to the first, each segment is run
+//!   again from its saved input with autograd on, and its output is back-propagated with the
+//!   gradient that arrived from above (`out.dot(grad).backward()` on the flattened tensors,
+//!   whose gradient with respect to `out` is exactly `grad`); the gradient of its input goes on down. At any time
+//!   only one segment's activations are alive: peak memory drops from the whole network to
+//!   the segment inputs plus the largest segment.
+//!
+//! Two things make the recomputed segment identical to the first run:
+//! - **Dropout masks**: before each segment runs (first run and recompute) the torch RNG is
+//!   seeded with [`segment_seed`] of the step's seed and the segment's index. The same seeding
+//!   is used with checkpointing off, so on and off draw the same masks.
+//! - **BatchNorm statistics**: in training mode BatchNorm updates its running mean and
+//!   variance every time it runs. The buffers (every variable without a gradient) are saved
+//!   after the first run and restored after the recompute, so they are updated once per
+//!   micro-batch, exactly as without checkpointing.
+
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+use crate::model::{Input, MultiViewModel};
+
+/// How one micro-batch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Recompute segments in backward instead of keeping their activations.
+    pub checkpointing: bool,
+    /// Run forward passes under CUDA autocast (float16 mixed precision).
+    pub autocast: bool,
+    /// Seed of this micro-batch's dropout masks (see [`segment_seed`]).
+    pub seed: i64,
+}
+
+/// The torch seed set before segment `i` of a micro-batch seeded `seed`.
+pub fn segment_seed(seed: i64, i: usize) -> i64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(i as i64 + 1)
+}
+
+fn autocast<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    if on {
+        tch::autocast(true, f)
+    } else {
+        f()
+    }
+}
+
+/// Every variable of `vs` that has no gradient (BatchNorm running statistics), copied.
+fn buffers(vs: &VarStore) -> Vec<(Tensor, Tensor)> {
+    tch::no_grad(|| {
+        vs.variables()
+            .into_values()
+            .filter(|t| !t.requires_grad())
+            .map(|t| {
+                let saved = t.copy();
+                (t, saved)
+            })
+            .collect()
+    })
+}
+
+fn restore(saved: Vec<(Tensor, Tensor)>) {
+    tch::no_grad(|| {
+        for (mut t, s) in saved {
+            t.copy_(&s);
+        }
+    });
+}
+
+/// Runs `model` on `x` in training mode, computes `loss_of(scores)` (scores
+/// as float32), and back-propagates `loss * scale`; gradients accumulate in the variables'
+/// `.grad`. `vs` is the model's VarStore (its BatchNorm buffers are restored after a
+/// recompute). Returns the unscaled loss, detached.
+pub fn forward_backward(
+    model: &MultiViewModel,
+    vs: &VarStore,
+    x: &Input,
+    loss_of: &dyn Fn(&Tensor) -> Tensor,
+    scale: f64,
+    opts: RunOptions,
+) -> Tensor {
+    let (b, v) = (x.batch_size(), x.num_views());
+    let streams = model.streams(x);
+    // Segment `i` of stream `s` is seeded by index `s * STREAM_STRIDE + i`.
+    const STREAM_STRIDE: usize = 1000;
+    if !opts.checkpointing {
+        let mut lasts = Vec::with_capacity(streams.len());
+        for (si, stream) in streams.iter().enumerate() {
+            let mut h = stream.input.shallow_clone();
+            for (i, seg) in stream.segments.iter().enumerate() {
+                tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+                h = autocast(opts.autocast, || seg.forward_t(&h, true));
+            }
+            lasts.push(h);
+        }
+        let scores = autocast(opts.autocast, || model.head(&lasts, b, v)).to_kind(Kind::Float);
+        let loss = loss_of(&scores);
+        (&loss * scale).backward();
+        return loss.detach();
+    }
+    // First run: no graph, keep each segment's input.
+    let mut inputs: Vec<Vec<Tensor>> = Vec::with_capacity(streams.len());
+    let mut lasts = Vec::with_capacity(streams.len());
+    tch::no_grad(|| {
+        for (si, stream) in streams.iter().enumerate() {
+            let mut saved = Vec::with_capacity(stream.segments.len());
+            let mut h = stream.input.shallow_clone();
+            for (i, seg) in stream.segments.iter().enumerate() {
+                tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+                let out = autocast(opts.autocast, || seg.forward_t(&h, true));
+                saved.push(std::mem::replace(&mut h, out));
+            }
+            inputs.push(saved);
+            lasts.push(h.detach().set_requires_grad(true));
+        }
+    });
+    let scores = autocast(opts.autocast, || model.head(&lasts, b, v)).to_kind(Kind::Float);
+    let loss = loss_of(&scores);
+    (&loss * scale).backward();
+    let saved = buffers(vs);
+    for (si, (stream, mut saved_inputs)) in streams.iter().zip(inputs).enumerate() {
+        let mut grad = lasts[si].grad();
+        for (i, seg) in stream.segments.iter().enumerate().rev() {
+            let xi = saved_inputs.pop().unwrap_or_else(Tensor::new).detach();
+            // The model input itself needs no gradient.
+            let xi = if i > 0 {
+                xi.set_requires_grad(true)
+            } else {
+                xi
+            };
+            tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+            let out = autocast(opts.autocast, || seg.forward_t(&xi, true));
+            // d(out . grad)/d(out) = grad; a dot product allocates no out-sized product.
+            out.flatten(0, -1).dot(&grad.flatten(0, -1)).backward();
+            if i > 0 {
+                grad = xi.grad();
+            }
+        }
+    }
+    drop(lasts);
+    restore(saved);
+    loss.detach()
+}

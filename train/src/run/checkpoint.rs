@@ -1,0 +1,221 @@
+//! Checkpoints: `epoch=E-step=S.safetensors` (model weights, torchvision names), plus
+//! `epoch=E-step=S.optim.safetensors` (AdamW moments) and `epoch=E-step=S.json` (trainer
+//! state: position, counters, configuration, classes). Written under temporary names and
+//! renamed, JSON last, so a checkpoint whose JSON exists is complete.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::error::{IoAt, Result, TrainError};
+use crate::model::ClipShape;
+use crate::optim::adamw::AdamW;
+
+/// What is needed to continue a run exactly, or to rebuild its model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// mvdrive format of this file.
+    pub version: u32,
+    /// Epoch the run is in (0-based).
+    pub epoch: u64,
+    /// Next batch of that epoch to run.
+    pub next_batch: usize,
+    /// Optimizer steps taken.
+    pub global_step: u64,
+    /// Sum of training losses of the epoch so far, and their count.
+    pub epoch_loss_sum: f64,
+    /// Batches in that sum.
+    pub epoch_batches: u64,
+    /// Best monitored value so far and its epoch.
+    pub best: Option<(f64, u64)>,
+    /// Epochs without improvement.
+    pub bad_epochs: u64,
+    /// Resolved configuration (YAML).
+    pub config_yaml: String,
+    /// `model.backbone` as built.
+    pub backbone: String,
+    /// `model.fusion_mode`.
+    pub fusion: String,
+    /// Views the model was trained on, in order.
+    pub views: Vec<String>,
+    /// Class names, in class-index order.
+    pub classes: Vec<String>,
+    /// The clip the model reads (stored as `input: [H, W, T]`, the layout of version 1).
+    #[serde(rename = "input", with = "clip_hwt")]
+    pub clip: ClipShape,
+    /// fp16 loss scaler state, when training in fp16.
+    #[serde(default)]
+    pub scaler: Option<crate::optim::loss_scale::GradScaler>,
+}
+
+impl TrainerState {
+    /// The state of a run that starts from scratch in `s`.
+    pub fn fresh(s: &crate::run::session::Session) -> TrainerState {
+        let m = &s.config.settings();
+        TrainerState {
+            version: 1,
+            epoch: 0,
+            next_batch: 0,
+            global_step: 0,
+            epoch_loss_sum: 0.0,
+            epoch_batches: 0,
+            best: None,
+            bad_epochs: 0,
+            config_yaml: s.config.to_yaml(),
+            backbone: m.raw("model.backbone").to_string(),
+            fusion: m.raw("model.fusion_mode").to_string(),
+            views: s.views.clone(),
+            classes: s.classes.clone(),
+            clip: s.clip(),
+            scaler: None,
+        }
+    }
+}
+
+/// The three files of a checkpoint, from any one of them.
+pub fn paths(ckpt: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let s = ckpt.to_string_lossy();
+    let stem = s
+        .strip_suffix(".optim.safetensors")
+        .or_else(|| s.strip_suffix(".safetensors"))
+        .or_else(|| s.strip_suffix(".json"))
+        .unwrap_or(&s)
+        .to_string();
+    (
+        PathBuf::from(format!("{stem}.safetensors")),
+        PathBuf::from(format!("{stem}.optim.safetensors")),
+        PathBuf::from(format!("{stem}.json")),
+    )
+}
+
+fn rename(tmp: &Path, dst: &Path) -> Result<()> {
+    std::fs::rename(tmp, dst).at(dst)
+}
+
+/// Write a checkpoint at `weights` (`....safetensors`).
+pub fn save(weights: &Path, vs: &VarStore, opt: &AdamW, state: &TrainerState) -> Result<()> {
+    let (w, o, j) = paths(weights);
+    let tmp = |p: &Path| PathBuf::from(format!("{}.tmp.safetensors", p.display()));
+    vs.save(tmp(&w))
+        .map_err(|e| format!("{}: {e}", w.display()))?;
+    let named: Vec<(String, Tensor)> = opt
+        .params
+        .iter()
+        .zip(opt.m.iter().zip(&opt.v))
+        .flat_map(|((n, _), (m, v))| {
+            [
+                (format!("m.{n}"), m.shallow_clone()),
+                (format!("v.{n}"), v.shallow_clone()),
+            ]
+        })
+        .collect();
+    Tensor::write_safetensors(&named, tmp(&o)).map_err(|e| format!("{}: {e}", o.display()))?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+    let jt = PathBuf::from(format!("{}.tmp", j.display()));
+    std::fs::write(&jt, json).map_err(|e| format!("{}: {e}", jt.display()))?;
+    rename(&tmp(&w), &w)?;
+    rename(&tmp(&o), &o)?;
+    rename(&jt, &j)
+}
+
+/// Copies the checkpoint at `ckpt` (all three files) to `<alias>.*` in the same folder,
+/// e.g. `last` or `best`: each copy is written under a temporary name and renamed, the
+/// JSON last, so an alias whose JSON exists is complete.
+pub fn copy_as(ckpt: &Path, alias: &str) -> Result<PathBuf> {
+    let dir = ckpt.parent().unwrap_or(Path::new("."));
+    let (w, o, j) = paths(ckpt);
+    let (aw, ao, aj) = paths(&dir.join(format!("{alias}.safetensors")));
+    for (from, to) in [(&w, &aw), (&o, &ao), (&j, &aj)] {
+        let tmp = PathBuf::from(format!("{}.tmp", to.display()));
+        std::fs::copy(from, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        rename(&tmp, to)?;
+    }
+    Ok(aw)
+}
+
+/// `TrainerState::clip` as `[H, W, T]`.
+mod clip_hwt {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::model::ClipShape;
+
+    pub fn serialize<S: Serializer>(c: &ClipShape, s: S) -> Result<S::Ok, S::Error> {
+        (c.h, c.w, c.t).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ClipShape, D::Error> {
+        let (h, w, t) = <(i64, i64, i64)>::deserialize(d)?;
+        Ok(ClipShape { t, h, w })
+    }
+}
+
+/// Read a checkpoint's trainer state.
+pub fn load_state(ckpt: &Path) -> Result<TrainerState> {
+    if ckpt.is_dir() {
+        return Err(TrainError::Other(format!(
+            "{} is a folder; give a checkpoint file, e.g. {}/last.safetensors or best.safetensors",
+            ckpt.display(),
+            ckpt.display()
+        )));
+    }
+    let (w, _, j) = paths(ckpt);
+    if !w.exists() {
+        return Err(TrainError::Other(format!(
+            "{}: checkpoint not found",
+            w.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&j).map_err(|e| {
+        format!(
+            "{}: {e} (every mvdrive checkpoint has this file next to its weights)",
+            j.display()
+        )
+    })?;
+    Ok(serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not an mvdrive trainer state: {e}", j.display()))?)
+}
+
+/// Load weights into `vs`; names and shapes must match exactly.
+pub fn load_weights(ckpt: &Path, vs: &mut VarStore) -> Result<()> {
+    let (w, _, _) = paths(ckpt);
+    if let Err(e) = Tensor::read_safetensors(&w) {
+        return Err(TrainError::Other(format!(
+            "{}: not a readable safetensors file ({e}); the checkpoint is damaged",
+            w.display()
+        )));
+    }
+    Ok(vs.load(&w).map_err(|e| {
+        format!("{}: does not fit this model ({e}); was it trained with another model.backbone, model.fusion_mode or class count?", w.display())
+    })?)
+}
+
+/// Load the optimizer moments into `opt`.
+pub fn load_optimizer(ckpt: &Path, opt: &mut AdamW, step: u64) -> Result<()> {
+    let (_, o, _) = paths(ckpt);
+    let named = Tensor::read_safetensors(&o).map_err(|e| format!("{}: {e}", o.display()))?;
+    let map: std::collections::HashMap<String, Tensor> = named.into_iter().collect();
+    for (i, (n, p)) in opt.params.iter().enumerate() {
+        let (Some(m), Some(v)) = (map.get(&format!("m.{n}")), map.get(&format!("v.{n}"))) else {
+            return Err(TrainError::Other(format!(
+                "{}: no optimizer state for `{n}`",
+                o.display()
+            )));
+        };
+        if m.size() != p.size() || v.size() != p.size() {
+            return Err(TrainError::Other(format!(
+                "{}: optimizer state of `{n}` has shape {:?}, the parameter {:?}; the checkpoint belongs to another model",
+                o.display(),
+                m.size(),
+                p.size()
+            )));
+        }
+        tch::no_grad(|| {
+            opt.m[i].copy_(&m.to_device(p.device()));
+            opt.v[i].copy_(&v.to_device(p.device()));
+        });
+    }
+    opt.step = step;
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! `train fit`: the loop. Batches stream from the cache as `u8`, become float on the
+//! device, go through the multi-view model; AdamW with warm-up + cosine, gradient clipping,
+//! accumulation; per-epoch validation metrics, plots, checkpoints, early stopping; exact
+//! resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use mvdrive_schemas::sys::{peak_rss_bytes, rss_bytes};
+use tch::{Device, Tensor};
+
+use crate::config::{Monitor, TrainConfig};
+use crate::data::loader::{Loader, Prefetch};
+use crate::data::sampler::Sampler;
+use crate::error::{IoAt, Result};
+use crate::model::summary;
+use crate::optim::adamw::lr_at;
+use crate::optim::loss_scale::GradScaler;
+use crate::optim::precision::Precision;
+use crate::report::metrics::{EpochMetrics, MetricsCsv};
+use crate::report::plot;
+use crate::report::run_dir::RunDir;
+use crate::run::checkpoint::{self, TrainerState};
+use crate::run::eval::evaluate;
+use crate::run::resume;
+use crate::run::session::Session;
+use crate::run::trainer::Trainer;
+
+/// `train fit`: train a model on a cache.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Settings: `train keys` lists every key with its default.")]
+pub struct FitArgs {
+    /// Cache folder (from `prep build`).
+    #[arg(long)]
+    pub cache: PathBuf,
+    /// YAML config (configs/config.yaml layout, e.g. a preset); overrides win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue from a checkpoint (`.../checkpoints/epoch=E-step=S.safetensors`): same
+    /// batches, same losses as an uninterrupted run. --config and the overrides apply over
+    /// the checkpoint's settings.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// key.sub=value settings, e.g. data.batch_size=2 train.max_epochs=5.
+    pub overrides: Vec<String>,
+}
+
+/// What `train fit` did.
+pub struct FitSummary {
+    /// `logs/<experiment>/version_N`.
+    pub run_dir: PathBuf,
+    /// One row per finished epoch of this run.
+    pub epochs: Vec<EpochMetrics>,
+    /// Best monitored value and its epoch.
+    pub best: Option<(f64, u64)>,
+    /// Last checkpoint written.
+    pub last_checkpoint: Option<PathBuf>,
+    /// True if early stopping ended the run.
+    pub stopped_early: bool,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_rss: u64,
+}
+
+/// The loop's fixed quantities, worked out once.
+struct Plan {
+    batches: usize,
+    accum: usize,
+    total_steps: u64,
+    warmup: u64,
+}
+
+/// A run in progress: what the loop reads and what it updates.
+struct Run {
+    s: Session,
+    tr: Trainer,
+    loader: Arc<Loader>,
+    train: Arc<Sampler>,
+    val: Option<Arc<Sampler>>,
+    plan: Plan,
+    dir: RunDir,
+    csv: MetricsCsv,
+    st: TrainerState,
+    quiet: bool,
+}
+
+/// Runs `train fit` and prints its summary on stdout.
+pub fn run(args: &FitArgs, quiet: bool) -> Result<()> {
+    let s = fit(args, quiet)?;
+    println!(
+        "train fit: {} epoch(s) -> {}{}",
+        s.epochs.len(),
+        s.run_dir.display(),
+        if s.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        }
+    );
+    if let Some(r) = s.epochs.last() {
+        println!(
+            "  last epoch: train loss {:.4}, val top1 {:.3}, mean class acc {:.3}, macro-F1 {:.3}",
+            r.train_loss, r.top1, r.mean_class_acc, r.macro_f1
+        );
+    }
+    if let Some((v, e)) = s.best {
+        println!("  best: {v:.4} at epoch {}", e + 1);
+    }
+    if let Some(c) = s.last_checkpoint {
+        println!("  checkpoint: {}", c.display());
+    }
+    let dir = s.run_dir.display();
+    println!("  metrics: {dir}/metrics.csv, {dir}/metrics.png");
+    println!("  peak RSS: {:.1} MiB", s.peak_rss as f64 / 1048576.0);
+    Ok(())
+}
+
+/// Trains a model (`train fit`).
+pub fn fit(args: &FitArgs, quiet: bool) -> Result<FitSummary> {
+    let resume_state = match &args.resume {
+        Some(ckpt) => Some(checkpoint::load_state(ckpt)?),
+        None => None,
+    };
+    let config = match &resume_state {
+        Some(st) => resume::resumed_config(st, args.config.as_deref(), &args.overrides)?,
+        None => TrainConfig::load(args.config.as_deref(), &args.overrides)?,
+    };
+    let s = Session::open(&args.cache, config)?;
+    if let Some(st) = &resume_state {
+        resume::check(st, &s)?;
+    }
+    let resume = args.resume.as_deref().zip(resume_state);
+    Run::start(s, resume, quiet)?.all_epochs()
+}
+
+/// Loads the checkpoint's weights, optimizer moments and (matching) loss scaler.
+fn restore(tr: &mut Trainer, ckpt: &Path, st: &TrainerState) -> Result<()> {
+    checkpoint::load_weights(ckpt, &mut tr.vs)?;
+    checkpoint::load_optimizer(ckpt, &mut tr.opt, st.global_step)?;
+    // The saved scaler only if it is of this precision's kind (a bf16 checker must not
+    // become an fp16 run's scaler, nor an fp16 scale an fp32 run's).
+    if let Some(sc) = &st.scaler {
+        let kind = |g: &GradScaler| (g.enabled, g.growth_factor == 1.0);
+        if kind(sc) == kind(&tr.scaler) {
+            tr.scaler = sc.clone();
+        }
+    }
+    Ok(())
+}
+
+impl Run {
+    /// Builds the trainer (restored from the checkpoint when resuming), the data and the
+    /// run folder.
+    fn start(s: Session, resume: Option<(&Path, TrainerState)>, quiet: bool) -> Result<Run> {
+        let c = &s.config;
+        tch::manual_seed(c.train.seed as i64);
+        let mut tr = Trainer::new(
+            &s.model,
+            s.device,
+            s.precision,
+            c.model.use_gradient_checkpointing,
+            c.train.weight_decay,
+        )?;
+        if let Some((ckpt, st)) = &resume {
+            restore(&mut tr, ckpt, st)?;
+        }
+        let resumed = resume.map(|(_, st)| st);
+        let train = s.train_sampler(s.items(&s.train_selection())?);
+        let val = match s.val_selection() {
+            Some(sel) => Some(s.eval_sampler(s.items(&sel)?)),
+            None => None,
+        };
+        let accum = c.train.accumulate_grad_batches.max(1);
+        let batches = train.batches();
+        let steps_per_epoch = batches.div_ceil(accum) as u64;
+        let plan = Plan {
+            batches,
+            accum,
+            total_steps: steps_per_epoch * c.train.max_epochs,
+            warmup: (c.train.warmup_epochs * steps_per_epoch as f64).round() as u64,
+        };
+        if let Some(st) = &resumed {
+            if st.next_batch > batches {
+                return Err(format!(
+                    "--resume: the checkpoint's next batch {} is past the {batches} batches of an epoch; the checkpoint does not belong to this cache and settings",
+                    st.next_batch
+                )
+                .into());
+            }
+        }
+        let dir = RunDir::create(&c.trainer.log_dir, &c.trainer.experiment, &c.to_yaml())?;
+        let csv_path = dir.file("metrics.csv");
+        let csv =
+            MetricsCsv::open(&csv_path).map_err(|e| format!("{}: {e}", csv_path.display()))?;
+        let mut st = resumed.unwrap_or_else(|| TrainerState::fresh(&s));
+        st.config_yaml = c.to_yaml();
+        if !quiet {
+            eprintln!("{}", summary(&tr.vs));
+            eprintln!(
+                "train fit: {} training segments, {} validation, views {:?}, {} classes, {} batches/epoch, device {:?} -> {}",
+                train.items.len(),
+                val.as_ref().map_or(0, |v| v.items.len()),
+                s.views,
+                s.classes.len(),
+                batches,
+                s.device,
+                dir.dir.display()
+            );
+        }
+        let loader = s.loader()?;
+        Ok(Run {
+            s,
+            tr,
+            loader,
+            train,
+            val,
+            plan,
+            dir,
+            csv,
+            st,
+            quiet,
+        })
+    }
+
+    fn all_epochs(mut self) -> Result<FitSummary> {
+        let (mut rows, mut last_ckpt, mut stopped_early) = (Vec::new(), None, false);
+        let c = &self.s.config.train;
+        let (max_epochs, patience, monitor) = (c.max_epochs, c.early_stopping_patience, c.monitor);
+        while self.st.epoch < max_epochs {
+            let started = Instant::now();
+            let lr = self.one_epoch()?;
+            let (row, improved) = self.end_epoch(lr, started)?;
+            rows.push(row);
+            last_ckpt = Some(self.save_epoch_checkpoint(improved)?);
+            if patience > 0 && self.st.bad_epochs >= patience {
+                stopped_early = true;
+                if !self.quiet {
+                    eprintln!("early stopping: {monitor} has not improved for {patience} epoch(s)");
+                }
+                break;
+            }
+        }
+        Ok(FitSummary {
+            run_dir: self.dir.dir.clone(),
+            epochs: rows,
+            best: self.st.best,
+            last_checkpoint: last_ckpt,
+            stopped_early,
+            peak_rss: peak_rss_bytes(),
+        })
+    }
+
+    fn progress_bar(&self) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(self.plan.batches as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{elapsed_precise}] [{wide_bar}] {pos}/{len} ({per_sec}, ETA {eta}) {msg}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_prefix(format!(
+            "{}/{}",
+            self.st.epoch + 1,
+            self.s.config.train.max_epochs
+        ));
+        pb.set_position(self.st.next_batch as u64);
+        pb
+    }
+
+    /// The rest of the current epoch; returns the learning rate of its last step.
+    fn one_epoch(&mut self) -> Result<f64> {
+        let pb = self.progress_bar();
+        let c = self.s.config.train.clone();
+        let Plan {
+            batches,
+            accum,
+            total_steps,
+            warmup,
+        } = self.plan;
+        let epoch = self.st.epoch;
+        let mut lr = lr_at(self.st.global_step, total_steps, warmup, c.lr);
+        let workers = self.s.config.data.num_workers;
+        let prefetch = Prefetch::start(
+            self.loader.clone(),
+            self.train.clone(),
+            epoch,
+            self.st.next_batch,
+            true,
+            workers,
+        );
+        for batch in prefetch {
+            let batch = batch?;
+            let b = batch.index;
+            let x = self.s.input(&batch)?;
+            let y = Tensor::from_slice(&batch.labels).to_device(self.s.device);
+            let window_start = (b / accum) * accum;
+            // Each accumulation window averages its batches; the last window of an epoch
+            // may be shorter (it steps with what it has, see `crate::run::trainer`).
+            let window = accum.min(batches - window_start);
+            // Unique per micro-batch: (step, position in its window).
+            let micro_seed = (c.seed as i64).wrapping_mul(1_000_003).wrapping_add(
+                (self.st.global_step as i64)
+                    .wrapping_mul(accum as i64)
+                    .wrapping_add((b - window_start) as i64),
+            );
+            let lv = self
+                .tr
+                .micro_batch(&x, &y, c.label_smoothing, window, micro_seed)?;
+            // Under fp16 an overflowing forward pass is the loss scaler's business: its
+            // gradients are inf, the step is skipped and the scale backs off.
+            let fp16_overflow = !lv.is_finite() && self.tr.precision == Precision::Fp16Mixed;
+            if !lv.is_finite() && !fp16_overflow {
+                return Err(format!(
+                    "the training loss is {lv} at epoch {epoch}, batch {b} (optimizer step {}): stopping without saving a checkpoint of this state; lower train.lr (now {}) or check the data (segments {:?})",
+                    self.st.global_step, c.lr, batch.segments
+                )
+                .into());
+            }
+            if !fp16_overflow {
+                self.st.epoch_loss_sum += lv;
+                self.st.epoch_batches += 1;
+            }
+            self.st.next_batch = b + 1;
+            if b + 1 == window_start + window {
+                lr = lr_at(self.st.global_step, total_steps, warmup, c.lr);
+                self.optimizer_step(lr, &pb, b + 1 < batches)?;
+            }
+            let gpu = match (self.s.device, crate::measure::cuda_memory::used_bytes()) {
+                (Device::Cuda(_), Some(b)) => format!(" cuda {:.0} MiB", b as f64 / 1048576.0),
+                _ => String::new(),
+            };
+            pb.set_message(format!(
+                "step {}/{total_steps} loss {lv:.4} lr {lr:.2e} rss {:.0} MiB{gpu}",
+                self.st.global_step,
+                rss_bytes() as f64 / 1048576.0
+            ));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        Ok(lr)
+    }
+
+    /// An optimizer step at the end of an accumulation window, and the mid-epoch
+    /// checkpoint of `train.checkpoint_every_n_steps`.
+    fn optimizer_step(&mut self, lr: f64, pb: &ProgressBar, mid_epoch: bool) -> Result<()> {
+        let before = self.tr.scaler.scale;
+        let out = self.tr.step(lr, self.s.config.train.grad_clip);
+        if !out.applied && !self.quiet {
+            pb.println(format!(
+                "step {}: inf/NaN gradients, step skipped, loss scale {before} -> {}",
+                self.st.global_step, out.scale
+            ));
+        }
+        self.st.scaler = self.tr.scaler.enabled.then(|| self.tr.scaler.clone());
+        self.st.global_step += 1;
+        let every = self.s.config.train.checkpoint_every_n_steps;
+        if every > 0 && self.st.global_step % every == 0 && mid_epoch {
+            let path = self.save(&format!(
+                "epoch={}-step={}",
+                self.st.epoch, self.st.global_step
+            ))?;
+            if !self.quiet {
+                pb.println(format!("checkpoint {}", path.display()));
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&self, name: &str) -> Result<PathBuf> {
+        let path = self.dir.checkpoints().join(format!("{name}.safetensors"));
+        checkpoint::save(&path, &self.tr.vs, &self.tr.opt, &self.st)?;
+        Ok(path)
+    }
+
+    /// Validation, metrics row, plots and the best/patience bookkeeping of the epoch that
+    /// just ended. Returns the row and whether the monitored value improved.
+    fn end_epoch(&mut self, lr: f64, started: Instant) -> Result<(EpochMetrics, bool)> {
+        let epoch = self.st.epoch;
+        let mut row = EpochMetrics {
+            epoch: epoch as u32,
+            step: self.st.global_step,
+            train_loss: self.st.epoch_loss_sum / self.st.epoch_batches.max(1) as f64,
+            val_loss: f64::NAN,
+            top1: f64::NAN,
+            mean_class_acc: f64::NAN,
+            macro_f1: f64::NAN,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let mut improved = false;
+        if let Some(val) = &self.val {
+            let ev = evaluate(&self.tr.model, &self.loader, val, &self.s)?;
+            row = row.with_confusion(&ev.confusion);
+            row.val_loss = ev.loss;
+            let cm_csv = self.dir.file("confusion.csv");
+            std::fs::write(&cm_csv, ev.confusion.to_csv(&self.s.classes)).at(&cm_csv)?;
+            plot::plot_confusion(
+                &ev.confusion,
+                &self.s.classes,
+                &self.dir.file("confusion.png"),
+            )
+            .map_err(|e| e.to_string())?;
+            let monitor = self.s.config.train.monitor;
+            let value = match monitor {
+                Monitor::ValTop1 => row.top1,
+                Monitor::ValMeanClassAcc => row.mean_class_acc,
+                Monitor::ValLoss => row.val_loss,
+                Monitor::ValMacroF1 => row.macro_f1,
+            };
+            improved = self.st.best.is_none_or(|(b, _)| monitor.better(value, b));
+            if improved {
+                self.st.best = Some((value, epoch));
+                self.st.bad_epochs = 0;
+            } else {
+                self.st.bad_epochs += 1;
+            }
+        }
+        row.seconds = started.elapsed().as_secs_f64();
+        self.csv.append(&row).map_err(|e| e.to_string())?;
+        let all = MetricsCsv::read(self.dir.file("metrics.csv")).map_err(|e| e.to_string())?;
+        plot::plot_metrics(&all, &self.dir.file("metrics.png")).map_err(|e| e.to_string())?;
+        if !self.quiet {
+            eprintln!(
+                "epoch {}/{}: train loss {:.4}, val loss {:.4}, top1 {:.3}, mean class acc {:.3}, macro-F1 {:.3} ({:.1} s)",
+                epoch + 1,
+                self.s.config.train.max_epochs,
+                row.train_loss,
+                row.val_loss,
+                row.top1,
+                row.mean_class_acc,
+                row.macro_f1,
+                row.seconds
+            );
+        }
+        Ok((row, improved))
+    }
+
+    /// The epoch-end checkpoint, then its `last` (and `best`) copies.
+    fn save_epoch_checkpoint(&mut self, improved: bool) -> Result<PathBuf> {
+        let epoch = self.st.epoch;
+        self.st.epoch += 1;
+        self.st.next_batch = 0;
+        self.st.epoch_loss_sum = 0.0;
+        self.st.epoch_batches = 0;
+        let path = self.save(&format!("epoch={epoch}-step={}", self.st.global_step))?;
+        checkpoint::copy_as(&path, "last")?;
+        if improved {
+            checkpoint::copy_as(&path, "best")?;
+        }
+        Ok(path)
+    }
+}

@@ -1,0 +1,10 @@
+//! Running a model: the [`session`] every command shares (device, cache, views, classes,
+//! model settings), one training step ([`trainer`]), the loop ([`fit`]), evaluation
+//! ([`eval`]), resume checks ([`resume`]) and checkpoint files ([`checkpoint`]).
+
+pub mod checkpoint;
+pub mod eval;
+pub mod fit;
+pub mod resume;
+pub mod session;
+pub mod trainer;

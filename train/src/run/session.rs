@@ -1,0 +1,274 @@
+//! The session every command shares: the configuration, the device, the verified cache,
+//! the views and classes, the model's settings, and the loader and samplers built from
+//! them. `fit`, `eval`, the probe and the benchmarks all start here, so they read the same
+//! clips the same way.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mvdrive_schemas::Cache;
+use tch::Device;
+
+use crate::config::{DeviceChoice, TrainConfig, ViewMode};
+use crate::data::input::to_input;
+use crate::data::loader::{Batch, Loader};
+use crate::data::sampler::{select, Item, Sampler, Selection};
+use crate::error::{Result, TrainError};
+use crate::model::{ClipShape, Input, KeypointSpec, ModelConfig};
+use crate::optim::precision::Precision;
+
+/// Resolves `trainer.device` against this machine.
+pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => {
+            if !tch::Cuda::is_available() {
+                return Err(format!(
+                    "trainer.device=cuda:{n} but CUDA is not available to this binary (no GPU, or built without the `cuda` feature); use trainer.device=cpu"
+                )
+                .into());
+            }
+            if n >= tch::Cuda::device_count() as usize {
+                return Err(format!(
+                    "trainer.device=cuda:{n} but only {} CUDA device(s) exist",
+                    tch::Cuda::device_count()
+                )
+                .into());
+            }
+            Ok(Device::Cuda(n))
+        }
+    }
+}
+
+/// What a run trains or evaluates on.
+pub struct Session {
+    /// The configuration.
+    pub config: TrainConfig,
+    /// The device of `trainer.device`.
+    pub device: Device,
+    /// `trainer.precision`, checked against the device.
+    pub precision: Precision,
+    /// The verified cache.
+    pub cache: Arc<Cache>,
+    /// Views fed to the model, in order.
+    pub views: Vec<String>,
+    /// Class names, in class-index order.
+    pub classes: Vec<String>,
+    /// The model to build.
+    pub model: ModelConfig,
+}
+
+impl Session {
+    /// Opens and verifies the cache, and resolves device, views, classes and the model.
+    pub fn open(cache_dir: &Path, config: TrainConfig) -> Result<Session> {
+        let cache = Cache::open(cache_dir)?;
+        let problems = mvdrive_schemas::verify::verify_index(&cache);
+        if !problems.is_empty() {
+            return Err(format!(
+                "{} fails verification:\n{}\nrun `prep verify {}` and rebuild it with `prep build`",
+                cache_dir.display(),
+                problems.join("\n"),
+                cache_dir.display()
+            )
+            .into());
+        }
+        let device = resolve_device(config.trainer.device)?;
+        let precision = config.trainer.precision.check_device(device)?;
+        let views = select_views(&cache, &config)?;
+        let classes: Vec<String> = cache.labels.iter().map(|l| l.label.clone()).collect();
+        if let Some(n) = config.model.model_class_num {
+            if n as usize != classes.len() {
+                return Err(format!(
+                    "model.model_class_num={n} but the cache has {} classes ({}); set it to {} or to null",
+                    classes.len(),
+                    classes.join(", "),
+                    classes.len()
+                )
+                .into());
+            }
+        }
+        let p = &cache.meta.params;
+        let cache_hw = (p.img_height as i64, p.img_width as i64);
+        let (h, w) = config.img_size_or(cache_hw);
+        if (h, w) != cache_hw {
+            eprintln!(
+                "note: the cache holds {}x{} frames; they are resized to data.img_size={h}x{w} on the device (pass data.img_size={}x{} to skip this)",
+                p.img_height, p.img_width, p.img_height, p.img_width
+            );
+        }
+        let m = &config.model;
+        let keypoints = if m.input_type.uses_kpt() {
+            Some(keypoint_spec(&cache, &views)?)
+        } else {
+            None
+        };
+        let model = ModelConfig {
+            backbone: m.backbone,
+            fusion: m.fusion_mode,
+            num_classes: classes.len() as i64,
+            num_views: views.len() as i64,
+            input_type: m.input_type,
+            modality_fusion: m.modality_fusion,
+            clip: ClipShape {
+                t: config.data.uniform_temporal_subsample_num,
+                h,
+                w,
+            },
+            keypoints,
+            settings: m.backbones.clone(),
+        };
+        Ok(Session {
+            config,
+            device,
+            precision,
+            cache: Arc::new(cache),
+            views,
+            classes,
+            model,
+        })
+    }
+
+    /// The clip the model reads.
+    pub fn clip(&self) -> ClipShape {
+        self.model.clip
+    }
+
+    /// The cache's frame size (height, width).
+    pub fn cache_hw(&self) -> (i64, i64) {
+        let p = &self.cache.meta.params;
+        (p.img_height as i64, p.img_width as i64)
+    }
+
+    /// The loader of this session's views and clip length, reading what the model reads
+    /// and nothing more (`data.load_*` were checked against the model).
+    pub fn loader(&self) -> Result<Arc<Loader>> {
+        Ok(Arc::new(Loader::new(
+            self.cache.clone(),
+            self.views.clone(),
+            self.clip().t as usize,
+            self.model.input_type.uses_rgb(),
+            self.model.input_type.uses_kpt(),
+        )?))
+    }
+
+    /// What `train fit` trains on: every fold but `data.fold`, or `data.train_split`.
+    pub fn train_selection(&self) -> Selection {
+        match self.config.data.fold {
+            Some(fold) => Selection::Folds {
+                include: false,
+                fold,
+            },
+            None => Selection::Split(self.config.data.train_split.clone()),
+        }
+    }
+
+    /// What `train fit` validates on: fold `data.fold`, or `data.val_split` (if any).
+    pub fn val_selection(&self) -> Option<Selection> {
+        match self.config.data.fold {
+            Some(fold) => Some(Selection::Folds {
+                include: true,
+                fold,
+            }),
+            None => self.config.data.val_split.clone().map(Selection::Split),
+        }
+    }
+
+    /// The clips of `selection`.
+    pub fn items(&self, selection: &Selection) -> Result<Vec<Item>> {
+        Ok(select(&self.cache, selection)?)
+    }
+
+    /// The training sampler: shuffled by `train.seed`, class-balanced if asked.
+    pub fn train_sampler(&self, items: Vec<Item>) -> Arc<Sampler> {
+        Arc::new(Sampler {
+            items,
+            batch_size: self.config.data.batch_size,
+            seed: self.config.train.seed,
+            balanced: self.config.data.balanced_sampler,
+            shuffle: true,
+        })
+    }
+
+    /// An evaluation sampler: every item once, in order.
+    pub fn eval_sampler(&self, items: Vec<Item>) -> Arc<Sampler> {
+        Arc::new(Sampler {
+            items,
+            batch_size: self.config.data.batch_size,
+            seed: self.config.train.seed,
+            balanced: false,
+            shuffle: false,
+        })
+    }
+
+    /// A batch as the model's input on this session's device.
+    pub fn input(&self, batch: &Batch) -> Result<Input> {
+        to_input(batch, &self.model, self.cache_hw(), self.device)
+    }
+}
+
+/// `train.view=single` (with `train.view_name`, default the first view) or every view.
+fn select_views(cache: &Cache, config: &TrainConfig) -> Result<Vec<String>> {
+    match config.train.view {
+        ViewMode::Single => {
+            let v = config
+                .train
+                .view_name
+                .clone()
+                .unwrap_or_else(|| cache.meta.views[0].clone());
+            if !cache.meta.views.contains(&v) {
+                return Err(format!(
+                    "train.view_name `{v}` is not a view of the cache (views: {})",
+                    cache.meta.views.join(", ")
+                )
+                .into());
+            }
+            Ok(vec![v])
+        }
+        ViewMode::Multi => Ok(cache.meta.views.clone()),
+    }
+}
+
+/// The keypoints of `views` in `cache`: joints and channels of their records, the skeleton
+/// of their layout. Every view must share one layout.
+fn keypoint_spec(cache: &Cache, views: &[String]) -> Result<KeypointSpec> {
+    let mut layout: Option<&str> = None;
+    for row in cache.views.iter().filter(|r| views.contains(&r.view)) {
+        let Some(l) = row.keypoint_layout.as_deref() else {
+            return Err(format!(
+                "model.input_type needs keypoints, but view `{}` of session `{}` has none in {}; add a keypoints column to the manifest and rebuild, or use model.input_type=rgb",
+                row.view, row.session, cache.dir.display()
+            ).into());
+        };
+        match layout {
+            None => layout = Some(l),
+            Some(prev) if prev != l => {
+                return Err(format!(
+                    "the views' keypoints use different layouts ({prev} and {l}); train on one view (train.view=single) or rebuild with one layout"
+                ).into())
+            }
+            Some(_) => {}
+        }
+    }
+    let name = layout.ok_or("no views selected")?;
+    let l = mvdrive_schemas::layout::layout(name).ok_or_else(|| {
+        TrainError::Other(format!(
+            "the cache's keypoint layout `{name}` is not known to this build (known: {})",
+            mvdrive_schemas::layout::layout_names()
+        ))
+    })?;
+    let rec = cache
+        .records
+        .iter()
+        .find(|r| r.modality == "kpt" && views.contains(&r.view))
+        .ok_or_else(|| format!("{} has no keypoint records", cache.dir.display()))?;
+    Ok(KeypointSpec {
+        joints: rec.height as i64,
+        channels: rec.width as i64,
+        edges: l
+            .edges
+            .iter()
+            .map(|&(a, b)| (a as usize, b as usize))
+            .collect(),
+    })
+}

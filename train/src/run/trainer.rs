@@ -1,0 +1,192 @@
+//! One training step, with every memory technique composed in one place: micro-batches
+//! ([`Trainer::micro_batch`]) accumulate gradients, in float32, float16 autocast or a
+//! bfloat16 compute copy ([`crate::optim::precision`]), with or without gradient checkpointing
+//! ([`crate::optim::recompute`]); [`Trainer::step`] then unscales (loss scaling), checks for
+//! inf/NaN (skipping the step), clips and runs AdamW. `train fit`, the memory probe
+//! (`train plan`) and `make bench-memory` all train through this type, so what the planner
+//! measures is what `fit` runs.
+//!
+//! **Accumulation rule.** An optimizer step averages the losses of its window of
+//! `train.accumulate_grad_batches` batches: each batch's loss is multiplied by
+//! `loss_scale / window` before backward. The last window of an epoch may be shorter when
+//! the number of batches is not a multiple of the window; it steps with the batches it has,
+//! averaged over their number (so every step is a mean, never a partial sum). The learning
+//! rate schedule and logs count optimizer steps.
+
+use tch::nn::VarStore;
+use tch::{Device, Reduction, Tensor};
+
+use crate::model::{Input, ModelConfig, MultiViewModel};
+use crate::optim::adamw::{clip_grads, AdamW};
+use crate::optim::loss_scale::GradScaler;
+use crate::optim::precision::{HalfCopy, Precision};
+use crate::optim::recompute::{forward_backward, RunOptions};
+
+/// Cross-entropy with label smoothing, the training loss of every model.
+pub fn loss_of(scores: &Tensor, targets: &Tensor, smoothing: f64) -> Tensor {
+    scores.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, smoothing)
+}
+
+/// What happened at an optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// False when inf/NaN gradients made the scaler skip it.
+    pub applied: bool,
+    /// Gradient norm before clipping (unscaled; NaN when skipped).
+    pub grad_norm: f64,
+    /// Loss scale after the step's update.
+    pub scale: f64,
+}
+
+/// The model, its optimizer and the settings of how a step runs.
+#[derive(Debug)]
+pub struct Trainer {
+    /// Master (float32) variables: what checkpoints hold.
+    pub vs: VarStore,
+    /// The master model (evaluation runs on it).
+    pub model: MultiViewModel,
+    /// AdamW over the master's trainable variables.
+    pub opt: AdamW,
+    /// Loss scaler (fp16), or inf/NaN checker (bf16), or off (fp32).
+    pub scaler: GradScaler,
+    /// `trainer.precision`.
+    pub precision: Precision,
+    /// `model.use_gradient_checkpointing`.
+    pub checkpointing: bool,
+    half: Option<HalfCopy>,
+    half_grads: Vec<Tensor>,
+    fresh_copy: bool,
+}
+
+impl Trainer {
+    /// Build the model (seeded by the caller through `tch::manual_seed`) on `device`.
+    pub fn new(
+        config: &ModelConfig,
+        device: Device,
+        precision: Precision,
+        checkpointing: bool,
+        weight_decay: f64,
+    ) -> Result<Trainer, String> {
+        precision.check_device(device)?;
+        let vs = VarStore::new(device);
+        let model = MultiViewModel::new(&vs.root(), config.clone()).map_err(|e| e.to_string())?;
+        let opt = AdamW::new(
+            vs.variables()
+                .into_iter()
+                .filter(|(_, t)| t.requires_grad())
+                .collect(),
+            weight_decay,
+        );
+        let scaler = match precision {
+            Precision::Fp16Mixed => GradScaler::new(true),
+            Precision::Bf16Mixed => GradScaler::check_only(),
+            Precision::Fp32 => GradScaler::new(false),
+        };
+        Ok(Trainer {
+            vs,
+            model,
+            opt,
+            scaler,
+            precision,
+            checkpointing,
+            half: None,
+            half_grads: Vec::new(),
+            fresh_copy: false,
+        })
+    }
+
+    /// Forward and backward of one batch `x` (float32) with class targets
+    /// `y`, as `1 / window` of the current step's loss. Returns the batch's loss.
+    pub fn micro_batch(
+        &mut self,
+        x: &Input,
+        y: &Tensor,
+        smoothing: f64,
+        window: usize,
+        seed: i64,
+    ) -> Result<f64, String> {
+        let opts = RunOptions {
+            checkpointing: self.checkpointing,
+            autocast: self.precision == Precision::Fp16Mixed,
+            seed,
+        };
+        let scale = self.scaler.scale / window.max(1) as f64;
+        let loss_fn = |s: &Tensor| loss_of(s, y, smoothing);
+        let loss = if self.precision == Precision::Bf16Mixed {
+            if self.half.is_none() {
+                self.half = Some(HalfCopy::new(self.model.config(), &self.vs)?);
+                self.fresh_copy = true;
+            }
+            let half = self.half.as_ref().ok_or("no bf16 copy")?;
+            if !self.fresh_copy {
+                half.load_from(&self.vs);
+                self.fresh_copy = true;
+            }
+            let xh = x.to_kind(tch::Kind::BFloat16);
+            let loss = forward_backward(&half.model, &half.vs, &xh, &loss_fn, scale, opts);
+            half.take_grads(&self.opt.params, &mut self.half_grads);
+            loss
+        } else {
+            forward_backward(&self.model, &self.vs, x, &loss_fn, scale, opts)
+        };
+        Ok(loss.double_value(&[]))
+    }
+
+    /// The gradients accumulated so far, unscaled (as the next [`Trainer::step`] would see
+    /// them before clipping), copied. For tests and the benchmark's gradient agreement.
+    pub fn gradients(&self) -> Vec<Tensor> {
+        let grads: Vec<Tensor> = if self.precision == Precision::Bf16Mixed {
+            self.half_grads.iter().map(|g| g.copy()).collect()
+        } else {
+            self.opt
+                .grads()
+                .iter()
+                .map(|g| if g.defined() { g.copy() } else { Tensor::new() })
+                .collect()
+        };
+        let inv = 1.0 / self.scaler.scale;
+        grads
+            .into_iter()
+            .map(|g| if g.defined() { g * inv } else { g })
+            .collect()
+    }
+
+    /// End of an accumulation window: unscale, check, clip to `clip` (0 = off), AdamW at
+    /// `lr` (skipped on inf/NaN), update the scale, clear the gradients.
+    pub fn step(&mut self, lr: f64, clip: f64) -> StepOutcome {
+        let mut grads = if self.precision == Precision::Bf16Mixed {
+            std::mem::take(&mut self.half_grads)
+        } else {
+            self.opt.grads()
+        };
+        let found_inf = self.scaler.unscale(&mut grads);
+        let mut norm = f64::NAN;
+        if !found_inf {
+            norm = clip_grads(&mut grads, clip);
+            self.opt.step_with(lr, &grads);
+        }
+        self.scaler.update(found_inf);
+        self.opt.zero_grad();
+        self.half_grads.clear();
+        if let Some(h) = &self.half {
+            h.store_stats(&self.vs);
+        }
+        // The master changed: the compute copy is refreshed before the next micro-batch.
+        self.fresh_copy = false;
+        StepOutcome {
+            applied: !found_inf,
+            grad_norm: norm,
+            scale: self.scaler.scale,
+        }
+    }
+
+    /// Forget accumulated gradients without stepping.
+    pub fn zero_grad(&mut self) {
+        self.opt.zero_grad();
+        self.half_grads.clear();
+        if let Some(h) = &self.half {
+            let mut acc = Vec::new();
+            h.take_grads(&self.opt.params, &mut acc);
+        }
+    }
+}
