@@ -366,7 +366,9 @@ fn config_errors() {
     };
     let e = VideoMamba::new(&root, &cfg, ClipShape::new(8, 224, 224)).unwrap_err();
     assert!(
-        e.contains("model.mamba_dim=40") && e.contains("model.mamba_headdim=64"),
+        e.contains("model.mamba_dim=40")
+            && e.contains("heads of 64")
+            && !e.contains("mamba_headdim"),
         "{e}"
     );
     let e =

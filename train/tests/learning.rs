@@ -8,27 +8,16 @@ use std::path::{Path, PathBuf};
 use mvdrive_train::run::fit::{fit, FitArgs};
 
 mod common;
-use common::prep;
+use common::synth_cache;
 
+/// The demo's cache: 12 sessions, 64x64, 8 fps.
 fn demo_cache(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    let cache = dir.join("cache");
-    let d = data.to_str().unwrap();
-    prep(&["synth", "-q", "--out", d, "--sessions", "12", "--seed", "0"]);
-    prep(&[
-        "build",
-        "-q",
-        "--manifest",
-        &format!("{d}/manifest.csv"),
-        "--segments",
-        &format!("{d}/segments.csv"),
-        "--out",
-        cache.to_str().unwrap(),
-        "data.img_size=64",
-        "prep.fps=8",
-        "data.max_video_frames=64",
-    ]);
-    cache
+    synth_cache(
+        dir,
+        12,
+        0,
+        &["data.img_size=64", "prep.fps=8", "data.max_video_frames=64"],
+    )
 }
 
 #[test]

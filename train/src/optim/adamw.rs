@@ -58,13 +58,6 @@ impl AdamW {
         crate::optim::loss_scale::grads_norm(&self.grads())
     }
 
-    /// Scale gradients so that their global norm is at most `max` (0 = off); returns the
-    /// norm before clipping.
-    pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
-        let mut grads = self.grads();
-        clip_grads(&mut grads, max)
-    }
-
     /// The current gradients of the parameters (shallow handles), in parameter order.
     pub fn grads(&self) -> Vec<Tensor> {
         self.params.iter().map(|(_, p)| p.grad()).collect()

@@ -44,22 +44,6 @@ pub enum MetricsError {
         /// Classes in the matrix.
         num_classes: usize,
     },
-    /// Two batches of different length were given to [`ConfusionMatrix::add_batch`].
-    #[error("{targets} targets but {preds} predictions; they must pair up one to one")]
-    LengthMismatch {
-        /// Number of targets.
-        targets: usize,
-        /// Number of predictions.
-        preds: usize,
-    },
-    /// Two confusion matrices of different size were merged.
-    #[error("cannot merge a {other}-class confusion matrix into a {this}-class one")]
-    ShapeMismatch {
-        /// Classes of the receiving matrix.
-        this: usize,
-        /// Classes of the merged matrix.
-        other: usize,
-    },
     /// Reading or writing the metrics CSV failed.
     #[error("{path}: {source}")]
     Io {
@@ -128,18 +112,6 @@ impl ConfusionMatrix {
         }
     }
 
-    /// Builds a matrix from rows of counts (`rows[target][pred]`); `None` unless square.
-    pub fn from_rows(rows: &[Vec<u64>]) -> Option<Self> {
-        let n = rows.len();
-        if rows.iter().any(|r| r.len() != n) {
-            return None;
-        }
-        Some(Self {
-            num_classes: n,
-            counts: rows.iter().flatten().copied().collect(),
-        })
-    }
-
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.num_classes
@@ -156,39 +128,6 @@ impl ConfusionMatrix {
         self.check("predicted", pred)?;
         let cell = &mut self.counts[target * self.num_classes + pred];
         *cell = cell.saturating_add(n);
-        Ok(())
-    }
-
-    /// Counts a batch of pairs. Everything is validated first, so an error adds nothing.
-    pub fn add_batch(&mut self, targets: &[usize], preds: &[usize]) -> Result<(), MetricsError> {
-        if targets.len() != preds.len() {
-            return Err(MetricsError::LengthMismatch {
-                targets: targets.len(),
-                preds: preds.len(),
-            });
-        }
-        for (&t, &p) in targets.iter().zip(preds) {
-            self.check("target", t)?;
-            self.check("predicted", p)?;
-        }
-        for (&t, &p) in targets.iter().zip(preds) {
-            let cell = &mut self.counts[t * self.num_classes + p];
-            *cell = cell.saturating_add(1);
-        }
-        Ok(())
-    }
-
-    /// Adds another matrix of the same size (e.g. from another eval worker).
-    pub fn merge(&mut self, other: &ConfusionMatrix) -> Result<(), MetricsError> {
-        if other.num_classes != self.num_classes {
-            return Err(MetricsError::ShapeMismatch {
-                this: self.num_classes,
-                other: other.num_classes,
-            });
-        }
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a = a.saturating_add(*b);
-        }
         Ok(())
     }
 

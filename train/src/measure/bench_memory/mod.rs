@@ -526,13 +526,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(19_723), (2024, 1, 1));
-        assert_eq!(civil(11_016), (2000, 2, 29));
-    }
-
-    #[test]
     fn aliases_are_measured_once() {
         let all = all_backbones();
         assert!(all.contains(&"r3d_18".to_string()));

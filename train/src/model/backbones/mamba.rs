@@ -56,7 +56,7 @@ pub struct MambaConfig {
     pub layers: i64,
     /// SSM state size `S` per head (`model.mamba_state`, default 16).
     pub state: i64,
-    /// Inner width factor: `E = expand * dim` (`model.mamba_expand`, default 2).
+    /// Inner width factor: `E = expand * dim` (fixed at 2; not a config key).
     pub expand: i64,
     /// Channels per SSM head; `E` must be divisible by it and `H = E / headdim`
     /// (`model.mamba_headdim`, default 64, so 6 heads at the default width).
@@ -436,17 +436,19 @@ impl VideoMamba {
         check_positive("model.mamba_dim", cfg.dim)?;
         check_layers("model.mamba_layers", cfg.layers)?;
         check_positive("model.mamba_state", cfg.state)?;
-        check_positive("model.mamba_expand", cfg.expand)?;
-        check_positive("model.mamba_headdim", cfg.headdim)?;
-        check_positive("model.mamba_conv_kernel", cfg.conv_kernel)?;
-        check_positive("model.mamba_chunk", cfg.chunk)?;
+        // Fixed sizes (not config keys): named by their field.
+        check_positive("MambaConfig::expand", cfg.expand)?;
+        check_positive("MambaConfig::headdim", cfg.headdim)?;
+        check_positive("MambaConfig::conv_kernel", cfg.conv_kernel)?;
+        check_positive("MambaConfig::chunk", cfg.chunk)?;
         check_dropout("model.mamba_dropout", cfg.dropout)?;
         let inner = cfg.expand * cfg.dim;
         if inner % cfg.headdim != 0 {
             return Err(format!(
-                "model.mamba_expand={} x model.mamba_dim={} = {inner} is not divisible by \
-                 model.mamba_headdim={}",
-                cfg.expand, cfg.dim, cfg.headdim
+                "model.mamba_dim={}: the SSM runs {} x dim = {inner} channels in heads of {}, \
+                 which do not divide them; choose model.mamba_dim so that {} x dim is a \
+                 multiple of {}",
+                cfg.dim, cfg.expand, cfg.headdim, cfg.expand, cfg.headdim
             ));
         }
         let tubelet = TubeletEmbed::new(
