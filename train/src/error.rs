@@ -23,6 +23,15 @@ pub enum TrainError {
     /// The cache (opening, index, verification).
     #[error(transparent)]
     Cache(#[from] mvdrive_schemas::Error),
+    /// Metrics or metrics.csv.
+    #[error(transparent)]
+    Metrics(#[from] crate::report::metrics::MetricsError),
+    /// A plot.
+    #[error(transparent)]
+    Plot(#[from] crate::report::plot::PlotError),
+    /// Writing JSON.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -20,6 +20,7 @@ use mvdrive_schemas::shard::Compression;
 use mvdrive_schemas::Cache;
 
 use crate::data::sampler::{clip_frames, Item, Sampler};
+use crate::error::{Result, TrainError};
 
 /// One batch, still in bytes.
 #[derive(Debug, Clone)]
@@ -73,13 +74,13 @@ impl Loader {
         frames: usize,
         load_rgb: bool,
         load_kpt: bool,
-    ) -> Result<Loader, String> {
+    ) -> Result<Loader> {
         for v in &views {
             if !cache.meta.views.contains(v) {
-                return Err(format!(
+                return Err(TrainError::Other(format!(
                     "view `{v}` is not in the cache (views: {})",
                     cache.meta.views.join(", ")
-                ));
+                )));
             }
         }
         let mut records: HashMap<(String, String, String), Vec<RecordRow>> = HashMap::new();
@@ -103,18 +104,18 @@ impl Loader {
                 match kpt_shape {
                     None => kpt_shape = Some(shape),
                     Some(s) if s != shape => {
-                        return Err(format!(
+                        return Err(TrainError::Other(format!(
                             "the views' keypoints have different shapes ({s:?} and {shape:?}); load one view or rebuild with one layout"
-                        ))
+                        )))
                     }
                     Some(_) => {}
                 }
             }
             if kpt_shape.is_none() {
-                return Err(format!(
+                return Err(TrainError::Other(format!(
                     "data.load_kpt=true but the cache {} has no keypoints",
                     cache.dir.display()
-                ));
+                )));
             }
         }
         Ok(Loader {
@@ -138,7 +139,7 @@ impl Loader {
             .unwrap_or_default()
     }
 
-    fn file(&self, rel: &str) -> Result<Arc<File>, String> {
+    fn file(&self, rel: &str) -> Result<Arc<File>> {
         let mut files = self
             .files
             .lock()
@@ -161,7 +162,7 @@ impl Loader {
         view: &str,
         t: u64,
         out: &mut [u8],
-    ) -> Result<bool, String> {
+    ) -> Result<bool> {
         let Some(list) =
             self.records
                 .get(&(modality.to_string(), session.to_string(), view.to_string()))
@@ -197,18 +198,18 @@ impl Loader {
                     .map_err(err)?;
                 let n = zstd::bulk::decompress_to_buffer(&packed, out).map_err(err)?;
                 if n != fb {
-                    return Err(format!(
+                    return Err(TrainError::Other(format!(
                         "{}: frame {t} decodes to {n} bytes, expected {fb}",
                         rec.shard
-                    ));
+                    )));
                 }
                 packed.len() as u64 + 16
             }
             None => {
-                return Err(format!(
+                return Err(TrainError::Other(format!(
                     "{}: unknown compression `{}`",
                     rec.shard, rec.compression
-                ))
+                )))
             }
         };
         let counter = if modality == "kpt" {
@@ -221,7 +222,7 @@ impl Loader {
     }
 
     /// Load one batch: for each item, `frames` timeline frames of every view.
-    pub fn load(&self, index: usize, items: &[Item], frames: &[Vec<u64>]) -> Result<Batch, String> {
+    pub fn load(&self, index: usize, items: &[Item], frames: &[Vec<u64>]) -> Result<Batch> {
         let (b, v, t) = (items.len(), self.views.len(), self.frames);
         let p = &self.cache.meta.params;
         let fb = (p.img_height * p.img_width * 3) as usize;
@@ -317,7 +318,7 @@ type Inline = (Arc<Loader>, Arc<Sampler>, Vec<Item>, u64, bool);
 /// Batches of one epoch from `start` on, prepared by `workers` threads (0: on demand in the
 /// caller's thread). Each worker is at most two batches ahead; batches come out in order.
 pub struct Prefetch {
-    receivers: Vec<Receiver<Result<Batch, String>>>,
+    receivers: Vec<Receiver<Result<Batch>>>,
     first: usize,
     next: usize,
     end: usize,
@@ -379,7 +380,7 @@ impl Prefetch {
 }
 
 impl Iterator for Prefetch {
-    type Item = Result<Batch, String>;
+    type Item = Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.next >= self.end {
             return None;

@@ -34,7 +34,7 @@ pub struct BenchLoaderArgs {
 pub fn run(args: &BenchLoaderArgs) -> Result<()> {
     let settings = Settings::load(None, &args.overrides)?;
     let b = loader(&args.cache, &settings, &args.split, args.epochs)?;
-    println!("{}", serde_json::to_string(&b).map_err(|e| e.to_string())?);
+    println!("{}", serde_json::to_string(&b)?);
     Ok(())
 }
 

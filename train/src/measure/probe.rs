@@ -38,7 +38,7 @@ use tch::{Device, Tensor};
 
 use crate::config::{Settings, TrainConfig, KEYS};
 use crate::data::sampler::{Item, Sampler};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::optim::precision::Precision;
 use crate::run::session::Session;
 use crate::run::trainer::Trainer;
@@ -63,7 +63,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         &Settings::load(None, &args.overrides)?,
         args.steps,
     )?;
-    println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+    println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }
 
@@ -210,10 +210,10 @@ pub fn probe(cache: &Path, settings: &Settings, steps: usize) -> Result<ProbeRep
     let device = s.device;
     let items = s.items(&s.train_selection())?;
     if items.is_empty() {
-        return Err(format!(
+        return Err(TrainError::Other(format!(
             "{}: the training selection has no segments to probe with",
             cache.display()
-        )
+        ))
         .into());
     }
     let bs = c.data.batch_size.max(1);
@@ -406,7 +406,7 @@ pub fn probe_in_child(
     overrides: &[String],
     steps: usize,
     ram_limit: Option<u64>,
-) -> Result<ProbeOutcome, String> {
+) -> Result<ProbeOutcome> {
     let mut child = Command::new(train_exe)
         .arg("probe")
         .arg("--cache")
@@ -424,7 +424,7 @@ pub fn probe_in_child(
     let err = drain(child.stderr.take().ok_or("no stderr")?);
     let mut seen = 0u64;
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(st) = child.try_wait().map_err(|e| format!("probe child: {e}"))? {
             break st;
         }
         if let Some(rss) = child_rss(pid) {
@@ -480,7 +480,7 @@ pub fn probe_in_child(
             )
         }
     };
-    Err(message)
+    Err(TrainError::Other(message))
 }
 
 /// Bytes as `812 MiB` or `1.50 GiB`.

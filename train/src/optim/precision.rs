@@ -8,7 +8,8 @@
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::{ModelConfig, MultiViewModel};
+use crate::config::ConfigError;
+use crate::model::{ModelConfig, ModelError, MultiViewModel};
 
 crate::choice_enum! {
     /// `trainer.precision`. Lightning's legacy aliases `16` and `bf16` mean the mixed ones.
@@ -26,12 +27,12 @@ crate::choice_enum! {
 impl Precision {
     /// Checks that this precision runs on `device`: float16 on CPU is an error that offers
     /// bf16.
-    pub fn check_device(self, device: Device) -> Result<Precision, String> {
+    pub fn check_device(self, device: Device) -> Result<Precision, ConfigError> {
         if self == Precision::Fp16Mixed && device == Device::Cpu {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "trainer.precision={} needs CUDA: float16 autocast and loss scaling run on the GPU only, and this run is on the CPU. Use trainer.precision=bf16-mixed (bfloat16 compute, float32 master weights; works on CPU) or 32",
                 self.name()
-            ));
+            )));
         }
         Ok(self)
     }
@@ -50,9 +51,9 @@ pub struct HalfCopy {
 
 impl HalfCopy {
     /// Build a bfloat16 copy of a model of `config` on `device`, with `master`'s values.
-    pub fn new(config: &ModelConfig, master: &VarStore) -> Result<HalfCopy, String> {
+    pub fn new(config: &ModelConfig, master: &VarStore) -> Result<HalfCopy, ModelError> {
         let mut vs = VarStore::new(master.device());
-        let model = MultiViewModel::new(&vs.root(), config.clone()).map_err(|e| e.to_string())?;
+        let model = MultiViewModel::new(&vs.root(), config.clone())?;
         vs.bfloat16();
         // BatchNorm stays float32 (libtorch normalises bfloat16 input with float32
         // parameters): its running statistics move by 10% of a batch's each step, which

@@ -112,7 +112,7 @@ pub fn save(weights: &Path, vs: &VarStore, opt: &AdamW, state: &TrainerState) ->
         })
         .collect();
     Tensor::write_safetensors(&named, tmp(&o)).map_err(|e| format!("{}: {e}", o.display()))?;
-    let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(state)?;
     let jt = PathBuf::from(format!("{}.tmp", j.display()));
     std::fs::write(&jt, json).map_err(|e| format!("{}: {e}", jt.display()))?;
     rename(&tmp(&w), &w)?;

@@ -161,11 +161,11 @@ pub fn eval(args: &EvalArgs) -> Result<EvalSummary> {
     let json = metrics_json(&s, &ev, args);
     std::fs::write(
         &metrics_path,
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        serde_json::to_string_pretty(&json)?,
     )
     .at(&metrics_path)?;
     let cm = &ev.confusion;
-    plot::plot_confusion(cm, &s.classes, &out.join("confusion.png")).map_err(|e| e.to_string())?;
+    plot::plot_confusion(cm, &s.classes, &out.join("confusion.png"))?;
     Ok(EvalSummary {
         predictions: pred_path,
         metrics: metrics_path,

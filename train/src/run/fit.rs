@@ -402,7 +402,7 @@ impl Run {
                 &self.s.classes,
                 &self.dir.file("confusion.png"),
             )
-            .map_err(|e| e.to_string())?;
+            ?;
             let monitor = self.s.config.train.monitor;
             let value = match monitor {
                 Monitor::ValTop1 => row.top1,
@@ -419,9 +419,9 @@ impl Run {
             }
         }
         row.seconds = started.elapsed().as_secs_f64();
-        self.csv.append(&row).map_err(|e| e.to_string())?;
-        let all = MetricsCsv::read(self.dir.file("metrics.csv")).map_err(|e| e.to_string())?;
-        plot::plot_metrics(&all, &self.dir.file("metrics.png")).map_err(|e| e.to_string())?;
+        self.csv.append(&row)?;
+        let all = MetricsCsv::read(self.dir.file("metrics.csv"))?;
+        plot::plot_metrics(&all, &self.dir.file("metrics.png"))?;
         if !self.quiet {
             eprintln!(
                 "epoch {}/{}: train loss {:.4}, val loss {:.4}, top1 {:.3}, mean class acc {:.3}, macro-F1 {:.3} ({:.1} s)",

@@ -16,6 +16,7 @@
 use tch::nn::VarStore;
 use tch::{Device, Reduction, Tensor};
 
+use crate::error::Result;
 use crate::model::{Input, ModelConfig, MultiViewModel};
 use crate::optim::adamw::{clip_grads, AdamW};
 use crate::optim::loss_scale::GradScaler;
@@ -66,10 +67,10 @@ impl Trainer {
         precision: Precision,
         checkpointing: bool,
         weight_decay: f64,
-    ) -> Result<Trainer, String> {
+    ) -> Result<Trainer> {
         precision.check_device(device)?;
         let vs = VarStore::new(device);
-        let model = MultiViewModel::new(&vs.root(), config.clone()).map_err(|e| e.to_string())?;
+        let model = MultiViewModel::new(&vs.root(), config.clone())?;
         let opt = AdamW::new(
             vs.variables()
                 .into_iter()
@@ -104,7 +105,7 @@ impl Trainer {
         smoothing: f64,
         window: usize,
         seed: i64,
-    ) -> Result<f64, String> {
+    ) -> Result<f64> {
         let opts = RunOptions {
             checkpointing: self.checkpointing,
             autocast: self.precision == Precision::Fp16Mixed,

@@ -215,7 +215,7 @@ impl Grads<'_> {
         precision: Precision,
         checkpointing: bool,
         batches: &[Batch],
-    ) -> Result<Vec<Tensor>, String> {
+    ) -> Result<Vec<Tensor>> {
         let (s, c) = (self.s, &self.s.config);
         tch::manual_seed(c.train.seed as i64);
         let mut tr = Trainer::new(
@@ -226,7 +226,7 @@ impl Grads<'_> {
             c.train.weight_decay,
         )?;
         for (k, b) in batches.iter().enumerate() {
-            let x = s.input(b).map_err(|e| e.to_string())?;
+            let x = s.input(b)?;
             let y = Tensor::from_slice(&b.labels).to_device(s.device);
             tr.micro_batch(
                 &x,
@@ -261,7 +261,7 @@ fn agreements(
         shuffle: false,
     };
     let pick = |n: usize| -> Vec<Item> { (0..n).map(|i| items[i % items.len()]).collect() };
-    let load = |its: &[Item]| -> Result<Batch, String> {
+    let load = |its: &[Item]| -> Result<Batch> {
         let frames = loader.frames_for(&sampler, its, 0, 0, false);
         loader.load(0, its, &frames)
     };
@@ -281,7 +281,7 @@ fn agreements(
                     Technique::Precision(p) => (p, false),
                     _ => (Precision::Fp32, true),
                 };
-                let on = g.of(p, ck, &batch);
+                let on = g.of(p, ck, &batch).map_err(|e| e.to_string());
                 Some(on.and_then(|on| rel_diff(reference.as_deref().unwrap_or(&[]), &on)))
             }
             Technique::Batch1Accumulate => {
@@ -295,10 +295,11 @@ fn agreements(
                 let g0 = Grads { s: &s0 };
                 let its = pick(ACCUMULATE);
                 let whole = vec![load(&its)?];
-                let ones: Vec<Batch> = its.chunks(1).map(load).collect::<Result<_, String>>()?;
+                let ones: Vec<Batch> = its.chunks(1).map(load).collect::<Result<_>>()?;
                 let a = g0.of(Precision::Fp32, false, &whole)?;
                 Some(
                     g0.of(Precision::Fp32, false, &ones)
+                        .map_err(|e| e.to_string())
                         .and_then(|b| rel_diff(&a, &b)),
                 )
             }
@@ -438,7 +439,7 @@ fn measure_row(args: &BenchRequest, ct: &Settings, t: Technique) -> Result<Probe
         Ok(ProbeOutcome::OverBudget { seen_bytes }) => {
             Err(format!("stopped at {}", fmt_bytes(seen_bytes)))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -333,7 +333,7 @@ fn measure(
             row.peak_ram = Some(seen_bytes);
             row.verdict = Verdict::OutOfMemory(reason);
         }
-        Err(e) => row.verdict = Verdict::Failed(e),
+        Err(e) => row.verdict = Verdict::Failed(e.to_string()),
     }
     row
 }
