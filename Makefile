@@ -10,7 +10,7 @@ TRAIN   := target/release/train
 DEMO    := demo-out
 APT_PKGS := pkg-config libavformat-dev libavcodec-dev libavutil-dev libswscale-dev \
             libclang1-14 libclang-common-14-dev ffmpeg python3-venv fonts-dejavu-core
-# libtorch comes from the pinned PyPI wheel (see DESIGN.md); numpy + pyarrow run the
+# libtorch comes from the pinned PyPI wheel (see docs/architecture.md); numpy + pyarrow run the
 # Python reader example (schemas/python/) and its test; av (PyAV) is the reference of
 # make bench-loader.
 PIP_TORCH := torch==2.11.0
