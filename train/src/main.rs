@@ -19,22 +19,17 @@ struct Cli {
     command: Command,
 }
 
+/// Each command's help is the doc comment of its `Args` struct in the library.
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model: `train fit --cache C [--config F] [key.sub=value ...]`.
     Fit(fit::FitArgs),
-    /// Evaluate a checkpoint on a split: writes predictions.csv and metrics.json.
     Eval(eval::EvalArgs),
-    /// Measure which settings fit a memory budget, and recommend the fastest one.
     Plan(plan::PlanArgs),
-    /// Internal: run real steps of one setting and print its memory/time report as JSON.
     #[command(hide = true)]
     Probe(probe::ProbeArgs),
-    /// Benchmark: memory techniques on and off for each backbone (make bench-memory).
     BenchMemory(bench_memory::BenchMemoryArgs),
     /// List every setting with its default and meaning.
     Keys,
-    /// Benchmark: loader clips/s against the memcpy bound of the same bytes (prints JSON).
     BenchLoader(bench_loader::BenchLoaderArgs),
     /// Print the libtorch build this binary links and the devices it can see.
     Info,

@@ -12,8 +12,7 @@ use crate::data::sampler::Selection;
 use crate::error::Result;
 use crate::run::session::Session;
 
-/// `train bench-loader`: loader clips/s against the memcpy bound of the same bytes
-/// (prints JSON).
+/// Benchmark: loader clips/s against the memcpy bound of the same bytes (prints JSON).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchLoaderArgs {
     /// Cache folder.

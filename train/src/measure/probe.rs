@@ -43,7 +43,7 @@ use crate::optim::precision::Precision;
 use crate::run::session::Session;
 use crate::run::trainer::Trainer;
 
-/// `train probe` (internal): run real steps of one setting and print its report as JSON.
+/// Internal: run real steps of one setting and print its memory/time report as JSON.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
     /// Cache folder.

@@ -62,7 +62,7 @@ pub fn evaluate(
     })
 }
 
-/// `train eval`: evaluate a checkpoint on a split.
+/// Evaluate a checkpoint on a split: writes predictions.csv, metrics.json and confusion.png.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// Checkpoint (`.safetensors`).

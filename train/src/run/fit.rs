@@ -28,7 +28,7 @@ use crate::run::resume;
 use crate::run::session::Session;
 use crate::run::trainer::Trainer;
 
-/// `train fit`: train a model on a cache.
+/// Train a model: `train fit --cache C [--config F] [key.sub=value ...]`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Settings: `train keys` lists every key with its default.")]
 pub struct FitArgs {

@@ -52,7 +52,7 @@ pub struct BenchRequest {
     pub quiet: bool,
 }
 
-/// `train bench-memory`: memory techniques on and off for each backbone.
+/// Benchmark: memory techniques on and off for each backbone (make bench-memory).
 ///
 /// Rows per backbone: the baseline (fp32, configured batch), then with checkpointing, with
 /// bf16-mixed, with 16-mixed (CUDA), batch 1, and batch 1 x accumulate 8. Columns: peak

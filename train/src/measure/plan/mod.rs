@@ -149,7 +149,7 @@ pub struct Row {
     pub verdict: Verdict,
 }
 
-/// `train plan`: measure which settings fit a memory budget, and recommend the fastest.
+/// Measure which settings fit a memory budget, and recommend the fastest one.
 ///
 /// Keeps the effective batch (data.batch_size x train.accumulate_grad_batches) of the
 /// configuration and tries, with real training steps on the cache, every batch_size
