@@ -213,8 +213,7 @@ pub fn probe(cache: &Path, settings: &Settings, steps: usize) -> Result<ProbeRep
         return Err(TrainError::Other(format!(
             "{}: the training selection has no segments to probe with",
             cache.display()
-        ))
-        .into());
+        )));
     }
     let bs = c.data.batch_size.max(1);
     let accum = c.train.accumulate_grad_batches.max(1);

@@ -159,11 +159,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalSummary> {
     std::fs::write(&pred_path, predictions_csv(&s, &ev)).at(&pred_path)?;
     let metrics_path = out.join("metrics.json");
     let json = metrics_json(&s, &ev, args);
-    std::fs::write(
-        &metrics_path,
-        serde_json::to_string_pretty(&json)?,
-    )
-    .at(&metrics_path)?;
+    std::fs::write(&metrics_path, serde_json::to_string_pretty(&json)?).at(&metrics_path)?;
     let cm = &ev.confusion;
     plot::plot_confusion(cm, &s.classes, &out.join("confusion.png"))?;
     Ok(EvalSummary {

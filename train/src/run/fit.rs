@@ -357,7 +357,7 @@ impl Run {
         self.st.scaler = self.tr.scaler.enabled.then(|| self.tr.scaler.clone());
         self.st.global_step += 1;
         let every = self.s.config.train.checkpoint_every_n_steps;
-        if every > 0 && self.st.global_step % every == 0 && mid_epoch {
+        if every > 0 && self.st.global_step.is_multiple_of(every) && mid_epoch {
             let path = self.save(&format!(
                 "epoch={}-step={}",
                 self.st.epoch, self.st.global_step
@@ -401,8 +401,7 @@ impl Run {
                 &ev.confusion,
                 &self.s.classes,
                 &self.dir.file("confusion.png"),
-            )
-            ?;
+            )?;
             let monitor = self.s.config.train.monitor;
             let value = match monitor {
                 Monitor::ValTop1 => row.top1,

@@ -418,7 +418,7 @@ fn measure_row(args: &BenchRequest, ct: &Settings, t: Technique) -> Result<Probe
     match probe_in_child(
         &args.train_exe,
         &args.cache,
-        &config_overrides(&ct),
+        &config_overrides(ct),
         // Each step of the accumulation row is already 8 micro-batches.
         if t == Technique::Batch1Accumulate {
             args.steps.div_ceil(2)

@@ -44,17 +44,13 @@ crate::choice_enum! {
     /// How the token sequence becomes one feature vector (`model.transformer_pool`):
     /// a learned CLS token prepended (its final normalised state is the feature, the
     /// default), or the mean of the final normalised tokens.
+    #[derive(Default)]
     pub enum TokenPool for "model.transformer_pool" {
         /// The learned CLS token.
+        #[default]
         Cls => "cls",
         /// The mean over tokens.
         Mean => "mean",
-    }
-}
-
-impl Default for TokenPool {
-    fn default() -> Self {
-        TokenPool::Cls
     }
 }
 
