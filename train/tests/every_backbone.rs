@@ -12,17 +12,15 @@ use mvdrive_train::run::trainer::Trainer;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+mod support;
+use support::{lock, max_diff};
+
 const B: i64 = 2;
 const V: i64 = 2;
 const T: i64 = 4;
 const HW: i64 = 32;
 
 /// Tests here seed torch's global generator and rely on it: one at a time.
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn coco17() -> KeypointSpec {
     let l = mvdrive_schemas::layout::layout("coco17").unwrap();
     KeypointSpec {
@@ -108,17 +106,6 @@ fn input(c: &ModelConfig) -> (Input, Tensor) {
 fn trainer(c: &ModelConfig, precision: Precision, checkpointing: bool) -> Trainer {
     tch::manual_seed(7);
     Trainer::new(c, Device::Cpu, precision, checkpointing, 0.0).unwrap()
-}
-
-fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
-    let mut worst = 0f64;
-    for (x, y) in a.iter().zip(b) {
-        assert_eq!(x.defined(), y.defined());
-        if x.defined() {
-            worst = worst.max((x - y).abs().max().double_value(&[]));
-        }
-    }
-    worst
 }
 
 #[test]

@@ -8,12 +8,10 @@ use mvdrive_train::run::trainer::Trainer;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-/// Tests here seed torch's global generator and rely on it: one at a time.
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod support;
+use support::{lock, max_diff};
 
+/// Tests here seed torch's global generator and rely on it: one at a time.
 fn model_config(backbone: BackboneKind) -> ModelConfig {
     ModelConfig {
         backbone,
@@ -40,18 +38,6 @@ fn batch() -> (Input, Tensor) {
     tch::manual_seed(99);
     let x = Tensor::randn([2, 2, 3, 4, 32, 32], (Kind::Float, Device::Cpu));
     (Input::rgb(x), Tensor::from_slice(&[0i64, 2]))
-}
-
-fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0f64;
-    for (x, y) in a.iter().zip(b) {
-        assert_eq!(x.defined(), y.defined());
-        if x.defined() {
-            worst = worst.max((x - y).abs().max().double_value(&[]));
-        }
-    }
-    worst
 }
 
 fn buffers(vs: &VarStore) -> Vec<(String, Tensor)> {
@@ -180,6 +166,7 @@ fn float16_on_cpu_is_refused_with_bf16_offered() {
         .unwrap()
         .check_device(Device::Cpu)
         .unwrap_err();
+    let e = e.to_string();
     assert!(e.contains("needs CUDA") && e.contains("bf16-mixed"), "{e}");
     let e = Trainer::new(
         &model_config(BackboneKind::R3d18),
@@ -188,7 +175,8 @@ fn float16_on_cpu_is_refused_with_bf16_offered() {
         false,
         0.0,
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("bf16-mixed"), "{e}");
     assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16Mixed);
     assert!("8".parse::<Precision>().is_err());

@@ -80,7 +80,9 @@ fn a_probe_in_a_child_reports_its_peak_memory_and_step_time_or_stops_at_the_limi
 
     // A bad setting is an error with the child's message, not "does not fit".
     let bad = settings(&["data.batch_size=0"]);
-    let e = probe_in_child(Path::new(TRAIN), &cache, &bad, 1, None).unwrap_err();
+    let e = probe_in_child(Path::new(TRAIN), &cache, &bad, 1, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("data.batch_size"), "{e}");
 }
 

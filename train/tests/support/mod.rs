@@ -272,3 +272,23 @@ pub fn build(
     let model = MultiViewModel::new(&vs.root(), config).expect("valid config");
     (vs, model)
 }
+
+/// Serialises tests that time or seed libtorch globally within one test binary.
+pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The largest absolute difference between two lists of (possibly undefined) tensors,
+/// which must be defined in the same places.
+pub fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f64;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.defined(), y.defined());
+        if x.defined() {
+            worst = worst.max((x - y).abs().max().double_value(&[]));
+        }
+    }
+    worst
+}
