@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use mvdrive_schemas::checksum::to_hex;
+use mvdrive_schemas::commit::write_synced;
 use mvdrive_schemas::index::{RecordRow, ViewRow};
 use mvdrive_schemas::shard::{Compression, ShardWriter};
 use serde::{Deserialize, Serialize};
@@ -492,14 +493,6 @@ impl<'a> Chunker<'a> {
         }
         Ok(())
     }
-}
-
-/// Write `bytes` to `path` and fsync.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

@@ -17,10 +17,10 @@ pub mod keypoints;
 pub mod manifest;
 pub mod merge;
 pub mod pipeline;
-pub mod progress;
 pub mod scaler;
 pub mod split;
 pub mod synth;
+pub mod table;
 pub mod timeline;
 pub mod video;
 

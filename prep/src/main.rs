@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use mvdrive_common::bytes::format_bytes;
+use mvdrive_common::progress;
 use mvdrive_prep::config::{PrepConfig, PREP_KEYS};
-use mvdrive_prep::inspect::human_bytes;
 use mvdrive_prep::pipeline::{build, BuildArgs};
-use mvdrive_prep::{export, inspect, progress, synth};
+use mvdrive_prep::{export, inspect, synth};
 
 /// Turn multi-view driver recordings into a verified, memory-mapped, sharded frame cache.
 #[derive(Parser)]
@@ -243,8 +244,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "prep build: {} sessions, {} segments, {} RGB + {} keypoints in {} shards -> {}",
                 s.sessions,
                 s.segments,
-                human_bytes(s.rgb_bytes),
-                human_bytes(s.kpt_bytes),
+                format_bytes(s.rgb_bytes),
+                format_bytes(s.kpt_bytes),
                 s.shards,
                 args.out.display()
             );
@@ -256,7 +257,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 s.frames_decoded as f64 / s.seconds.max(1e-9),
                 s.jobs_reused,
                 s.seconds,
-                human_bytes(s.peak_rss)
+                format_bytes(s.peak_rss)
             );
             if !s.skipped.is_empty() {
                 eprintln!(
@@ -283,7 +284,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!(
                     "ok: {} records, {} checked in {}",
                     report.records_checked,
-                    human_bytes(report.bytes_checked),
+                    format_bytes(report.bytes_checked),
                     cache.display()
                 );
             } else {

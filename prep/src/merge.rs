@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mvdrive_schemas::commit::{commit, CacheLock};
 use mvdrive_schemas::meta::{Meta, Totals};
 use mvdrive_schemas::{Cache, FORMAT_VERSION, META_FILE};
 
@@ -117,14 +118,12 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
         )));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let lock_path = out.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    if lock.try_lock().is_err() {
+    let Some(lock) = CacheLock::try_acquire(out)? else {
         return Err(PrepError::Other(format!(
             "{}: another prep command is writing this cache",
             out.display()
         )));
-    }
+    };
     let links = out.join("parts");
     std::fs::create_dir_all(&links).map_err(io(&links))?;
     let mut merged_from = Vec::new();
@@ -188,7 +187,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
         sessions: sessions.len(),
         records: records.len(),
     };
-    crate::pipeline::commit(out, meta, &sessions, &views, &records, &segments, &labels)?;
+    commit(out, meta, &sessions, &views, &records, &segments, &labels)?;
     debug_assert!(out.join(META_FILE).exists());
     drop(lock);
     Ok(summary)

@@ -11,21 +11,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mvdrive_schemas::checksum::{to_hex, xxh3_file};
-use mvdrive_schemas::index::{
-    write_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow,
-};
-use mvdrive_schemas::meta::{IndexFile, Meta, Skipped, SourceFile, Totals};
+use mvdrive_schemas::commit::{commit, CacheLock};
+use mvdrive_schemas::index::{LabelRow, SegmentRow, SessionRow};
+use mvdrive_schemas::meta::{Meta, Skipped, SourceFile, Totals};
 use mvdrive_schemas::{FORMAT_VERSION, INDEX_DIR, META_FILE};
 use rayon::prelude::*;
 
 use crate::config::{Fps, PrepConfig};
 use crate::error::{io, PrepError};
-use crate::job::{write_synced, Job, JobFile, JOB_FILE};
+use crate::job::{Job, JobFile, JOB_FILE};
 use crate::manifest::{Manifest, SegTime, Segments};
-use crate::progress;
 use crate::timeline::{Timeline, ViewSpan};
 use crate::video::{self, VideoInfo};
+use mvdrive_common::progress;
 
 /// Inputs of `prep build`.
 #[derive(Debug, Clone, Default)]
@@ -82,7 +80,7 @@ pub struct BuildSummary {
     pub peak_rss: u64,
 }
 
-pub use mvdrive_schemas::sys::peak_rss_bytes;
+pub use mvdrive_common::sys::peak_rss_bytes;
 
 struct SessionPlan {
     timeline: Timeline,
@@ -275,14 +273,12 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         )));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let lock_path = out.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    if lock.try_lock().is_err() {
+    let Some(lock) = CacheLock::try_acquire(out)? else {
         return Err(PrepError::Other(format!(
             "{}: another `prep build` is writing this cache; wait for it to finish",
             out.display()
         )));
-    }
+    };
     remove_tmp_files(out);
 
     let mut done: Vec<JobFile> = Vec::new();
@@ -476,60 +472,6 @@ pub fn select_part(
         .filter(|s| mine.contains(s.name.as_str()))
         .cloned()
         .collect()
-}
-
-fn write_index_table<T: Table>(
-    out: &Path,
-    rows: &[T],
-    renames: &mut Vec<(PathBuf, PathBuf)>,
-    files: &mut Vec<IndexFile>,
-) -> Result<(), PrepError> {
-    let rel = format!("{INDEX_DIR}/{}", T::FILE);
-    let dst = out.join(&rel);
-    let tmp = out.join(format!("{rel}.tmp"));
-    write_table(&tmp, rows)?;
-    let bytes = std::fs::metadata(&tmp).map_err(io(&tmp))?.len();
-    files.push(IndexFile {
-        path: rel,
-        bytes,
-        xxh3: to_hex(xxh3_file(&tmp)?),
-    });
-    renames.push((tmp, dst));
-    Ok(())
-}
-
-/// Write the index tables and `meta.json`: all under temporary names first, then renamed,
-/// `meta.json` last. `meta.json` holds each table's checksum, so a reader that finds a
-/// table from another build refuses it.
-pub(crate) fn commit(
-    out: &Path,
-    mut meta: Meta,
-    sessions: &[SessionRow],
-    views: &[ViewRow],
-    records: &[RecordRow],
-    segments: &[SegmentRow],
-    labels: &[LabelRow],
-) -> Result<(), PrepError> {
-    let index = out.join(INDEX_DIR);
-    std::fs::create_dir_all(&index).map_err(io(&index))?;
-    let mut renames = Vec::new();
-    let mut files = Vec::new();
-    write_index_table(out, sessions, &mut renames, &mut files)?;
-    write_index_table(out, views, &mut renames, &mut files)?;
-    write_index_table(out, records, &mut renames, &mut files)?;
-    write_index_table(out, segments, &mut renames, &mut files)?;
-    write_index_table(out, labels, &mut renames, &mut files)?;
-    meta.index_files = files;
-    let meta_tmp = out.join(format!("{META_FILE}.tmp"));
-    write_synced(&meta_tmp, meta.to_json().as_bytes()).map_err(io(&meta_tmp))?;
-    for (tmp, dst) in renames {
-        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-    }
-    std::fs::rename(&meta_tmp, out.join(META_FILE)).map_err(io(out.join(META_FILE)))?;
-    if let Ok(d) = std::fs::File::open(out) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, bool)) {

@@ -18,9 +18,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::table::TextTable;
+
 use super::{
-    absolute, collect_files, outside_root_problem, parse_view_map, Csv, Ctx, ImportArgs, Imported,
-    Seg, Span, ViewRow,
+    absolute, collect_files, outside_root_problem, parse_view_map, Ctx, ImportArgs, Imported, Seg,
+    Span, ViewRow,
 };
 
 const GROUP: &str = "activity";
@@ -261,20 +263,20 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
     let mut read = 0;
     for (file, explicit) in &files {
         let shown = file.display().to_string();
-        let csv = match Csv::read(file) {
+        let csv = match TextTable::read_ragged(file) {
             Ok(c) => c,
             Err(e) => {
                 problems.push(e);
                 continue;
             }
         };
-        let col_file = csv.col(&["Filename", "File Name", "Video"]);
-        let col_view = csv.col(&["Camera View", "View"]);
-        let col_start = csv.col(&["Start Time"]);
-        let col_end = csv.col(&["End Time"]);
-        let col_label = csv.col(&["Label (Primary)", "Label/Class ID", "Label", "Class"]);
-        let col_block = csv.col(&["Appearance Block"]);
-        let col_user = csv.col(&["User ID"]);
+        let col_file = csv.col_any(&["Filename", "File Name", "Video"]);
+        let col_view = csv.col_any(&["Camera View", "View"]);
+        let col_start = csv.col_any(&["Start Time"]);
+        let col_end = csv.col_any(&["End Time"]);
+        let col_label = csv.col_any(&["Label (Primary)", "Label/Class ID", "Label", "Class"]);
+        let col_block = csv.col_any(&["Appearance Block"]);
+        let col_user = csv.col_any(&["User ID"]);
         let required = [
             ("Filename", col_file),
             ("Camera View", col_view),

@@ -12,9 +12,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::table::TextTable;
+
 use super::{
-    absolute, fill_pattern, outside_root_problem, parse_view_map, Csv, Ctx, ImportArgs, Imported,
-    Seg, Span, ViewRow,
+    absolute, fill_pattern, outside_root_problem, parse_view_map, Ctx, ImportArgs, Imported, Seg,
+    Span, ViewRow,
 };
 
 /// Drive&Act's camera folders and our view names, in the default view order.
@@ -281,14 +283,14 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
         }
         files_read += 1;
         let shown = inp.file.display().to_string();
-        let csv = match Csv::read(&inp.file) {
+        let csv = match TextTable::read_ragged(&inp.file) {
             Ok(c) => c,
             Err(e) => {
                 problems.push(e);
                 continue;
             }
         };
-        let cols: Vec<Option<usize>> = COLUMNS.iter().map(|c| csv.col(&[c])).collect();
+        let cols: Vec<Option<usize>> = COLUMNS.iter().map(|c| csv.col_any(&[c])).collect();
         let missing: Vec<&str> = COLUMNS
             .iter()
             .zip(&cols)

@@ -307,67 +307,6 @@ pub(crate) fn list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// A CSV read leniently (ragged rows allowed), cells trimmed, BOM removed.
-pub(crate) struct Csv {
-    pub headers: Vec<String>,
-    /// (line number, cells); missing trailing cells read as empty.
-    pub rows: Vec<(u64, Vec<String>)>,
-}
-
-impl Csv {
-    pub fn read(path: &Path) -> Result<Csv, String> {
-        let shown = path.display();
-        let bytes = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
-        let mut rdr = csv::ReaderBuilder::new()
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(bytes.as_slice());
-        let headers: Vec<String> = rdr
-            .headers()
-            .map_err(|e| format!("{shown} line 1: malformed CSV header: {e}"))?
-            .iter()
-            .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
-            .collect();
-        let mut rows = Vec::new();
-        for rec in rdr.records() {
-            let rec = rec.map_err(|e| {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                let what = match e.kind() {
-                    csv::ErrorKind::Utf8 { .. } => "text is not valid UTF-8".to_string(),
-                    _ => e.to_string(),
-                };
-                format!("{shown} line {line}: malformed CSV: {what}; fix the row")
-            })?;
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
-            let mut cells: Vec<String> = rec.iter().map(String::from).collect();
-            if cells.iter().all(String::is_empty) {
-                continue;
-            }
-            cells.resize(headers.len().max(cells.len()), String::new());
-            rows.push((line, cells));
-        }
-        Ok(Csv { headers, rows })
-    }
-
-    /// Index of the first header that matches one of `names` after [`header_key`].
-    pub fn col(&self, names: &[&str]) -> Option<usize> {
-        let keys: Vec<String> = names.iter().map(|n| header_key(n)).collect();
-        self.headers
-            .iter()
-            .position(|h| keys.contains(&header_key(h)))
-    }
-}
-
-/// A header compared loosely: lower case, runs of spaces/underscores as one space.
-pub(crate) fn header_key(h: &str) -> String {
-    h.trim_start_matches('\u{feff}')
-        .split(|c: char| c.is_whitespace() || c == '_')
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
-}
-
 /// Files to read: every file given, and in each folder given the files `want` accepts
 /// (recursively when `deep`), sorted.
 pub(crate) fn collect_files(
@@ -1101,12 +1040,6 @@ mod tests {
         assert!(fill_pattern("{view.mp4", &v)
             .unwrap_err()
             .contains("not closed"));
-    }
-
-    #[test]
-    fn headers_compare_loosely() {
-        assert_eq!(header_key("\u{feff} Label  (Primary) "), "label (primary)");
-        assert_eq!(header_key("Camera_View"), "camera view");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 /// The workspace root (the parent of the `prep` package).
 pub fn root() -> PathBuf {
     let prep = Path::new(env!("CARGO_MANIFEST_DIR"));
-    prep.parent().expect("prep sits in the workspace").to_path_buf()
+    prep.parent()
+        .expect("prep sits in the workspace")
+        .to_path_buf()
 }
 
 /// The `prep` binary Cargo built for these tests.
