@@ -20,7 +20,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::config::PrepConfig;
 use crate::keypoints;
 use crate::manifest::ViewEntry;
-use crate::scaler::Resizer;
+use crate::resize::Resizer;
 use crate::timeline::{Picker, Timeline};
 use crate::video::{self, Flow, VideoInfo};
 
