@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod merge;
 pub mod pipeline;
 pub mod resize;
+pub mod segments;
 pub mod split;
 pub mod synth;
 pub mod table;

@@ -1,10 +1,10 @@
-//! The canonical inputs: `manifest.csv`/`.parquet` (one row per session and view) and
-//! `segments.csv` (labelled time ranges), read and validated before anything is written.
+//! The canonical manifest: `manifest.csv`/`.parquet` (one row per session and view), read
+//! and validated before anything is written (segments: [`crate::segments`]).
 //!
 //! Every problem is one line that names the file and line, and says what to do. All
 //! problems are collected, so a user fixes a manifest in one pass.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
@@ -79,7 +79,8 @@ const MANIFEST_OPTIONAL: &[&str] = &[
     "fold",
 ];
 
-fn cell<'a>(t: &TextTable, row: &'a [String], name: &str) -> Option<&'a str> {
+/// The trimmed, non-empty cell of column `name` in `row`.
+pub(crate) fn cell<'a>(t: &TextTable, row: &'a [String], name: &str) -> Option<&'a str> {
     t.col(name)
         .and_then(|i| row.get(i))
         .map(|s| s.trim())
@@ -197,171 +198,31 @@ impl Manifest {
                 ));
                 continue;
             }
-            let fps = match cell(&t, row, "fps").map(str::parse::<f64>) {
-                None => None,
-                Some(Ok(f)) if f.is_finite() && f > 0.0 => Some(f),
-                Some(_) => {
-                    problems.push(format!(
-                        "{at}: fps `{}` is not a positive number",
-                        cell(&t, row, "fps").unwrap_or("")
-                    ));
-                    continue;
-                }
-            };
-            let offset_s = match cell(&t, row, "offset_s").map(str::parse::<f64>) {
-                None => 0.0,
-                Some(Ok(o)) if o.is_finite() => o,
-                Some(_) => {
-                    problems.push(format!(
-                        "{at}: offset_s `{}` is not a number of seconds",
-                        cell(&t, row, "offset_s").unwrap_or("")
-                    ));
-                    continue;
-                }
-            };
-            let path = match resolve_under(&root, video) {
-                Ok(p) => p,
+            let entry = match read_row(
+                &t,
+                row,
+                Required {
+                    session,
+                    subject,
+                    view,
+                    video,
+                },
+                *line,
+                &root,
+                &at,
+            ) {
+                Ok(e) => e,
                 Err(e) => {
-                    problems.push(format!("{at}: {e}"));
-                    continue;
-                }
-            };
-            if !path.exists() {
-                problems.push(format!(
-                    "{at}: video {} not found; fix the path or remove the row",
-                    path.display()
-                ));
-                continue;
-            }
-            if !path.is_file() {
-                problems.push(format!("{at}: video {} is not a file", path.display()));
-                continue;
-            }
-            if let Err(e) = File::open(&path) {
-                problems.push(format!(
-                    "{at}: video {} cannot be read: {e}",
-                    path.display()
-                ));
-                continue;
-            }
-            let keypoints = cell(&t, row, "keypoints").map(String::from);
-            let keypoint_layout = cell(&t, row, "keypoint_layout").map(String::from);
-            let mut keypoints_path = None;
-            if let Some(k) = &keypoints {
-                match &keypoint_layout {
-                    None => {
-                        problems.push(format!(
-                            "{at}: keypoints given without keypoint_layout (one of {})",
-                            mvdrive_schemas::layout::layout_names()
-                        ));
-                        continue;
-                    }
-                    Some(l) if mvdrive_schemas::layout::layout(l).is_none() => {
-                        problems.push(format!(
-                            "{at}: unknown keypoint_layout `{l}` (known: {})",
-                            mvdrive_schemas::layout::layout_names()
-                        ));
-                        continue;
-                    }
-                    Some(_) => {}
-                }
-                match resolve_under(&root, k) {
-                    Ok(p) if p.exists() => keypoints_path = Some(p),
-                    Ok(p) => {
-                        problems.push(format!(
-                            "{at}: keypoints {} not found; fix the path or leave the cell empty (a view may have no keypoints)",
-                            p.display()
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        problems.push(format!("{at}: {e}"));
-                        continue;
-                    }
-                }
-            }
-            let fold = match cell(&t, row, "fold").map(str::parse::<u32>) {
-                None => None,
-                Some(Ok(f)) => Some(f),
-                Some(Err(_)) => {
-                    problems.push(format!(
-                        "{at}: fold `{}` is not a whole number",
-                        cell(&t, row, "fold").unwrap_or("")
-                    ));
+                    problems.push(e);
                     continue;
                 }
             };
             if !views.iter().any(|v| v == view) {
                 views.push(view.to_string());
             }
-            entries.push(ViewEntry {
-                line: *line,
-                session: session.into(),
-                subject: subject.into(),
-                view: view.into(),
-                video: video.into(),
-                path,
-                fps,
-                offset_s,
-                keypoints,
-                keypoints_path,
-                keypoint_layout,
-                split: cell(&t, row, "split").map(String::from),
-                fold,
-            });
+            entries.push(entry);
         }
-        let mut sessions: Vec<SessionEntry> = Vec::new();
-        let mut by_name: HashMap<String, usize> = HashMap::new();
-        for e in entries {
-            let i = *by_name.entry(e.session.clone()).or_insert_with(|| {
-                sessions.push(SessionEntry {
-                    name: e.session.clone(),
-                    subject: e.subject.clone(),
-                    split: e.split.clone(),
-                    fold: e.fold,
-                    views: Vec::new(),
-                });
-                sessions.len() - 1
-            });
-            let s = &mut sessions[i];
-            if s.subject != e.subject {
-                problems.push(format!(
-                    "{shown} line {}: session `{}` has subject `{}` here but `{}` on an earlier row; one subject per session",
-                    e.line, e.session, e.subject, s.subject
-                ));
-            }
-            if s.fold != e.fold {
-                problems.push(format!(
-                    "{shown} line {}: session `{}` has fold {:?} here but {:?} on an earlier row; one fold per session",
-                    e.line, e.session, e.fold, s.fold
-                ));
-            }
-            if s.split != e.split {
-                problems.push(format!(
-                    "{shown} line {}: session `{}` has split {:?} here but {:?} on an earlier row; one split per session",
-                    e.line, e.session, e.split, s.split
-                ));
-            }
-            s.views.push(e);
-        }
-        for s in &mut sessions {
-            let have: HashSet<&str> = s.views.iter().map(|v| v.view.as_str()).collect();
-            let missing: Vec<&str> = views
-                .iter()
-                .filter(|v| !have.contains(v.as_str()))
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                problems.push(format!(
-                    "{shown}: session `{}` is missing view(s) {} (every session needs every view: {}); add the rows or remove the session",
-                    s.name,
-                    missing.join(", "),
-                    views.join(", ")
-                ));
-            }
-            s.views
-                .sort_by_key(|v| views.iter().position(|x| *x == v.view));
-        }
+        let sessions = group_sessions(entries, &views, &shown, &mut problems);
         if problems.is_empty() {
             Ok(Manifest {
                 path: path.to_path_buf(),
@@ -375,206 +236,190 @@ impl Manifest {
     }
 }
 
-/// How a segment's times are given.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SegTime {
-    /// Seconds on the session timeline, half-open.
-    Seconds {
-        /// Start.
-        start: f64,
-        /// End (exclusive).
-        end: f64,
-    },
-    /// Source frame indices of `view` (the session's first view if none), half-open.
-    Frames {
-        /// First frame.
-        start: i64,
-        /// One past the last frame.
-        end: i64,
-        /// `frame_view` column.
-        view: Option<String>,
-    },
+/// The required cells of a manifest row.
+struct Required<'a> {
+    session: &'a str,
+    subject: &'a str,
+    view: &'a str,
+    video: &'a str,
 }
 
-/// One labelled segment as written.
-#[derive(Debug, Clone)]
-pub struct SegmentEntry {
-    /// Line in the segments file.
-    pub line: u64,
-    /// Session id.
-    pub session: String,
-    /// Label.
-    pub label: String,
-    /// Times.
-    pub time: SegTime,
-    /// `split` column.
-    pub split: Option<String>,
-}
-
-/// Validated segments and the class order.
-#[derive(Debug, Clone)]
-pub struct Segments {
-    /// The segments file.
-    pub path: PathBuf,
-    /// Rows, in file order.
-    pub rows: Vec<SegmentEntry>,
-    /// Class order: `labels.txt` if given, else sorted unique labels.
-    pub labels: Vec<String>,
-}
-
-impl Segments {
-    /// Read and validate segments against a validated manifest. `labels_txt` (one label
-    /// per line) fixes the class order.
-    pub fn load(
-        path: &Path,
-        manifest: &Manifest,
-        labels_txt: Option<&Path>,
-    ) -> Result<Segments, Vec<String>> {
-        let t = TextTable::read(path).map_err(|e| vec![e])?;
-        let shown = path.display().to_string();
-        let secs = t.col("start_s").is_some() && t.col("end_s").is_some();
-        let frames = t.col("start_frame").is_some() && t.col("end_frame").is_some();
-        if t.col("session").is_none() || t.col("label").is_none() || !(secs || frames) {
-            return Err(vec![format!(
-                "{shown}: needs columns session, label and either start_s, end_s (seconds) or \
-                 start_frame, end_frame (frames, with optional frame_view); it has: {}",
-                t.headers.join(", ")
-            )]);
-        }
-        let sessions: HashMap<&str, &SessionEntry> = manifest
-            .sessions
-            .iter()
-            .map(|s| (s.name.as_str(), s))
-            .collect();
-        let mut problems = Vec::new();
-        let mut rows = Vec::new();
-        for (line, row) in &t.rows {
-            let at = format!("{shown} line {line}");
-            let (Some(session), Some(label)) = (cell(&t, row, "session"), cell(&t, row, "label"))
-            else {
-                problems.push(format!("{at}: session and label must be filled in"));
-                continue;
-            };
-            if !sessions.contains_key(session) {
-                problems.push(format!(
-                    "{at}: session `{session}` is not in the manifest {}",
-                    manifest.path.display()
-                ));
-                continue;
-            }
-            let time = if secs && cell(&t, row, "start_s").is_some() {
-                let parse = |c: &str| {
-                    cell(&t, row, c)
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .filter(|v| v.is_finite())
-                };
-                match (parse("start_s"), parse("end_s")) {
-                    (Some(start), Some(end)) if start < end => SegTime::Seconds { start, end },
-                    (Some(_), Some(_)) => {
-                        problems.push(format!("{at}: start_s must be before end_s"));
-                        continue;
-                    }
-                    _ => {
-                        problems.push(format!(
-                            "{at}: start_s and end_s must be numbers of seconds"
-                        ));
-                        continue;
-                    }
-                }
-            } else if frames {
-                let parse = |c: &str| cell(&t, row, c).and_then(|v| v.parse::<i64>().ok());
-                let view = cell(&t, row, "frame_view").map(String::from);
-                if let Some(v) = &view {
-                    if !manifest.views.contains(v) {
-                        problems.push(format!(
-                            "{at}: frame_view `{v}` is not a view of the manifest ({})",
-                            manifest.views.join(", ")
-                        ));
-                        continue;
-                    }
-                }
-                match (parse("start_frame"), parse("end_frame")) {
-                    (Some(start), Some(end)) if 0 <= start && start < end => {
-                        SegTime::Frames { start, end, view }
-                    }
-                    (Some(_), Some(_)) => {
-                        problems.push(format!(
-                            "{at}: need 0 <= start_frame < end_frame (end is exclusive)"
-                        ));
-                        continue;
-                    }
-                    _ => {
-                        problems.push(format!(
-                            "{at}: start_frame and end_frame must be whole numbers"
-                        ));
-                        continue;
-                    }
-                }
-            } else {
-                problems.push(format!("{at}: no start_s/end_s given"));
-                continue;
-            };
-            rows.push(SegmentEntry {
-                line: *line,
-                session: session.into(),
-                label: label.into(),
-                time,
-                split: cell(&t, row, "split").map(String::from),
-            });
-        }
-        let labels = match labels_txt {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| vec![format!("{}: {e}", p.display())])?;
-                let mut labels: Vec<String> = Vec::new();
-                for (i, l) in text.lines().enumerate() {
-                    let l = l.trim();
-                    if l.is_empty() {
-                        continue;
-                    }
-                    if labels.iter().any(|x| x == l) {
-                        problems.push(format!(
-                            "{} line {}: label `{l}` is listed twice; keep one",
-                            p.display(),
-                            i + 1
-                        ));
-                        continue;
-                    }
-                    labels.push(l.to_string());
-                }
-                let known: HashSet<&str> = labels.iter().map(String::as_str).collect();
-                for r in &rows {
-                    if !known.contains(r.label.as_str()) {
-                        problems.push(format!(
-                            "{shown} line {}: label `{}` is not in {}",
-                            r.line,
-                            r.label,
-                            p.display()
-                        ));
-                    }
-                }
-                labels
-            }
-            None => {
-                let set: BTreeMap<&str, ()> = rows.iter().map(|r| (r.label.as_str(), ())).collect();
-                set.keys().map(|s| s.to_string()).collect()
-            }
-        };
-        if rows.is_empty() && problems.is_empty() {
-            problems.push(format!(
-                "{shown}: no segments; add at least one labelled segment"
+/// Check one manifest row's optional cells and files; the entry, or the problem.
+fn read_row(
+    t: &TextTable,
+    row: &[String],
+    req: Required<'_>,
+    line: u64,
+    root: &Path,
+    at: &str,
+) -> Result<ViewEntry, String> {
+    let Required {
+        session,
+        subject,
+        view,
+        video,
+    } = req;
+    let fps = match cell(t, row, "fps").map(str::parse::<f64>) {
+        None => None,
+        Some(Ok(f)) if f.is_finite() && f > 0.0 => Some(f),
+        Some(_) => {
+            return Err(format!(
+                "{at}: fps `{}` is not a positive number",
+                cell(t, row, "fps").unwrap_or("")
             ));
         }
-        if problems.is_empty() {
-            Ok(Segments {
-                path: path.to_path_buf(),
-                rows,
-                labels,
-            })
-        } else {
-            Err(problems)
+    };
+    let offset_s = match cell(t, row, "offset_s").map(str::parse::<f64>) {
+        None => 0.0,
+        Some(Ok(o)) if o.is_finite() => o,
+        Some(_) => {
+            return Err(format!(
+                "{at}: offset_s `{}` is not a number of seconds",
+                cell(t, row, "offset_s").unwrap_or("")
+            ));
+        }
+    };
+    let path = match resolve_under(root, video) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(format!("{at}: {e}"));
+        }
+    };
+    if !path.exists() {
+        return Err(format!(
+            "{at}: video {} not found; fix the path or remove the row",
+            path.display()
+        ));
+    }
+    if !path.is_file() {
+        return Err(format!("{at}: video {} is not a file", path.display()));
+    }
+    if let Err(e) = File::open(&path) {
+        return Err(format!(
+            "{at}: video {} cannot be read: {e}",
+            path.display()
+        ));
+    }
+    let keypoints = cell(t, row, "keypoints").map(String::from);
+    let keypoint_layout = cell(t, row, "keypoint_layout").map(String::from);
+    let mut keypoints_path = None;
+    if let Some(k) = &keypoints {
+        match &keypoint_layout {
+            None => {
+                return Err(format!(
+                    "{at}: keypoints given without keypoint_layout (one of {})",
+                    mvdrive_schemas::layout::layout_names()
+                ));
+            }
+            Some(l) if mvdrive_schemas::layout::layout(l).is_none() => {
+                return Err(format!(
+                    "{at}: unknown keypoint_layout `{l}` (known: {})",
+                    mvdrive_schemas::layout::layout_names()
+                ));
+            }
+            Some(_) => {}
+        }
+        match resolve_under(root, k) {
+            Ok(p) if p.exists() => keypoints_path = Some(p),
+            Ok(p) => {
+                return Err(format!(
+                    "{at}: keypoints {} not found; fix the path or leave the cell empty (a view may have no keypoints)",
+                    p.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!("{at}: {e}"));
+            }
         }
     }
+    let fold = match cell(t, row, "fold").map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(_)) => {
+            return Err(format!(
+                "{at}: fold `{}` is not a whole number",
+                cell(t, row, "fold").unwrap_or("")
+            ));
+        }
+    };
+    Ok(ViewEntry {
+        line,
+        session: session.into(),
+        subject: subject.into(),
+        view: view.into(),
+        video: video.into(),
+        path,
+        fps,
+        offset_s,
+        keypoints,
+        keypoints_path,
+        keypoint_layout,
+        split: cell(t, row, "split").map(String::from),
+        fold,
+    })
+}
+
+/// Rows grouped by session (one subject, fold and split each; every view present), views
+/// in manifest view order.
+fn group_sessions(
+    entries: Vec<ViewEntry>,
+    views: &[String],
+    shown: &str,
+    problems: &mut Vec<String>,
+) -> Vec<SessionEntry> {
+    let mut sessions: Vec<SessionEntry> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for e in entries {
+        let i = *by_name.entry(e.session.clone()).or_insert_with(|| {
+            sessions.push(SessionEntry {
+                name: e.session.clone(),
+                subject: e.subject.clone(),
+                split: e.split.clone(),
+                fold: e.fold,
+                views: Vec::new(),
+            });
+            sessions.len() - 1
+        });
+        let s = &mut sessions[i];
+        if s.subject != e.subject {
+            problems.push(format!(
+                "{shown} line {}: session `{}` has subject `{}` here but `{}` on an earlier row; one subject per session",
+                e.line, e.session, e.subject, s.subject
+            ));
+        }
+        if s.fold != e.fold {
+            problems.push(format!(
+                "{shown} line {}: session `{}` has fold {:?} here but {:?} on an earlier row; one fold per session",
+                e.line, e.session, e.fold, s.fold
+            ));
+        }
+        if s.split != e.split {
+            problems.push(format!(
+                "{shown} line {}: session `{}` has split {:?} here but {:?} on an earlier row; one split per session",
+                e.line, e.session, e.split, s.split
+            ));
+        }
+        s.views.push(e);
+    }
+    for s in &mut sessions {
+        let have: HashSet<&str> = s.views.iter().map(|v| v.view.as_str()).collect();
+        let missing: Vec<&str> = views
+            .iter()
+            .filter(|v| !have.contains(v.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{shown}: session `{}` is missing view(s) {} (every session needs every view: {}); add the rows or remove the session",
+                s.name,
+                missing.join(", "),
+                views.join(", ")
+            ));
+        }
+        s.views
+            .sort_by_key(|v| views.iter().position(|x| *x == v.view));
+    }
+    sessions
 }
 
 #[cfg(test)]
