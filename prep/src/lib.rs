@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod resize;
 pub mod segments;
 pub mod split;
+mod sweep;
 pub mod synth;
 pub mod table;
 pub mod timeline;

@@ -45,61 +45,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
         .map(|p| Cache::open(p))
         .collect::<Result<_, _>>()?;
     let first = &caches[0];
-    let mut problems = Vec::new();
-    let mut owner: HashMap<&str, &Path> = HashMap::new();
-    for (c, p) in caches.iter().zip(parts) {
-        let shown = p.display();
-        if c.meta.params != first.meta.params {
-            let a = serde_json::to_value(&c.meta.params).unwrap_or_default();
-            let b = serde_json::to_value(&first.meta.params).unwrap_or_default();
-            let diff: Vec<String> = a
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
-                .map(|(k, v)| {
-                    format!(
-                        "{k} {v} vs {}",
-                        b.get(k.as_str()).cloned().unwrap_or_default()
-                    )
-                })
-                .collect();
-            problems.push(format!(
-                "{shown}: built with other parameters than {} ({}); rebuild the parts with the same settings",
-                parts[0].display(),
-                diff.join(", ")
-            ));
-        }
-        if c.meta.views != first.meta.views {
-            problems.push(format!(
-                "{shown}: views {:?} differ from {:?}",
-                c.meta.views, first.meta.views
-            ));
-        }
-        let labels = |c: &Cache| {
-            c.labels
-                .iter()
-                .map(|l| (l.label_id, l.label.clone()))
-                .collect::<Vec<_>>()
-        };
-        if labels(c) != labels(first) {
-            problems.push(format!("{shown}: its classes differ from {}'s; build every part from the same segments file", parts[0].display()));
-        }
-        if !c.meta.merged_from.is_empty() {
-            problems.push(format!(
-                "{shown}: is itself a merged cache; merge the original parts"
-            ));
-        }
-        for s in &c.sessions {
-            if let Some(other) = owner.insert(&s.session, p) {
-                problems.push(format!(
-                    "session `{}` is in both {} and {shown}; parts must not overlap",
-                    s.session,
-                    other.display()
-                ));
-            }
-        }
-    }
+    let problems = check_parts(&caches, parts);
     if let Some((_, n)) = first.meta.part {
         if caches.len() as u32 != n {
             tracing::warn!(
@@ -124,18 +70,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
             out.display()
         )));
     };
-    let links = out.join("parts");
-    std::fs::create_dir_all(&links).map_err(io(&links))?;
-    let mut merged_from = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        let target = p.canonicalize().map_err(io(p))?;
-        let link = links.join(i.to_string());
-        let tmp = links.join(format!("{i}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &link).map_err(io(&link))?;
-        merged_from.push(target.display().to_string());
-    }
+    let merged_from = link_parts(out, parts)?;
 
     let mut sessions = Vec::new();
     let mut views = Vec::new();
@@ -191,4 +126,84 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
     debug_assert!(out.join(META_FILE).exists());
     drop(lock);
     Ok(summary)
+}
+
+/// Everything that keeps `caches` (opened from `parts`) from being merged: other
+/// parameters, views or classes, a merged cache, overlapping sessions.
+fn check_parts(caches: &[Cache], parts: &[PathBuf]) -> Vec<String> {
+    let first = &caches[0];
+    let mut problems = Vec::new();
+    let mut owner: HashMap<&str, &Path> = HashMap::new();
+    for (c, p) in caches.iter().zip(parts) {
+        let shown = p.display();
+        if c.meta.params != first.meta.params {
+            let a = serde_json::to_value(&c.meta.params).unwrap_or_default();
+            let b = serde_json::to_value(&first.meta.params).unwrap_or_default();
+            let diff: Vec<String> = a
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k} {v} vs {}",
+                        b.get(k.as_str()).cloned().unwrap_or_default()
+                    )
+                })
+                .collect();
+            problems.push(format!(
+                "{shown}: built with other parameters than {} ({}); rebuild the parts with the same settings",
+                parts[0].display(),
+                diff.join(", ")
+            ));
+        }
+        if c.meta.views != first.meta.views {
+            problems.push(format!(
+                "{shown}: views {:?} differ from {:?}",
+                c.meta.views, first.meta.views
+            ));
+        }
+        let labels = |c: &Cache| {
+            c.labels
+                .iter()
+                .map(|l| (l.label_id, l.label.clone()))
+                .collect::<Vec<_>>()
+        };
+        if labels(c) != labels(first) {
+            problems.push(format!("{shown}: its classes differ from {}'s; build every part from the same segments file", parts[0].display()));
+        }
+        if !c.meta.merged_from.is_empty() {
+            problems.push(format!(
+                "{shown}: is itself a merged cache; merge the original parts"
+            ));
+        }
+        for s in &c.sessions {
+            if let Some(other) = owner.insert(&s.session, p) {
+                problems.push(format!(
+                    "session `{}` is in both {} and {shown}; parts must not overlap",
+                    s.session,
+                    other.display()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Link each part as `out/parts/<i>` (a symbolic link renamed into place); returns the
+/// parts' absolute paths.
+fn link_parts(out: &Path, parts: &[PathBuf]) -> Result<Vec<String>, PrepError> {
+    let links = out.join("parts");
+    std::fs::create_dir_all(&links).map_err(io(&links))?;
+    let mut merged_from = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let target = p.canonicalize().map_err(io(p))?;
+        let link = links.join(i.to_string());
+        let tmp = links.join(format!("{i}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &link).map_err(io(&link))?;
+        merged_from.push(target.display().to_string());
+    }
+    Ok(merged_from)
 }
