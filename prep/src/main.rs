@@ -293,7 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Run `prep build` and print its summary; failure when views were skipped and
 /// `allow_skips` is off.
 fn run_build(args: &BuildArgs, allow_skips: bool) -> Result<ExitCode> {
-    let s = build(&args)?;
+    let s = build(args)?;
     for w in &s.warnings {
         eprintln!("warning: {w}");
     }

@@ -344,7 +344,7 @@ fn manifest_rows(
         .iter()
         .map(|(_, _, idx)| {
             let r = &rows[idx[0]];
-            absolute(&video_file(&r.dir, &r.filename, &ext))
+            absolute(&video_file(&r.dir, &r.filename, ext))
         })
         .collect();
     let mut outside = Vec::new();

@@ -70,6 +70,9 @@ struct SessionView {
     anns: Vec<(String, Vec<Chunk>)>,
 }
 
+/// The merged annotations of one (session, view): (annotation id, segments).
+type MergedAnns = Vec<(String, Vec<Merged>)>;
+
 /// A merged annotation.
 #[derive(Debug, Clone, PartialEq)]
 struct Merged {
@@ -360,9 +363,9 @@ fn view_order(map: &[(String, String)], svs: &[SessionView]) -> Vec<(String, Str
 }
 
 /// Merge the chunks of every annotation of every (session, view).
-fn merge_all(svs: &[SessionView]) -> Result<Vec<Vec<(String, Vec<Merged>)>>, Vec<String>> {
+fn merge_all(svs: &[SessionView]) -> Result<Vec<MergedAnns>, Vec<String>> {
     let mut problems = Vec::new();
-    let mut merged: Vec<Vec<(String, Vec<Merged>)>> = Vec::with_capacity(svs.len());
+    let mut merged: Vec<MergedAnns> = Vec::with_capacity(svs.len());
     for sv in svs {
         let mut m = Vec::new();
         for (ann, chunks) in &sv.anns {
@@ -450,7 +453,7 @@ fn manifest_rows(
 /// each session; a warning per other view whose annotations differ.
 fn segments(
     svs: &[SessionView],
-    merged: &[Vec<(String, Vec<Merged>)>],
+    merged: &[MergedAnns],
     time_view: Option<&str>,
     level: &str,
     vpos: &dyn Fn(&str) -> usize,
@@ -467,7 +470,7 @@ fn segments(
             None => mine.iter().copied().min_by_key(|&i| vpos(&svs[i].view)),
         };
         let Some(t) = chosen else {
-            let tv = time_view.as_deref().unwrap_or("");
+            let tv = time_view.unwrap_or("");
             problems.push(format!(
                 "{}: session `{s}` has no annotations in view `{tv}` (--time-view); pick a view every session has",
                 svs[mine[0]].at
