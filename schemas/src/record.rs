@@ -199,13 +199,8 @@ pub fn decode_keypoints(frame: &[u8], values: &mut [f32], path: &Path) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::tests::frames;
     use crate::shard::{RecordView, ShardWriter};
-
-    fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
-        (0..n)
-            .map(|i| (0..fb).map(|j| ((i * 31 + j) % 251) as u8).collect())
-            .collect()
-    }
 
     /// Two records (3 and 5 frames of 1000 bytes); the row of the second.
     fn write(dir: &Path, comp: Compression) -> (RecordRow, Vec<Vec<u8>>) {

@@ -362,11 +362,12 @@ impl<'a> RecordView<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::checksum::xxh3;
 
-    fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
+    /// `n` distinct test frames of `fb` bytes.
+    pub(crate) fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
         (0..n)
             .map(|i| (0..fb).map(|j| ((i * 31 + j) % 251) as u8).collect())
             .collect()
