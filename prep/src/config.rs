@@ -6,6 +6,7 @@ use std::path::Path;
 pub use crate::keypoints::KptNormalize;
 use mvdrive_common::bytes::parse_bytes;
 use mvdrive_schemas::meta::PrepParams;
+use mvdrive_schemas::settings::{read_yaml_file, split_override};
 use mvdrive_schemas::shard::Compression;
 
 /// Keys `prep` reads, with a one-line description (shown in errors and `--help`).
@@ -254,23 +255,15 @@ impl PrepConfig {
     /// Apply `key=value` overrides from the command line.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
         for o in overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "`{o}` is not a `key.sub=value` override (e.g. data.img_size=112)"
-                ))
-            })?;
-            self.set(k.trim(), v, false)?;
+            let (k, v) = split_override(o, "data.img_size=112").map_err(ConfigError)?;
+            self.set(k, v, false)?;
         }
         Ok(())
     }
 
     /// Apply a YAML config file (the layout of `configs/config.yaml`).
     pub fn apply_yaml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        let flat = mvdrive_schemas::settings::flatten_yaml(&text)
-            .map_err(|m| ConfigError(format!("{}: {m}", path.display())))?;
-        for (k, v) in flat {
+        for (k, v) in read_yaml_file(path).map_err(ConfigError)? {
             self.set(&k, &v, true)
                 .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         }
