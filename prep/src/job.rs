@@ -13,6 +13,7 @@ use std::time::UNIX_EPOCH;
 use mvdrive_schemas::checksum::to_hex;
 use mvdrive_schemas::commit::write_synced;
 use mvdrive_schemas::index::{RecordRow, ViewRow};
+use mvdrive_schemas::record::encode_keypoints;
 use mvdrive_schemas::shard::{Compression, ShardWriter};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -424,13 +425,7 @@ impl Job {
                 self.info.width,
                 self.info.height,
             );
-            bytes.clear();
-            for v in vals
-                .iter()
-                .chain(std::iter::once(&if valid { 1.0 } else { 0.0 }))
-            {
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
+            encode_keypoints(&vals, valid, &mut bytes);
             valid_frames += valid as u64;
             chunks.push(i as u64, &bytes)?;
         }

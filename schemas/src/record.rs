@@ -1,9 +1,10 @@
-//! The inside of one record, in one place: how frame `i` is found (raw frames back to back,
-//! or the per-frame table of a zstd record), how it is read with a positioned read, and
-//! how a keypoint frame decodes. [`RecordView`](crate::shard::RecordView) (the mmap reader
-//! of `verify`, `export`, [`Cache`](crate::Cache)) and [`read_frame_into`] (the `pread`
-//! reader of `train`'s loader) both go through the frame table functions here, and
-//! [`ShardWriter`](crate::shard::ShardWriter) writes the table with [`encode_frame_table`].
+//! The inside of one record, in one place: how frame `i` is found (raw frames back to
+//! back, or the per-frame table of a zstd record), how it is read with a positioned read,
+//! and how a keypoint frame is encoded and decoded. [`RecordView`](crate::shard::RecordView)
+//! (the mmap reader of `verify`, `export`, [`Cache`](crate::Cache)) and
+//! [`read_frame_into`] (the `pread` reader of `train`'s loader) both go through the frame
+//! table functions here, and [`ShardWriter`](crate::shard::ShardWriter) writes the table
+//! with [`encode_frame_table`].
 //!
 //! The zstd frame table (see `schemas/FORMAT.md`, "Records"): `frame_count + 1`
 //! little-endian `u64` offsets at the end of the record, relative to the record start.
@@ -173,6 +174,16 @@ pub fn read_frame_into(
     }
 }
 
+/// Encode one keypoint frame: the `K * C` `values`, then the validity flag (1.0 when
+/// `valid`, else 0.0), each a little-endian `f32`, into `out` (cleared first).
+pub fn encode_keypoints(values: &[f32], valid: bool, out: &mut Vec<u8>) {
+    out.clear();
+    let flag = if valid { 1.0f32 } else { 0.0 };
+    for v in values.iter().chain(std::iter::once(&flag)) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
 /// Decode one keypoint frame (`K * C + 1` little-endian `f32`: the values, then the
 /// validity flag) into `values` (`K * C` of them); returns whether the frame is valid
 /// (flag > 0). Errors if `frame` is not exactly `(values.len() + 1) * 4` bytes.
@@ -291,9 +302,14 @@ mod tests {
     fn keypoint_frames_decode_values_and_the_flag() {
         let words = [1.5f32, -2.0, 0.25, 1.0];
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut encoded = vec![7u8; 3];
+        encode_keypoints(&words[..3], true, &mut encoded);
+        assert_eq!(encoded, bytes);
         let mut vals = [0f32; 3];
         assert!(decode_keypoints(&bytes, &mut vals, Path::new("k")).unwrap());
         assert_eq!(vals, [1.5, -2.0, 0.25]);
+        encode_keypoints(&vals, false, &mut encoded);
+        assert!(!decode_keypoints(&encoded, &mut vals, Path::new("k")).unwrap());
         assert!(decode_keypoints(&bytes[..12], &mut vals, Path::new("k")).is_err());
     }
 }
