@@ -141,7 +141,7 @@ pub fn read_frame_into(
     }
     match Compression::from_column(&rec.compression) {
         Some(Compression::None) => {
-            if rec.length != rec.frame_count as u64 * fb as u64 {
+            if (rec.frame_count as u64).checked_mul(fb as u64) != Some(rec.length) {
                 return Err(Error::format(
                     path,
                     format!(
@@ -150,7 +150,7 @@ pub fn read_frame_into(
                     ),
                 ));
             }
-            file.read_exact_at(out, rec.offset + (frame * fb) as u64)
+            file.read_exact_at(out, shard_offset(rec, (frame * fb) as u64)?)
                 .map_err(io(path))?;
             Ok(fb)
         }
@@ -158,11 +158,11 @@ pub fn read_frame_into(
             let table_start = frame_table_start(rec.length, rec.frame_count)
                 .ok_or_else(|| Error::format(path, "zstd record: bad offset table"))?;
             let mut pair = [0u8; 2 * OFFSET_BYTES];
-            let at = rec.offset + table_start + (frame * OFFSET_BYTES) as u64;
+            let at = shard_offset(rec, table_start + (frame * OFFSET_BYTES) as u64)?;
             file.read_exact_at(&mut pair, at).map_err(io(path))?;
             let (a, b) = frame_span(&pair, frame, table_start, path)?;
             scratch.resize((b - a) as usize, 0);
-            file.read_exact_at(scratch, rec.offset + a)
+            file.read_exact_at(scratch, shard_offset(rec, a)?)
                 .map_err(io(path))?;
             decompress_frame(scratch, out, frame, path)?;
             Ok(scratch.len() + pair.len())
@@ -182,6 +182,16 @@ pub fn encode_keypoints(values: &[f32], valid: bool, out: &mut Vec<u8>) {
     for v in values.iter().chain(std::iter::once(&flag)) {
         out.extend_from_slice(&v.to_le_bytes());
     }
+}
+
+/// Byte `rel` of record `rec` as an offset in its shard; an error if it does not fit.
+fn shard_offset(rec: &RecordRow, rel: u64) -> Result<u64> {
+    rec.offset.checked_add(rel).ok_or_else(|| {
+        Error::format(
+            &rec.shard,
+            format!("record offset {} + {rel} is out of range", rec.offset),
+        )
+    })
 }
 
 /// Decode one keypoint frame (`K * C + 1` little-endian `f32`: the values, then the
