@@ -1,7 +1,7 @@
 //! `prep`: turn multi-view driver recordings into an mvdrive cache.
 //!
-//! The pipeline, one module per step: [`manifest`] (read and validate inputs, through
-//! [`table`]) -> [`video`] (probe, decode) -> [`timeline`] (put every view on one session
+//! The pipeline, one module per step: [`manifest`] and [`segments`] (read and validate
+//! inputs, through [`table`]) -> [`video`] (probe, decode) -> [`timeline`] (put every view on one session
 //! clock) -> [`resize`] (fit frames to `data.img_size`) -> [`job`] (chunk into
 //! page-aligned records in shards) -> [`pipeline`] (run jobs in parallel, commit the
 //! index). The cache format itself lives in `mvdrive-schemas`.
