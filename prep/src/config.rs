@@ -4,7 +4,9 @@
 use std::path::Path;
 
 pub use crate::keypoints::KptNormalize;
+use mvdrive_common::bytes::parse_bytes;
 use mvdrive_schemas::meta::PrepParams;
+use mvdrive_schemas::settings::{read_yaml_file, split_override};
 use mvdrive_schemas::shard::Compression;
 
 /// Keys `prep` reads, with a one-line description (shown in errors and `--help`).
@@ -144,27 +146,6 @@ pub fn nearest_key(key: &str) -> Option<&'static str> {
     )
 }
 
-/// Parse a byte size such as `1GiB`, `256MiB`, `500MB` or `123456`.
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    (n >= 0.0).then_some((n * mult) as u64)
-}
-
 impl PrepConfig {
     /// Set one key from its text value. Train keys are accepted and ignored only when
     /// `allow_train_keys` (config files); on the command line they are an error.
@@ -231,8 +212,7 @@ impl PrepConfig {
                     .ok_or_else(|| bad(key, v, "`none` or `zstd:N` with N in 1..22"))?
             }
             "prep.shard_size" => {
-                let n =
-                    parse_bytes(v).ok_or_else(|| bad(key, v, "a size such as 1GiB or 256MiB"))?;
+                let n = parse_bytes(v).map_err(|_| bad(key, v, "a size such as 1GiB or 256MiB"))?;
                 if n < 1 << 20 {
                     return Err(bad(key, v, "at least 1MiB"));
                 }
@@ -275,23 +255,15 @@ impl PrepConfig {
     /// Apply `key=value` overrides from the command line.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
         for o in overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "`{o}` is not a `key.sub=value` override (e.g. data.img_size=112)"
-                ))
-            })?;
-            self.set(k.trim(), v, false)?;
+            let (k, v) = split_override(o, "data.img_size=112").map_err(ConfigError)?;
+            self.set(k, v, false)?;
         }
         Ok(())
     }
 
     /// Apply a YAML config file (the layout of `configs/config.yaml`).
     pub fn apply_yaml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        let flat = mvdrive_schemas::settings::flatten_yaml(&text)
-            .map_err(|m| ConfigError(format!("{}: {m}", path.display())))?;
-        for (k, v) in flat {
+        for (k, v) in read_yaml_file(path).map_err(ConfigError)? {
             self.set(&k, &v, true)
                 .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         }
@@ -405,10 +377,11 @@ mod tests {
 
     #[test]
     fn byte_sizes_parse() {
-        assert_eq!(parse_bytes("1GiB"), Some(1 << 30));
-        assert_eq!(parse_bytes("500MB"), Some(500_000_000));
-        assert_eq!(parse_bytes("12"), Some(12));
-        assert_eq!(parse_bytes("12 parsecs"), None);
+        // Binary units everywhere (mvdrive_common::bytes): 500MB is 500 MiB, not 500e6.
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("500MB"), Ok(500 << 20));
+        assert_eq!(parse_bytes("12"), Ok(12));
+        assert!(parse_bytes("12 parsecs").is_err());
     }
 }
 

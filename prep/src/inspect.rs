@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use mvdrive_common::bytes::format_bytes;
 use mvdrive_schemas::Cache;
 use serde_json::{json, Value};
 
@@ -51,22 +52,6 @@ pub fn summary(dir: &Path) -> Result<Value, PrepError> {
     }))
 }
 
-/// Human-readable bytes.
-pub fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 /// The text report of `prep inspect`.
 pub fn text(dir: &Path) -> Result<String, PrepError> {
     let v = summary(dir)?;
@@ -91,11 +76,11 @@ pub fn text(dir: &Path) -> Result<String, PrepError> {
     s += &format!("segments         {}\n", v["segments"]);
     s += &format!(
         "rgb bytes        {}\n",
-        human_bytes(v["rgb_bytes"].as_u64().unwrap_or(0))
+        format_bytes(v["rgb_bytes"].as_u64().unwrap_or(0))
     );
     s += &format!(
         "kpt bytes        {}\n",
-        human_bytes(v["kpt_bytes"].as_u64().unwrap_or(0))
+        format_bytes(v["kpt_bytes"].as_u64().unwrap_or(0))
     );
     s += "classes\n";
     let counts: Vec<(String, u64)> = v["classes"]

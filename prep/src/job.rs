@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use mvdrive_schemas::checksum::to_hex;
+use mvdrive_schemas::commit::write_synced;
 use mvdrive_schemas::index::{RecordRow, ViewRow};
+use mvdrive_schemas::record::encode_keypoints;
 use mvdrive_schemas::shard::{Compression, ShardWriter};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -19,7 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::config::PrepConfig;
 use crate::keypoints;
 use crate::manifest::ViewEntry;
-use crate::scaler::Resizer;
+use crate::resize::Resizer;
 use crate::timeline::{Picker, Timeline};
 use crate::video::{self, Flow, VideoInfo};
 
@@ -423,13 +425,7 @@ impl Job {
                 self.info.width,
                 self.info.height,
             );
-            bytes.clear();
-            for v in vals
-                .iter()
-                .chain(std::iter::once(&if valid { 1.0 } else { 0.0 }))
-            {
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
+            encode_keypoints(&vals, valid, &mut bytes);
             valid_frames += valid as u64;
             chunks.push(i as u64, &bytes)?;
         }
@@ -492,14 +488,6 @@ impl<'a> Chunker<'a> {
         }
         Ok(())
     }
-}
-
-/// Write `bytes` to `path` and fsync.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use mvdrive_schemas::layout::{layout, layout_names, Layout};
 
-use crate::manifest::TextTable;
+use crate::table::TextTable;
 
 /// How keypoint coordinates are normalised (`prep.kpt_normalize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,15 @@
 //! `prep`: the command line. Parsing only; the work is in the `mvdrive_prep` library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use mvdrive_common::bytes::format_bytes;
+use mvdrive_common::progress;
 use mvdrive_prep::config::{PrepConfig, PREP_KEYS};
-use mvdrive_prep::inspect::human_bytes;
 use mvdrive_prep::pipeline::{build, BuildArgs};
-use mvdrive_prep::{export, inspect, progress, synth};
+use mvdrive_prep::{export, inspect, synth};
 
 /// Turn multi-view driver recordings into a verified, memory-mapped, sharded frame cache.
 #[derive(Parser)]
@@ -235,69 +236,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 part,
                 rehash,
             };
-            let s = build(&args)?;
-            for w in &s.warnings {
-                eprintln!("warning: {w}");
-            }
-            println!(
-                "prep build: {} sessions, {} segments, {} RGB + {} keypoints in {} shards -> {}",
-                s.sessions,
-                s.segments,
-                human_bytes(s.rgb_bytes),
-                human_bytes(s.kpt_bytes),
-                s.shards,
-                args.out.display()
-            );
-            println!(
-                "  {} views decoded ({} source frames -> {} timeline frames, {:.0} frames/s), {} reused, {:.1} s, peak RSS {}",
-                s.jobs_run,
-                s.frames_decoded,
-                s.frames_written,
-                s.frames_decoded as f64 / s.seconds.max(1e-9),
-                s.jobs_reused,
-                s.seconds,
-                human_bytes(s.peak_rss)
-            );
-            if !s.skipped.is_empty() {
-                eprintln!(
-                    "skipped {} view(s); their sessions are not in the cache:",
-                    s.skipped.len()
-                );
-                for k in &s.skipped {
-                    eprintln!("  session `{}` view `{}`: {}", k.session, k.view, k.reason);
-                }
-                if !allow_skips {
-                    eprintln!("error: some videos could not be decoded; fix or remove them, or pass --allow-skips to accept the cache without them");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+            return run_build(&args, allow_skips);
         }
-        Command::Verify { cache } => {
-            let total = mvdrive_schemas::meta::Meta::load(&cache)
-                .map(|m| m.totals.rgb_bytes + m.totals.kpt_bytes)
-                .unwrap_or(0);
-            let pb = progress::bar(total, "bytes", quiet);
-            let report = mvdrive_schemas::verify::verify(&cache, |n| pb.inc(n));
-            pb.finish_and_clear();
-            if report.ok() {
-                println!(
-                    "ok: {} records, {} checked in {}",
-                    report.records_checked,
-                    human_bytes(report.bytes_checked),
-                    cache.display()
-                );
-            } else {
-                for p in &report.problems {
-                    eprintln!("{p}");
-                }
-                eprintln!(
-                    "error: {} problem(s) in {}; re-run `prep build` to repair it",
-                    report.problems.len(),
-                    cache.display()
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        Command::Verify { cache } => return run_verify(&cache, quiet),
         Command::Inspect { cache, json } => {
             if json {
                 println!(
@@ -345,6 +286,77 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.display()
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `prep build` and print its summary; failure when views were skipped and
+/// `allow_skips` is off.
+fn run_build(args: &BuildArgs, allow_skips: bool) -> Result<ExitCode> {
+    let s = build(args)?;
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "prep build: {} sessions, {} segments, {} RGB + {} keypoints in {} shards -> {}",
+        s.sessions,
+        s.segments,
+        format_bytes(s.rgb_bytes),
+        format_bytes(s.kpt_bytes),
+        s.shards,
+        args.out.display()
+    );
+    println!(
+        "  {} views decoded ({} source frames -> {} timeline frames, {:.0} frames/s), {} reused, {:.1} s, peak RSS {}",
+        s.jobs_run,
+        s.frames_decoded,
+        s.frames_written,
+        s.frames_decoded as f64 / s.seconds.max(1e-9),
+        s.jobs_reused,
+        s.seconds,
+        format_bytes(s.peak_rss)
+    );
+    if !s.skipped.is_empty() {
+        eprintln!(
+            "skipped {} view(s); their sessions are not in the cache:",
+            s.skipped.len()
+        );
+        for k in &s.skipped {
+            eprintln!("  session `{}` view `{}`: {}", k.session, k.view, k.reason);
+        }
+        if !allow_skips {
+            eprintln!("error: some videos could not be decoded; fix or remove them, or pass --allow-skips to accept the cache without them");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `prep verify` with a progress bar and print the report.
+fn run_verify(cache: &Path, quiet: bool) -> Result<ExitCode> {
+    let total = mvdrive_schemas::meta::Meta::load(cache)
+        .map(|m| m.totals.rgb_bytes + m.totals.kpt_bytes)
+        .unwrap_or(0);
+    let pb = progress::bar(total, "bytes", quiet);
+    let report = mvdrive_schemas::verify::verify(cache, |n| pb.inc(n));
+    pb.finish_and_clear();
+    if report.ok() {
+        println!(
+            "ok: {} records, {} checked in {}",
+            report.records_checked,
+            format_bytes(report.bytes_checked),
+            cache.display()
+        );
+    } else {
+        for p in &report.problems {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "error: {} problem(s) in {}; re-run `prep build` to repair it",
+            report.problems.len(),
+            cache.display()
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,148 +1,14 @@
-//! The canonical inputs: `manifest.csv`/`.parquet` (one row per session and view) and
-//! `segments.csv` (labelled time ranges), read and validated before anything is written.
+//! The canonical manifest: `manifest.csv`/`.parquet` (one row per session and view), read
+//! and validated before anything is written (segments: [`crate::segments`]).
 //!
 //! Every problem is one line that names the file and line, and says what to do. All
 //! problems are collected, so a user fixes a manifest in one pass.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
-use arrow_array::{
-    Array, Float32Array, Float64Array, Int32Array, Int64Array, LargeStringArray, StringArray,
-};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-/// A table of text cells read from CSV or Parquet, with line numbers for messages.
-#[derive(Debug)]
-pub struct TextTable {
-    /// The file.
-    pub path: PathBuf,
-    /// Column names.
-    pub headers: Vec<String>,
-    /// Rows: (line number, cells). For Parquet the "line" is the row number + 1, so the
-    /// first data row is 2 as in a CSV with a header.
-    pub rows: Vec<(u64, Vec<String>)>,
-}
-
-impl TextTable {
-    /// Read a CSV (`.csv`, or anything not `.parquet`) or Parquet file.
-    pub fn read(path: &Path) -> Result<TextTable, String> {
-        let shown = path.display();
-        if !path.is_file() {
-            return Err(format!("{shown}: file not found"));
-        }
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
-        {
-            return read_parquet(path);
-        }
-        let mut rdr = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .comment(Some(b'#'))
-            .from_path(path)
-            .map_err(|e| format!("{shown}: {e}"))?;
-        let headers: Vec<String> = rdr
-            .headers()
-            .map_err(|e| format!("{shown}: malformed CSV header: {e}"))?
-            .iter()
-            .map(|h| h.trim_start_matches('\u{feff}').to_string())
-            .collect();
-        let mut rows = Vec::new();
-        for rec in rdr.records() {
-            let rec = rec.map_err(|e| {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                let what = match e.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len, len, ..
-                    } => {
-                        format!("{len} fields but the header has {expected_len}")
-                    }
-                    csv::ErrorKind::Utf8 { .. } => "text is not valid UTF-8".to_string(),
-                    _ => e.to_string(),
-                };
-                format!("{shown} line {line}: malformed CSV: {what}; fix the row")
-            })?;
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
-            rows.push((line, rec.iter().map(String::from).collect()));
-        }
-        Ok(TextTable {
-            path: path.to_path_buf(),
-            headers,
-            rows,
-        })
-    }
-
-    /// Index of column `name`.
-    pub fn col(&self, name: &str) -> Option<usize> {
-        self.headers.iter().position(|h| h == name)
-    }
-}
-
-fn read_parquet(path: &Path) -> Result<TextTable, String> {
-    let shown = path.display();
-    let file = File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
-    let mut headers: Vec<String> = Vec::new();
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| format!("{shown}: {e}"))?;
-        headers = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let n = batch.num_rows();
-        let mut cols: Vec<Vec<String>> = Vec::new();
-        for (c, name) in batch.columns().iter().zip(&headers) {
-            cols.push(text_column(c.as_ref()).ok_or_else(|| {
-                format!(
-                    "{shown}: column `{name}` has type {}, expected text or numbers",
-                    c.data_type()
-                )
-            })?);
-        }
-        for i in 0..n {
-            let line = rows.len() as u64 + 2;
-            rows.push((line, cols.iter().map(|c| c[i].clone()).collect()));
-        }
-    }
-    Ok(TextTable {
-        path: path.to_path_buf(),
-        headers,
-        rows,
-    })
-}
-
-fn text_column(a: &dyn Array) -> Option<Vec<String>> {
-    fn conv<A: Array + 'static, T: ToString>(
-        a: &dyn Array,
-        f: impl Fn(&A, usize) -> T,
-    ) -> Option<Vec<String>> {
-        let a = a.as_any().downcast_ref::<A>()?;
-        Some(
-            (0..a.len())
-                .map(|i| {
-                    if a.is_null(i) {
-                        String::new()
-                    } else {
-                        f(a, i).to_string()
-                    }
-                })
-                .collect(),
-        )
-    }
-    conv::<StringArray, _>(a, |a, i| a.value(i).to_string())
-        .or_else(|| conv::<LargeStringArray, _>(a, |a, i| a.value(i).to_string()))
-        .or_else(|| conv::<Int64Array, _>(a, |a, i| a.value(i)))
-        .or_else(|| conv::<Int32Array, _>(a, |a, i| a.value(i)))
-        .or_else(|| conv::<Float64Array, _>(a, |a, i| a.value(i)))
-        .or_else(|| conv::<Float32Array, _>(a, |a, i| a.value(i)))
-}
+use crate::table::TextTable;
 
 /// One manifest row: one view of one session.
 #[derive(Debug, Clone)]
@@ -213,7 +79,8 @@ const MANIFEST_OPTIONAL: &[&str] = &[
     "fold",
 ];
 
-fn cell<'a>(t: &TextTable, row: &'a [String], name: &str) -> Option<&'a str> {
+/// The trimmed, non-empty cell of column `name` in `row`.
+pub(crate) fn cell<'a>(t: &TextTable, row: &'a [String], name: &str) -> Option<&'a str> {
     t.col(name)
         .and_then(|i| row.get(i))
         .map(|s| s.trim())
@@ -331,171 +198,31 @@ impl Manifest {
                 ));
                 continue;
             }
-            let fps = match cell(&t, row, "fps").map(str::parse::<f64>) {
-                None => None,
-                Some(Ok(f)) if f.is_finite() && f > 0.0 => Some(f),
-                Some(_) => {
-                    problems.push(format!(
-                        "{at}: fps `{}` is not a positive number",
-                        cell(&t, row, "fps").unwrap_or("")
-                    ));
-                    continue;
-                }
-            };
-            let offset_s = match cell(&t, row, "offset_s").map(str::parse::<f64>) {
-                None => 0.0,
-                Some(Ok(o)) if o.is_finite() => o,
-                Some(_) => {
-                    problems.push(format!(
-                        "{at}: offset_s `{}` is not a number of seconds",
-                        cell(&t, row, "offset_s").unwrap_or("")
-                    ));
-                    continue;
-                }
-            };
-            let path = match resolve_under(&root, video) {
-                Ok(p) => p,
+            let entry = match read_row(
+                &t,
+                row,
+                Required {
+                    session,
+                    subject,
+                    view,
+                    video,
+                },
+                *line,
+                &root,
+                &at,
+            ) {
+                Ok(e) => e,
                 Err(e) => {
-                    problems.push(format!("{at}: {e}"));
-                    continue;
-                }
-            };
-            if !path.exists() {
-                problems.push(format!(
-                    "{at}: video {} not found; fix the path or remove the row",
-                    path.display()
-                ));
-                continue;
-            }
-            if !path.is_file() {
-                problems.push(format!("{at}: video {} is not a file", path.display()));
-                continue;
-            }
-            if let Err(e) = File::open(&path) {
-                problems.push(format!(
-                    "{at}: video {} cannot be read: {e}",
-                    path.display()
-                ));
-                continue;
-            }
-            let keypoints = cell(&t, row, "keypoints").map(String::from);
-            let keypoint_layout = cell(&t, row, "keypoint_layout").map(String::from);
-            let mut keypoints_path = None;
-            if let Some(k) = &keypoints {
-                match &keypoint_layout {
-                    None => {
-                        problems.push(format!(
-                            "{at}: keypoints given without keypoint_layout (one of {})",
-                            mvdrive_schemas::layout::layout_names()
-                        ));
-                        continue;
-                    }
-                    Some(l) if mvdrive_schemas::layout::layout(l).is_none() => {
-                        problems.push(format!(
-                            "{at}: unknown keypoint_layout `{l}` (known: {})",
-                            mvdrive_schemas::layout::layout_names()
-                        ));
-                        continue;
-                    }
-                    Some(_) => {}
-                }
-                match resolve_under(&root, k) {
-                    Ok(p) if p.exists() => keypoints_path = Some(p),
-                    Ok(p) => {
-                        problems.push(format!(
-                            "{at}: keypoints {} not found; fix the path or leave the cell empty (a view may have no keypoints)",
-                            p.display()
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        problems.push(format!("{at}: {e}"));
-                        continue;
-                    }
-                }
-            }
-            let fold = match cell(&t, row, "fold").map(str::parse::<u32>) {
-                None => None,
-                Some(Ok(f)) => Some(f),
-                Some(Err(_)) => {
-                    problems.push(format!(
-                        "{at}: fold `{}` is not a whole number",
-                        cell(&t, row, "fold").unwrap_or("")
-                    ));
+                    problems.push(e);
                     continue;
                 }
             };
             if !views.iter().any(|v| v == view) {
                 views.push(view.to_string());
             }
-            entries.push(ViewEntry {
-                line: *line,
-                session: session.into(),
-                subject: subject.into(),
-                view: view.into(),
-                video: video.into(),
-                path,
-                fps,
-                offset_s,
-                keypoints,
-                keypoints_path,
-                keypoint_layout,
-                split: cell(&t, row, "split").map(String::from),
-                fold,
-            });
+            entries.push(entry);
         }
-        let mut sessions: Vec<SessionEntry> = Vec::new();
-        let mut by_name: HashMap<String, usize> = HashMap::new();
-        for e in entries {
-            let i = *by_name.entry(e.session.clone()).or_insert_with(|| {
-                sessions.push(SessionEntry {
-                    name: e.session.clone(),
-                    subject: e.subject.clone(),
-                    split: e.split.clone(),
-                    fold: e.fold,
-                    views: Vec::new(),
-                });
-                sessions.len() - 1
-            });
-            let s = &mut sessions[i];
-            if s.subject != e.subject {
-                problems.push(format!(
-                    "{shown} line {}: session `{}` has subject `{}` here but `{}` on an earlier row; one subject per session",
-                    e.line, e.session, e.subject, s.subject
-                ));
-            }
-            if s.fold != e.fold {
-                problems.push(format!(
-                    "{shown} line {}: session `{}` has fold {:?} here but {:?} on an earlier row; one fold per session",
-                    e.line, e.session, e.fold, s.fold
-                ));
-            }
-            if s.split != e.split {
-                problems.push(format!(
-                    "{shown} line {}: session `{}` has split {:?} here but {:?} on an earlier row; one split per session",
-                    e.line, e.session, e.split, s.split
-                ));
-            }
-            s.views.push(e);
-        }
-        for s in &mut sessions {
-            let have: HashSet<&str> = s.views.iter().map(|v| v.view.as_str()).collect();
-            let missing: Vec<&str> = views
-                .iter()
-                .filter(|v| !have.contains(v.as_str()))
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                problems.push(format!(
-                    "{shown}: session `{}` is missing view(s) {} (every session needs every view: {}); add the rows or remove the session",
-                    s.name,
-                    missing.join(", "),
-                    views.join(", ")
-                ));
-            }
-            s.views
-                .sort_by_key(|v| views.iter().position(|x| *x == v.view));
-        }
+        let sessions = group_sessions(entries, &views, &shown, &mut problems);
         if problems.is_empty() {
             Ok(Manifest {
                 path: path.to_path_buf(),
@@ -509,206 +236,190 @@ impl Manifest {
     }
 }
 
-/// How a segment's times are given.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SegTime {
-    /// Seconds on the session timeline, half-open.
-    Seconds {
-        /// Start.
-        start: f64,
-        /// End (exclusive).
-        end: f64,
-    },
-    /// Source frame indices of `view` (the session's first view if none), half-open.
-    Frames {
-        /// First frame.
-        start: i64,
-        /// One past the last frame.
-        end: i64,
-        /// `frame_view` column.
-        view: Option<String>,
-    },
+/// The required cells of a manifest row.
+struct Required<'a> {
+    session: &'a str,
+    subject: &'a str,
+    view: &'a str,
+    video: &'a str,
 }
 
-/// One labelled segment as written.
-#[derive(Debug, Clone)]
-pub struct SegmentEntry {
-    /// Line in the segments file.
-    pub line: u64,
-    /// Session id.
-    pub session: String,
-    /// Label.
-    pub label: String,
-    /// Times.
-    pub time: SegTime,
-    /// `split` column.
-    pub split: Option<String>,
-}
-
-/// Validated segments and the class order.
-#[derive(Debug, Clone)]
-pub struct Segments {
-    /// The segments file.
-    pub path: PathBuf,
-    /// Rows, in file order.
-    pub rows: Vec<SegmentEntry>,
-    /// Class order: `labels.txt` if given, else sorted unique labels.
-    pub labels: Vec<String>,
-}
-
-impl Segments {
-    /// Read and validate segments against a validated manifest. `labels_txt` (one label
-    /// per line) fixes the class order.
-    pub fn load(
-        path: &Path,
-        manifest: &Manifest,
-        labels_txt: Option<&Path>,
-    ) -> Result<Segments, Vec<String>> {
-        let t = TextTable::read(path).map_err(|e| vec![e])?;
-        let shown = path.display().to_string();
-        let secs = t.col("start_s").is_some() && t.col("end_s").is_some();
-        let frames = t.col("start_frame").is_some() && t.col("end_frame").is_some();
-        if t.col("session").is_none() || t.col("label").is_none() || !(secs || frames) {
-            return Err(vec![format!(
-                "{shown}: needs columns session, label and either start_s, end_s (seconds) or \
-                 start_frame, end_frame (frames, with optional frame_view); it has: {}",
-                t.headers.join(", ")
-            )]);
-        }
-        let sessions: HashMap<&str, &SessionEntry> = manifest
-            .sessions
-            .iter()
-            .map(|s| (s.name.as_str(), s))
-            .collect();
-        let mut problems = Vec::new();
-        let mut rows = Vec::new();
-        for (line, row) in &t.rows {
-            let at = format!("{shown} line {line}");
-            let (Some(session), Some(label)) = (cell(&t, row, "session"), cell(&t, row, "label"))
-            else {
-                problems.push(format!("{at}: session and label must be filled in"));
-                continue;
-            };
-            if !sessions.contains_key(session) {
-                problems.push(format!(
-                    "{at}: session `{session}` is not in the manifest {}",
-                    manifest.path.display()
-                ));
-                continue;
-            }
-            let time = if secs && cell(&t, row, "start_s").is_some() {
-                let parse = |c: &str| {
-                    cell(&t, row, c)
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .filter(|v| v.is_finite())
-                };
-                match (parse("start_s"), parse("end_s")) {
-                    (Some(start), Some(end)) if start < end => SegTime::Seconds { start, end },
-                    (Some(_), Some(_)) => {
-                        problems.push(format!("{at}: start_s must be before end_s"));
-                        continue;
-                    }
-                    _ => {
-                        problems.push(format!(
-                            "{at}: start_s and end_s must be numbers of seconds"
-                        ));
-                        continue;
-                    }
-                }
-            } else if frames {
-                let parse = |c: &str| cell(&t, row, c).and_then(|v| v.parse::<i64>().ok());
-                let view = cell(&t, row, "frame_view").map(String::from);
-                if let Some(v) = &view {
-                    if !manifest.views.contains(v) {
-                        problems.push(format!(
-                            "{at}: frame_view `{v}` is not a view of the manifest ({})",
-                            manifest.views.join(", ")
-                        ));
-                        continue;
-                    }
-                }
-                match (parse("start_frame"), parse("end_frame")) {
-                    (Some(start), Some(end)) if 0 <= start && start < end => {
-                        SegTime::Frames { start, end, view }
-                    }
-                    (Some(_), Some(_)) => {
-                        problems.push(format!(
-                            "{at}: need 0 <= start_frame < end_frame (end is exclusive)"
-                        ));
-                        continue;
-                    }
-                    _ => {
-                        problems.push(format!(
-                            "{at}: start_frame and end_frame must be whole numbers"
-                        ));
-                        continue;
-                    }
-                }
-            } else {
-                problems.push(format!("{at}: no start_s/end_s given"));
-                continue;
-            };
-            rows.push(SegmentEntry {
-                line: *line,
-                session: session.into(),
-                label: label.into(),
-                time,
-                split: cell(&t, row, "split").map(String::from),
-            });
-        }
-        let labels = match labels_txt {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| vec![format!("{}: {e}", p.display())])?;
-                let mut labels: Vec<String> = Vec::new();
-                for (i, l) in text.lines().enumerate() {
-                    let l = l.trim();
-                    if l.is_empty() {
-                        continue;
-                    }
-                    if labels.iter().any(|x| x == l) {
-                        problems.push(format!(
-                            "{} line {}: label `{l}` is listed twice; keep one",
-                            p.display(),
-                            i + 1
-                        ));
-                        continue;
-                    }
-                    labels.push(l.to_string());
-                }
-                let known: HashSet<&str> = labels.iter().map(String::as_str).collect();
-                for r in &rows {
-                    if !known.contains(r.label.as_str()) {
-                        problems.push(format!(
-                            "{shown} line {}: label `{}` is not in {}",
-                            r.line,
-                            r.label,
-                            p.display()
-                        ));
-                    }
-                }
-                labels
-            }
-            None => {
-                let set: BTreeMap<&str, ()> = rows.iter().map(|r| (r.label.as_str(), ())).collect();
-                set.keys().map(|s| s.to_string()).collect()
-            }
-        };
-        if rows.is_empty() && problems.is_empty() {
-            problems.push(format!(
-                "{shown}: no segments; add at least one labelled segment"
+/// Check one manifest row's optional cells and files; the entry, or the problem.
+fn read_row(
+    t: &TextTable,
+    row: &[String],
+    req: Required<'_>,
+    line: u64,
+    root: &Path,
+    at: &str,
+) -> Result<ViewEntry, String> {
+    let Required {
+        session,
+        subject,
+        view,
+        video,
+    } = req;
+    let fps = match cell(t, row, "fps").map(str::parse::<f64>) {
+        None => None,
+        Some(Ok(f)) if f.is_finite() && f > 0.0 => Some(f),
+        Some(_) => {
+            return Err(format!(
+                "{at}: fps `{}` is not a positive number",
+                cell(t, row, "fps").unwrap_or("")
             ));
         }
-        if problems.is_empty() {
-            Ok(Segments {
-                path: path.to_path_buf(),
-                rows,
-                labels,
-            })
-        } else {
-            Err(problems)
+    };
+    let offset_s = match cell(t, row, "offset_s").map(str::parse::<f64>) {
+        None => 0.0,
+        Some(Ok(o)) if o.is_finite() => o,
+        Some(_) => {
+            return Err(format!(
+                "{at}: offset_s `{}` is not a number of seconds",
+                cell(t, row, "offset_s").unwrap_or("")
+            ));
+        }
+    };
+    let path = match resolve_under(root, video) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(format!("{at}: {e}"));
+        }
+    };
+    if !path.exists() {
+        return Err(format!(
+            "{at}: video {} not found; fix the path or remove the row",
+            path.display()
+        ));
+    }
+    if !path.is_file() {
+        return Err(format!("{at}: video {} is not a file", path.display()));
+    }
+    if let Err(e) = File::open(&path) {
+        return Err(format!(
+            "{at}: video {} cannot be read: {e}",
+            path.display()
+        ));
+    }
+    let keypoints = cell(t, row, "keypoints").map(String::from);
+    let keypoint_layout = cell(t, row, "keypoint_layout").map(String::from);
+    let mut keypoints_path = None;
+    if let Some(k) = &keypoints {
+        match &keypoint_layout {
+            None => {
+                return Err(format!(
+                    "{at}: keypoints given without keypoint_layout (one of {})",
+                    mvdrive_schemas::layout::layout_names()
+                ));
+            }
+            Some(l) if mvdrive_schemas::layout::layout(l).is_none() => {
+                return Err(format!(
+                    "{at}: unknown keypoint_layout `{l}` (known: {})",
+                    mvdrive_schemas::layout::layout_names()
+                ));
+            }
+            Some(_) => {}
+        }
+        match resolve_under(root, k) {
+            Ok(p) if p.exists() => keypoints_path = Some(p),
+            Ok(p) => {
+                return Err(format!(
+                    "{at}: keypoints {} not found; fix the path or leave the cell empty (a view may have no keypoints)",
+                    p.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!("{at}: {e}"));
+            }
         }
     }
+    let fold = match cell(t, row, "fold").map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(_)) => {
+            return Err(format!(
+                "{at}: fold `{}` is not a whole number",
+                cell(t, row, "fold").unwrap_or("")
+            ));
+        }
+    };
+    Ok(ViewEntry {
+        line,
+        session: session.into(),
+        subject: subject.into(),
+        view: view.into(),
+        video: video.into(),
+        path,
+        fps,
+        offset_s,
+        keypoints,
+        keypoints_path,
+        keypoint_layout,
+        split: cell(t, row, "split").map(String::from),
+        fold,
+    })
+}
+
+/// Rows grouped by session (one subject, fold and split each; every view present), views
+/// in manifest view order.
+fn group_sessions(
+    entries: Vec<ViewEntry>,
+    views: &[String],
+    shown: &str,
+    problems: &mut Vec<String>,
+) -> Vec<SessionEntry> {
+    let mut sessions: Vec<SessionEntry> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for e in entries {
+        let i = *by_name.entry(e.session.clone()).or_insert_with(|| {
+            sessions.push(SessionEntry {
+                name: e.session.clone(),
+                subject: e.subject.clone(),
+                split: e.split.clone(),
+                fold: e.fold,
+                views: Vec::new(),
+            });
+            sessions.len() - 1
+        });
+        let s = &mut sessions[i];
+        if s.subject != e.subject {
+            problems.push(format!(
+                "{shown} line {}: session `{}` has subject `{}` here but `{}` on an earlier row; one subject per session",
+                e.line, e.session, e.subject, s.subject
+            ));
+        }
+        if s.fold != e.fold {
+            problems.push(format!(
+                "{shown} line {}: session `{}` has fold {:?} here but {:?} on an earlier row; one fold per session",
+                e.line, e.session, e.fold, s.fold
+            ));
+        }
+        if s.split != e.split {
+            problems.push(format!(
+                "{shown} line {}: session `{}` has split {:?} here but {:?} on an earlier row; one split per session",
+                e.line, e.session, e.split, s.split
+            ));
+        }
+        s.views.push(e);
+    }
+    for s in &mut sessions {
+        let have: HashSet<&str> = s.views.iter().map(|v| v.view.as_str()).collect();
+        let missing: Vec<&str> = views
+            .iter()
+            .filter(|v| !have.contains(v.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{shown}: session `{}` is missing view(s) {} (every session needs every view: {}); add the rows or remove the session",
+                s.name,
+                missing.join(", "),
+                views.join(", ")
+            ));
+        }
+        s.views
+            .sort_by_key(|v| views.iter().position(|x| *x == v.view));
+    }
+    sessions
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mvdrive_schemas::commit::{commit, CacheLock};
 use mvdrive_schemas::meta::{Meta, Totals};
 use mvdrive_schemas::{Cache, FORMAT_VERSION, META_FILE};
 
@@ -43,6 +44,93 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
         .iter()
         .map(|p| Cache::open(p))
         .collect::<Result<_, _>>()?;
+    let first = &caches[0];
+    let problems = check_parts(&caches, parts);
+    if let Some((_, n)) = first.meta.part {
+        if caches.len() as u32 != n {
+            tracing::warn!(
+                "merging {} parts of a build split into {n}; the merged cache lacks some sessions",
+                caches.len()
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PrepError::Invalid(problems));
+    }
+    if out.join("shards").exists() {
+        return Err(PrepError::Other(format!(
+            "{}: holds a built cache; merge into a new folder",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let Some(lock) = CacheLock::try_acquire(out)? else {
+        return Err(PrepError::Other(format!(
+            "{}: another prep command is writing this cache",
+            out.display()
+        )));
+    };
+    let merged_from = link_parts(out, parts)?;
+
+    let mut sessions = Vec::new();
+    let mut views = Vec::new();
+    let mut records = Vec::new();
+    let mut segments = Vec::new();
+    let mut sources = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, c) in caches.iter().enumerate() {
+        sessions.extend(c.sessions.iter().cloned());
+        views.extend(c.views.iter().cloned());
+        records.extend(c.records.iter().cloned().map(|mut r| {
+            r.shard = format!("parts/{i}/{}", r.shard);
+            r
+        }));
+        segments.extend(c.segments.iter().cloned());
+        sources.extend(c.meta.sources.iter().cloned());
+        skipped.extend(c.meta.skipped.iter().cloned());
+    }
+    // A single build lists segments in segments-file order: so does the merge.
+    sessions.sort_by(|a, b| a.session.cmp(&b.session));
+    segments.sort_by_key(|s| s.source_row);
+    for (i, s) in segments.iter_mut().enumerate() {
+        s.segment_id = i as u64;
+    }
+    let mut labels = first.labels.clone();
+    for l in &mut labels {
+        l.segments = segments.iter().filter(|s| s.label_id == l.label_id).count() as u64;
+    }
+    let totals = Totals::compute(&sessions, &views, &records, &segments);
+
+    let meta = Meta {
+        format_version: FORMAT_VERSION,
+        created_by: format!("mvdrive-prep {} (merge)", env!("CARGO_PKG_VERSION")),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        params: first.meta.params.clone(),
+        views: first.meta.views.clone(),
+        sources,
+        index_files: Vec::new(),
+        skipped,
+        totals,
+        part: None,
+        merged_from,
+    };
+    let summary = MergeSummary {
+        parts: parts.len(),
+        sessions: sessions.len(),
+        records: records.len(),
+    };
+    commit(out, meta, &sessions, &views, &records, &segments, &labels)?;
+    debug_assert!(out.join(META_FILE).exists());
+    drop(lock);
+    Ok(summary)
+}
+
+/// Everything that keeps `caches` (opened from `parts`) from being merged: other
+/// parameters, views or classes, a merged cache, overlapping sessions.
+fn check_parts(caches: &[Cache], parts: &[PathBuf]) -> Vec<String> {
     let first = &caches[0];
     let mut problems = Vec::new();
     let mut owner: HashMap<&str, &Path> = HashMap::new();
@@ -99,32 +187,12 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
             }
         }
     }
-    if let Some((_, n)) = first.meta.part {
-        if caches.len() as u32 != n {
-            tracing::warn!(
-                "merging {} parts of a build split into {n}; the merged cache lacks some sessions",
-                caches.len()
-            );
-        }
-    }
-    if !problems.is_empty() {
-        return Err(PrepError::Invalid(problems));
-    }
-    if out.join("shards").exists() {
-        return Err(PrepError::Other(format!(
-            "{}: holds a built cache; merge into a new folder",
-            out.display()
-        )));
-    }
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let lock_path = out.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    if lock.try_lock().is_err() {
-        return Err(PrepError::Other(format!(
-            "{}: another prep command is writing this cache",
-            out.display()
-        )));
-    }
+    problems
+}
+
+/// Link each part as `out/parts/<i>` (a symbolic link renamed into place); returns the
+/// parts' absolute paths.
+fn link_parts(out: &Path, parts: &[PathBuf]) -> Result<Vec<String>, PrepError> {
     let links = out.join("parts");
     std::fs::create_dir_all(&links).map_err(io(&links))?;
     let mut merged_from = Vec::new();
@@ -137,59 +205,5 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
         std::fs::rename(&tmp, &link).map_err(io(&link))?;
         merged_from.push(target.display().to_string());
     }
-
-    let mut sessions = Vec::new();
-    let mut views = Vec::new();
-    let mut records = Vec::new();
-    let mut segments = Vec::new();
-    let mut sources = Vec::new();
-    let mut skipped = Vec::new();
-    for (i, c) in caches.iter().enumerate() {
-        sessions.extend(c.sessions.iter().cloned());
-        views.extend(c.views.iter().cloned());
-        records.extend(c.records.iter().cloned().map(|mut r| {
-            r.shard = format!("parts/{i}/{}", r.shard);
-            r
-        }));
-        segments.extend(c.segments.iter().cloned());
-        sources.extend(c.meta.sources.iter().cloned());
-        skipped.extend(c.meta.skipped.iter().cloned());
-    }
-    // A single build lists segments in segments-file order: so does the merge.
-    sessions.sort_by(|a, b| a.session.cmp(&b.session));
-    segments.sort_by_key(|s| s.source_row);
-    for (i, s) in segments.iter_mut().enumerate() {
-        s.segment_id = i as u64;
-    }
-    let mut labels = first.labels.clone();
-    for l in &mut labels {
-        l.segments = segments.iter().filter(|s| s.label_id == l.label_id).count() as u64;
-    }
-    let totals = Totals::compute(&sessions, &views, &records, &segments);
-
-    let meta = Meta {
-        format_version: FORMAT_VERSION,
-        created_by: format!("mvdrive-prep {} (merge)", env!("CARGO_PKG_VERSION")),
-        created_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        params: first.meta.params.clone(),
-        views: first.meta.views.clone(),
-        sources,
-        index_files: Vec::new(),
-        skipped,
-        totals,
-        part: None,
-        merged_from,
-    };
-    let summary = MergeSummary {
-        parts: parts.len(),
-        sessions: sessions.len(),
-        records: records.len(),
-    };
-    crate::pipeline::commit(out, meta, &sessions, &views, &records, &segments, &labels)?;
-    debug_assert!(out.join(META_FILE).exists());
-    drop(lock);
-    Ok(summary)
+    Ok(merged_from)
 }

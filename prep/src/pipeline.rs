@@ -11,21 +11,21 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mvdrive_schemas::checksum::{to_hex, xxh3_file};
-use mvdrive_schemas::index::{
-    write_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow,
-};
-use mvdrive_schemas::meta::{IndexFile, Meta, Skipped, SourceFile, Totals};
-use mvdrive_schemas::{FORMAT_VERSION, INDEX_DIR, META_FILE};
+use mvdrive_schemas::commit::{commit, CacheLock};
+use mvdrive_schemas::index::{LabelRow, SegmentRow, SessionRow};
+use mvdrive_schemas::meta::{Meta, Skipped, SourceFile, Totals};
+use mvdrive_schemas::{FORMAT_VERSION, META_FILE};
 use rayon::prelude::*;
 
 use crate::config::{Fps, PrepConfig};
 use crate::error::{io, PrepError};
-use crate::job::{write_synced, Job, JobFile, JOB_FILE};
-use crate::manifest::{Manifest, SegTime, Segments};
-use crate::progress;
+use crate::job::{Job, JobFile};
+use crate::manifest::Manifest;
+use crate::segments::{SegTime, Segments};
+use crate::sweep::{collect_garbage, remove_tmp_files};
 use crate::timeline::{Timeline, ViewSpan};
 use crate::video::{self, VideoInfo};
+use mvdrive_common::progress;
 
 /// Inputs of `prep build`.
 #[derive(Debug, Clone, Default)]
@@ -82,7 +82,7 @@ pub struct BuildSummary {
     pub peak_rss: u64,
 }
 
-pub use mvdrive_schemas::sys::peak_rss_bytes;
+pub use mvdrive_common::sys::peak_rss_bytes;
 
 struct SessionPlan {
     timeline: Timeline,
@@ -126,8 +126,91 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         .map(|(e, p)| ((e.session.as_str(), e.view.as_str()), p))
         .collect();
 
-    // Plan each session's timeline; a view whose header cannot be read skips its session.
     let mut problems = Vec::new();
+    let plans = plan_sessions(&manifest, &probe, cfg, &mut summary, &mut problems)?;
+    let skipped_sessions: HashSet<String> =
+        summary.skipped.iter().map(|s| s.session.clone()).collect();
+    let mut seg_rows = map_segments(&segments, &manifest, &plans, &mut summary, &mut problems);
+    let seg_file = segments.path.display().to_string();
+    if !problems.is_empty() {
+        return Err(PrepError::Invalid(problems));
+    }
+    summary
+        .warnings
+        .extend(overlap_warnings(&seg_rows, &seg_file));
+
+    let out = &args.out;
+    let lock = open_cache(out)?;
+    let done = run_jobs(&plans, out, args, &pool, &mut summary);
+    let skipped_sessions: HashSet<String> = skipped_sessions
+        .into_iter()
+        .chain(summary.skipped.iter().map(|s| s.session.clone()))
+        .collect();
+
+    let by_key: HashMap<(String, String), JobFile> = done
+        .into_iter()
+        .map(|jf| ((jf.view.session.clone(), jf.view.view.clone()), jf))
+        .collect();
+    let IndexRows {
+        sessions: session_rows,
+        views: view_rows,
+        records: record_rows,
+        sources,
+    } = assemble(&manifest, &plans, &by_key, &skipped_sessions);
+    seg_rows.retain(|r| !skipped_sessions.contains(&r.session));
+    for (i, r) in seg_rows.iter_mut().enumerate() {
+        r.segment_id = i as u64;
+    }
+    let label_rows = label_rows(&segments.labels, &seg_rows);
+    let totals = Totals::compute(&session_rows, &view_rows, &record_rows, &seg_rows);
+
+    summary.sessions = session_rows.len();
+    summary.segments = seg_rows.len();
+    summary.rgb_bytes = totals.rgb_bytes;
+    summary.kpt_bytes = totals.kpt_bytes;
+    summary.shards = record_rows
+        .iter()
+        .map(|r| r.shard.as_str())
+        .collect::<HashSet<_>>()
+        .len();
+    // Finished jobs of skipped sessions stay on disk (unreferenced) so that a re-run after
+    // fixing the failed view reuses them.
+    let referenced: HashSet<PathBuf> = by_key
+        .values()
+        .flat_map(|jf| jf.records.iter().map(|r| out.join(&r.shard)))
+        .collect();
+    let meta = build_meta(args, &manifest, sources, summary.skipped.clone(), totals);
+    commit(
+        out,
+        meta,
+        &session_rows,
+        &view_rows,
+        &record_rows,
+        &seg_rows,
+        &label_rows,
+    )?;
+    let kept_dirs: HashSet<PathBuf> = plans
+        .values()
+        .flat_map(|p| p.jobs.iter())
+        .filter(|j| by_key.contains_key(&(j.entry.session.clone(), j.entry.view.clone())))
+        .map(|j| j.dir(out))
+        .collect();
+    collect_garbage(out, &referenced, &kept_dirs);
+    drop(lock);
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.peak_rss = peak_rss_bytes();
+    Ok(summary)
+}
+
+/// Plan each session's timeline and jobs. A view whose header cannot be read skips its
+/// session (listed in `summary.skipped`); other problems are added to `problems`.
+fn plan_sessions(
+    manifest: &Manifest,
+    probe: &HashMap<(&str, &str), &Result<VideoInfo, String>>,
+    cfg: &PrepConfig,
+    summary: &mut BuildSummary,
+    problems: &mut Vec<String>,
+) -> Result<BTreeMap<String, SessionPlan>, PrepError> {
     let mut plans: BTreeMap<String, SessionPlan> = BTreeMap::new();
     for s in &manifest.sessions {
         let mut infos = Vec::new();
@@ -191,9 +274,17 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         plans.insert(s.name.clone(), SessionPlan { timeline, jobs });
     }
 
-    // Map segments onto the timelines.
-    let skipped_sessions: HashSet<String> =
-        summary.skipped.iter().map(|s| s.session.clone()).collect();
+    Ok(plans)
+}
+
+/// Map segments onto the session timelines: one row per segment of a planned session.
+fn map_segments(
+    segments: &Segments,
+    manifest: &Manifest,
+    plans: &BTreeMap<String, SessionPlan>,
+    summary: &mut BuildSummary,
+    problems: &mut Vec<String>,
+) -> Vec<SegmentRow> {
     let mut seg_rows: Vec<SegmentRow> = Vec::new();
     let label_id: HashMap<&str, u32> = segments
         .labels
@@ -253,15 +344,12 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             source_row: seg.line,
         });
     }
-    if !problems.is_empty() {
-        return Err(PrepError::Invalid(problems));
-    }
-    summary
-        .warnings
-        .extend(overlap_warnings(&seg_rows, &seg_file));
+    seg_rows
+}
 
-    // From here on we write. Take the cache's lock and sweep temporary files of a crashed run.
-    let out = &args.out;
+/// Check that `out` is a cache (or empty, or new), take its lock and sweep temporary
+/// files of a crashed run. From here on `prep build` writes.
+fn open_cache(out: &Path) -> Result<CacheLock, PrepError> {
     if out.is_dir()
         && !out.join(META_FILE).exists()
         && !out.join("shards").exists()
@@ -275,16 +363,26 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         )));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let lock_path = out.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    if lock.try_lock().is_err() {
+    let Some(lock) = CacheLock::try_acquire(out)? else {
         return Err(PrepError::Other(format!(
             "{}: another `prep build` is writing this cache; wait for it to finish",
             out.display()
         )));
-    }
+    };
     remove_tmp_files(out);
+    Ok(lock)
+}
 
+/// Reuse the finished jobs and run the others in parallel on `pool`, with a progress bar;
+/// returns every finished job (failed views are listed in `summary.skipped`).
+fn run_jobs(
+    plans: &BTreeMap<String, SessionPlan>,
+    out: &Path,
+    args: &BuildArgs,
+    pool: &rayon::ThreadPool,
+    summary: &mut BuildSummary,
+) -> Vec<JobFile> {
+    let cfg = &args.config;
     let mut done: Vec<JobFile> = Vec::new();
     let mut todo: Vec<&Job> = Vec::new();
     for plan in plans.values() {
@@ -322,20 +420,29 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             }),
         }
     }
-    let skipped_sessions: HashSet<String> = skipped_sessions
-        .into_iter()
-        .chain(summary.skipped.iter().map(|s| s.session.clone()))
-        .collect();
+    done
+}
 
-    // Assemble the index of the sessions whose every view is cached.
+/// The index rows of the sessions whose every view is cached.
+struct IndexRows {
+    sessions: Vec<SessionRow>,
+    views: Vec<mvdrive_schemas::index::ViewRow>,
+    records: Vec<mvdrive_schemas::index::RecordRow>,
+    sources: Vec<SourceFile>,
+}
+
+/// Assemble the index rows of the sessions of `manifest` that are planned, not skipped,
+/// and whose jobs are in `by_key`.
+fn assemble(
+    manifest: &Manifest,
+    plans: &BTreeMap<String, SessionPlan>,
+    by_key: &HashMap<(String, String), JobFile>,
+    skipped_sessions: &HashSet<String>,
+) -> IndexRows {
     let mut session_rows = Vec::new();
     let mut view_rows = Vec::new();
     let mut record_rows = Vec::new();
     let mut sources = Vec::new();
-    let by_key: HashMap<(String, String), JobFile> = done
-        .into_iter()
-        .map(|jf| ((jf.view.session.clone(), jf.view.view.clone()), jf))
-        .collect();
     for s in &manifest.sessions {
         let Some(plan) = plans.get(&s.name) else {
             continue;
@@ -365,12 +472,17 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             });
         }
     }
-    seg_rows.retain(|r| !skipped_sessions.contains(&r.session));
-    for (i, r) in seg_rows.iter_mut().enumerate() {
-        r.segment_id = i as u64;
+    IndexRows {
+        sessions: session_rows,
+        views: view_rows,
+        records: record_rows,
+        sources,
     }
-    let label_rows: Vec<LabelRow> = segments
-        .labels
+}
+
+/// The labels table: every class, with its number of segments.
+fn label_rows(labels: &[String], seg_rows: &[SegmentRow]) -> Vec<LabelRow> {
+    labels
         .iter()
         .enumerate()
         .map(|(i, l)| LabelRow {
@@ -378,60 +490,33 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
             label: l.clone(),
             segments: seg_rows.iter().filter(|r| r.label_id == i as u32).count() as u64,
         })
-        .collect();
-    let totals = Totals::compute(&session_rows, &view_rows, &record_rows, &seg_rows);
+        .collect()
+}
 
-    summary.sessions = session_rows.len();
-    summary.segments = seg_rows.len();
-    summary.rgb_bytes = totals.rgb_bytes;
-    summary.kpt_bytes = totals.kpt_bytes;
-    summary.shards = record_rows
-        .iter()
-        .map(|r| r.shard.as_str())
-        .collect::<HashSet<_>>()
-        .len();
-    // Finished jobs of skipped sessions stay on disk (unreferenced) so that a re-run after
-    // fixing the failed view reuses them.
-    let referenced: HashSet<PathBuf> = by_key
-        .values()
-        .flat_map(|jf| jf.records.iter().map(|r| out.join(&r.shard)))
-        .collect();
-    let meta = Meta {
+/// The `meta.json` of a build (its index files are filled in by [`commit`]).
+fn build_meta(
+    args: &BuildArgs,
+    manifest: &Manifest,
+    sources: Vec<SourceFile>,
+    skipped: Vec<Skipped>,
+    totals: Totals,
+) -> Meta {
+    Meta {
         format_version: FORMAT_VERSION,
         created_by: format!("mvdrive-prep {}", env!("CARGO_PKG_VERSION")),
         created_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        params: cfg.params(),
+        params: args.config.params(),
         views: manifest.views.clone(),
         sources,
         index_files: Vec::new(),
-        skipped: summary.skipped.clone(),
+        skipped,
         totals,
         part: args.part,
         merged_from: Vec::new(),
-    };
-    commit(
-        out,
-        meta,
-        &session_rows,
-        &view_rows,
-        &record_rows,
-        &seg_rows,
-        &label_rows,
-    )?;
-    let kept_dirs: HashSet<PathBuf> = plans
-        .values()
-        .flat_map(|p| p.jobs.iter())
-        .filter(|j| by_key.contains_key(&(j.entry.session.clone(), j.entry.view.clone())))
-        .map(|j| j.dir(out))
-        .collect();
-    collect_garbage(out, &referenced, &kept_dirs);
-    drop(lock);
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary.peak_rss = peak_rss_bytes();
-    Ok(summary)
+    }
 }
 
 /// One warning per pair of segments of a session whose timeline frames overlap (allowed:
@@ -476,101 +561,4 @@ pub fn select_part(
         .filter(|s| mine.contains(s.name.as_str()))
         .cloned()
         .collect()
-}
-
-fn write_index_table<T: Table>(
-    out: &Path,
-    rows: &[T],
-    renames: &mut Vec<(PathBuf, PathBuf)>,
-    files: &mut Vec<IndexFile>,
-) -> Result<(), PrepError> {
-    let rel = format!("{INDEX_DIR}/{}", T::FILE);
-    let dst = out.join(&rel);
-    let tmp = out.join(format!("{rel}.tmp"));
-    write_table(&tmp, rows)?;
-    let bytes = std::fs::metadata(&tmp).map_err(io(&tmp))?.len();
-    files.push(IndexFile {
-        path: rel,
-        bytes,
-        xxh3: to_hex(xxh3_file(&tmp)?),
-    });
-    renames.push((tmp, dst));
-    Ok(())
-}
-
-/// Write the index tables and `meta.json`: all under temporary names first, then renamed,
-/// `meta.json` last. `meta.json` holds each table's checksum, so a reader that finds a
-/// table from another build refuses it.
-pub(crate) fn commit(
-    out: &Path,
-    mut meta: Meta,
-    sessions: &[SessionRow],
-    views: &[ViewRow],
-    records: &[RecordRow],
-    segments: &[SegmentRow],
-    labels: &[LabelRow],
-) -> Result<(), PrepError> {
-    let index = out.join(INDEX_DIR);
-    std::fs::create_dir_all(&index).map_err(io(&index))?;
-    let mut renames = Vec::new();
-    let mut files = Vec::new();
-    write_index_table(out, sessions, &mut renames, &mut files)?;
-    write_index_table(out, views, &mut renames, &mut files)?;
-    write_index_table(out, records, &mut renames, &mut files)?;
-    write_index_table(out, segments, &mut renames, &mut files)?;
-    write_index_table(out, labels, &mut renames, &mut files)?;
-    meta.index_files = files;
-    let meta_tmp = out.join(format!("{META_FILE}.tmp"));
-    write_synced(&meta_tmp, meta.to_json().as_bytes()).map_err(io(&meta_tmp))?;
-    for (tmp, dst) in renames {
-        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-    }
-    std::fs::rename(&meta_tmp, out.join(META_FILE)).map_err(io(out.join(META_FILE)))?;
-    if let Ok(d) = std::fs::File::open(out) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path, bool)) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if is_dir {
-                walk(&p, f);
-            }
-            f(&p, is_dir);
-        }
-    }
-}
-
-/// Delete temporary files a crashed run left behind (called under the cache lock): only
-/// in the folders prep writes (`shards/`, `index/`) and `meta.json.tmp`.
-fn remove_tmp_files(out: &Path) {
-    for dir in [out.join("shards"), out.join(INDEX_DIR)] {
-        walk(&dir, &mut |p, is_dir| {
-            if !is_dir && p.extension().is_some_and(|e| e == "tmp") {
-                let _ = std::fs::remove_file(p);
-            }
-        });
-    }
-    let _ = std::fs::remove_file(out.join(format!("{META_FILE}.tmp")));
-}
-
-/// Delete shards the new index does not reference and job folders of jobs not in it.
-fn collect_garbage(out: &Path, referenced: &HashSet<PathBuf>, kept_dirs: &HashSet<PathBuf>) {
-    let shards = out.join("shards");
-    walk(&shards, &mut |p, is_dir| {
-        if is_dir {
-            let _ = std::fs::remove_dir(p); // only succeeds when empty
-            return;
-        }
-        let stale_shard = p.extension().is_some_and(|e| e == "shard") && !referenced.contains(p);
-        let stale_job = p.file_name().is_some_and(|n| n == JOB_FILE)
-            && !p.parent().is_some_and(|d| kept_dirs.contains(d));
-        if stale_shard || stale_job {
-            let _ = std::fs::remove_file(p);
-        }
-    });
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::error::{io, PrepError};
-use crate::manifest::TextTable;
-use mvdrive_schemas::rng::Rng;
+use crate::table::TextTable;
+use mvdrive_common::rng::Rng;
 
 /// What `split` groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

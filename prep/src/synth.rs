@@ -15,7 +15,7 @@ use ffmpeg_next::Rational;
 
 use crate::encode::{Codec, VideoWriter};
 use crate::error::{io, PrepError};
-use mvdrive_schemas::rng::Rng;
+use mvdrive_common::rng::Rng;
 
 /// The classes, in label order.
 pub const CLASSES: [&str; 4] = ["drinking", "looking_left", "safe_driving", "texting"];
@@ -319,7 +319,7 @@ pub fn synth(
         String::from("session,subject,view,video,offset_s,keypoints,keypoint_layout,split\n");
     let mut segcsv = String::from("session,start_s,end_s,label\n");
     let mut n_segments = 0;
-    let pb = crate::progress::bar((sessions * CAMERAS.len()) as u64, "videos", quiet);
+    let pb = mvdrive_common::progress::bar((sessions * CAMERAS.len()) as u64, "videos", quiet);
     for si in 0..sessions {
         let sub = &subjects[si % n_subjects];
         // The last subject is the test split, the one before it validation (with at

@@ -10,6 +10,7 @@ use crate::checksum::{to_hex, xxh3_file};
 use crate::error::{io, Error, Result};
 use crate::index::{read_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow};
 use crate::meta::Meta;
+use crate::record::decode_keypoints;
 use crate::shard::{Compression, RecordView};
 use crate::INDEX_DIR;
 
@@ -148,12 +149,9 @@ impl Cache {
             })?;
         self.with_record(rec, |v, p| {
             let bytes = v.frame((t - rec.frame_start) as usize, p)?;
-            let mut vals: Vec<f32> = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let flag = vals.pop().unwrap_or(0.0);
-            Ok(Some((vals, flag > 0.0)))
+            let mut vals = vec![0f32; (bytes.len() / 4).saturating_sub(1)];
+            let valid = decode_keypoints(&bytes, &mut vals, p)?;
+            Ok(Some((vals, valid)))
         })
     }
 

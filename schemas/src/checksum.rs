@@ -31,8 +31,3 @@ pub fn xxh3_file(path: &Path) -> Result<u64> {
 pub fn to_hex(x: u64) -> String {
     format!("{x:016x}")
 }
-
-/// Parse [`to_hex`]'s output.
-pub fn from_hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s, 16).ok()
-}

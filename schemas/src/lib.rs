@@ -8,7 +8,10 @@
 //! - [`index`]: the Parquet tables under `index/` (sessions, views, records, segments, labels);
 //! - [`shard`]: page-aligned records inside shard files, written by [`shard::ShardWriter`]
 //!   and read as zero-copy frame slices by [`shard::RecordView`];
+//! - [`record`]: the inside of a record (the zstd frame table, keypoint frames) and
+//!   [`record::read_frame_into`], the positioned-read frame reader;
 //! - [`cache`]: [`cache::Cache`], an opened cache with memory-mapped shards;
+//! - [`commit`]: the cache lock and the crash-safe commit of the index (`meta.json` last);
 //! - [`verify`]: full consistency and checksum verification;
 //! - [`layout`]: keypoint joint layouts; [`settings`]: YAML settings shared by prep and train.
 //!
@@ -16,15 +19,18 @@
 
 pub mod cache;
 pub mod checksum;
+pub mod commit;
 pub mod error;
 pub mod index;
 pub mod layout;
 pub mod meta;
-pub mod rng;
+pub mod record;
 pub mod settings;
 pub mod shard;
-pub mod sys;
 pub mod verify;
+
+// Transitional: train switches to mvdrive_common
+pub use mvdrive_common::{rng, sys};
 
 pub use cache::Cache;
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! Settings files shared by `prep` and `train`: YAML flattened to `section.key` pairs, and
 //! "did you mean" suggestions for unknown keys.
 
+use std::path::Path;
+
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Keys of `configs/config.yaml` that `prep` reads (its own table with defaults and docs is
@@ -110,6 +112,22 @@ fn flatten(prefix: &str, y: &Yaml, out: &mut Vec<(String, String)>) -> Result<()
     Ok(())
 }
 
+/// Read a YAML settings file and flatten it ([`flatten_yaml`]); errors start with the
+/// file's path.
+pub fn read_yaml_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    flatten_yaml(&text).map_err(|m| format!("{shown}: {m}"))
+}
+
+/// Split a command-line override `key.sub=value` into its key (trimmed) and value;
+/// `example` (like `data.img_size=112`) is quoted in the error.
+pub fn split_override<'a>(o: &'a str, example: &str) -> Result<(&'a str, &'a str), String> {
+    o.split_once('=')
+        .map(|(k, v)| (k.trim(), v))
+        .ok_or_else(|| format!("`{o}` is not a `key.sub=value` override (e.g. {example})"))
+}
+
 /// The candidate closest to `key` (Jaro-Winkler above 0.7), for "did you mean" hints.
 pub fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
@@ -139,6 +157,11 @@ mod tests {
             ]
         );
         assert!(flatten_yaml("a: [1, 2]").is_err());
+        assert_eq!(split_override(" a.b =c=d", "x.y=1"), Ok(("a.b", "c=d")));
+        assert_eq!(
+            split_override("a.b", "x.y=1").unwrap_err(),
+            "`a.b` is not a `key.sub=value` override (e.g. x.y=1)"
+        );
         assert_eq!(
             nearest("data.img_szie", ["data.img_size", "model.backbone"]),
             Some("data.img_size")

@@ -7,7 +7,8 @@
 //!   byte range `[i * H*W*C, (i+1) * H*W*C)` of the record: a zero-copy slice of the mmap;
 //! - `zstd`: each frame compressed on its own, back to back, followed by a table of
 //!   `frame_count + 1` little-endian `u64` offsets (relative to the record start; the last
-//!   one is the table's own offset), so any frame still decodes in O(1).
+//!   one is the table's own offset), so any frame still decodes in O(1). The table is
+//!   described once, in [`crate::record`].
 //!
 //! Padding between records is zero bytes. Shards are written under a temporary name and
 //! renamed by [`ShardWriter::finish`], so a shard that exists under its final name is complete.
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{io, Error, Result};
-use crate::page_align;
+use crate::{page_align, record};
 
 /// How frames are stored inside a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +229,7 @@ impl ShardWriter {
             ));
         }
         if let Compression::Zstd(_) = self.compression {
-            let table: Vec<u8> = rec.offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+            let table = record::encode_frame_table(&rec.offsets);
             shard.file.write_all(&table).map_err(io(&shard.tmp))?;
             rec.hasher.update(&table);
             shard.len += table.len() as u64;
@@ -289,12 +290,14 @@ pub struct RecordView<'a> {
     bytes: &'a [u8],
     frame_count: u32,
     frame_bytes: usize,
-    compressed: bool,
+    /// Where the zstd frame table starts; `None` for raw records.
+    table_start: Option<usize>,
 }
 
 impl<'a> RecordView<'a> {
     /// Interpret `bytes` (exactly the record's length) as `frame_count` frames of
-    /// `frame_bytes` bytes. Checks the layout, not the checksum.
+    /// `frame_bytes` bytes. Checks the layout (for zstd, the whole frame table; see
+    /// [`crate::record`]), not the checksum.
     pub fn new(
         bytes: &'a [u8],
         frame_count: u32,
@@ -302,14 +305,7 @@ impl<'a> RecordView<'a> {
         compression: Compression,
         path: &Path,
     ) -> Result<Self> {
-        let compressed = compression != Compression::None;
-        let view = RecordView {
-            bytes,
-            frame_count,
-            frame_bytes,
-            compressed,
-        };
-        if !compressed {
+        let table_start = if compression == Compression::None {
             if bytes.len() != frame_count as usize * frame_bytes {
                 return Err(Error::format(
                     path,
@@ -319,31 +315,19 @@ impl<'a> RecordView<'a> {
                     ),
                 ));
             }
+            None
         } else {
-            let table = (frame_count as usize + 1) * 8;
-            if bytes.len() < table
-                || view.offset(frame_count as usize) != (bytes.len() - table) as u64
-            {
-                return Err(Error::format(path, "zstd record: bad offset table"));
-            }
-            let mut prev = 0;
-            for i in 0..=frame_count as usize {
-                let o = view.offset(i);
-                if o < prev {
-                    return Err(Error::format(path, "zstd record: offsets go backwards"));
-                }
-                prev = o;
-            }
-        }
-        Ok(view)
-    }
-
-    fn offset(&self, i: usize) -> u64 {
-        let table = self.bytes.len() - (self.frame_count as usize + 1) * 8;
-        let at = table + i * 8;
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.bytes[at..at + 8]);
-        u64::from_le_bytes(b)
+            let start = record::frame_table_start(bytes.len() as u64, frame_count)
+                .ok_or_else(|| Error::format(path, "zstd record: bad offset table"))?;
+            record::check_frame_table(&bytes[start as usize..], frame_count, start, path)?;
+            Some(start as usize)
+        };
+        Ok(RecordView {
+            bytes,
+            frame_count,
+            frame_bytes,
+            table_start,
+        })
     }
 
     /// Number of frames.
@@ -364,32 +348,26 @@ impl<'a> RecordView<'a> {
                 format!("frame {i} out of range (record has {})", self.len()),
             ));
         }
-        if !self.compressed {
-            let fb = self.frame_bytes;
+        let fb = self.frame_bytes;
+        let Some(start) = self.table_start else {
             return Ok(Cow::Borrowed(&self.bytes[i * fb..(i + 1) * fb]));
-        }
-        let (a, b) = (self.offset(i) as usize, self.offset(i + 1) as usize);
-        let out = zstd::bulk::decompress(&self.bytes[a..b], self.frame_bytes).map_err(io(path))?;
-        if out.len() != self.frame_bytes {
-            return Err(Error::format(
-                path,
-                format!(
-                    "zstd frame {i} decodes to {} bytes, expected {}",
-                    out.len(),
-                    self.frame_bytes
-                ),
-            ));
-        }
+        };
+        let at = start + i * record::OFFSET_BYTES;
+        let pair = &self.bytes[at..at + 2 * record::OFFSET_BYTES];
+        let (a, b) = record::frame_span(pair, i, start as u64, path)?;
+        let mut out = vec![0u8; fb];
+        record::decompress_frame(&self.bytes[a as usize..b as usize], &mut out, i, path)?;
         Ok(Cow::Owned(out))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::checksum::xxh3;
 
-    fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
+    /// `n` distinct test frames of `fb` bytes.
+    pub(crate) fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
         (0..n)
             .map(|i| (0..fb).map(|j| ((i * 31 + j) % 251) as u8).collect())
             .collect()

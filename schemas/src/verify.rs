@@ -192,6 +192,11 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
             "records.parquet: {modality} records of (session `{s}`, view `{v}`) belong to no session/view with that modality"
         ));
     }
+    check_segments(c, &sessions, problems);
+}
+
+/// Segments name a session of the index, lie inside its timeline and carry their label.
+fn check_segments(c: &Cache, sessions: &HashMap<&str, &SessionRow>, problems: &mut Vec<String>) {
     let labels: HashMap<u32, &str> = c
         .labels
         .iter()

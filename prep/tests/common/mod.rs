@@ -1,4 +1,4 @@
-//! Shared helpers of the end-to-end tests: locate the binaries, make small videos with the
+//! Shared helpers of prep's end-to-end tests: locate the `prep` binary, make small videos with the
 //! ffmpeg CLI, write manifests, run `prep`.
 
 #![allow(dead_code)]
@@ -6,31 +6,22 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The workspace root.
+/// The workspace root (the parent of the `prep` package).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let prep = Path::new(env!("CARGO_MANIFEST_DIR"));
+    prep.parent()
+        .expect("prep sits in the workspace")
+        .to_path_buf()
 }
 
-/// A binary of the workspace, built in the same profile as this test.
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile folder");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not found: build the workspace first (`cargo build --release --workspace`, which `make test` does)",
-        p.display()
-    );
-    p
+/// The `prep` binary Cargo built for these tests.
+pub fn prep_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_prep"))
 }
 
 /// Run `prep` with `args`.
 pub fn prep(args: &[&str]) -> Output {
-    Command::new(bin("prep"))
+    Command::new(prep_bin())
         .args(args)
         .output()
         .expect("run prep")

@@ -13,28 +13,21 @@
 //! the annotation with the smallest id (then its earliest region). Runs of frames with the
 //! same winner become segments.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use super::{outside_root_problem, Ctx, ImportArgs, Imported, Seg, Span, ViewRow};
 
+mod paths;
+mod vote;
+
+use paths::{clean_ls_path, VideoPath};
+use vote::{vote, Region};
+
 /// The group name for overlap checks: after the vote there is one label per frame.
 const GROUP: &str = "timeline";
-
-/// One labelled range of one annotation, in 0-based half-open frames.
-#[derive(Debug, Clone)]
-pub(super) struct Region {
-    pub label: String,
-    pub start: i64,
-    pub end: i64,
-    /// Rank of the annotation (0 = smallest id).
-    pub rank: usize,
-    /// Position of the region within its annotation.
-    pub order: usize,
-    pub at: String,
-}
 
 /// An annotation id, ordered: numbers, then text, then none; ties by file order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,15 +67,6 @@ struct Group {
     video: String,
     at: String,
     anns: Vec<Ann>,
-}
-
-/// Where a task's video lives.
-#[derive(Debug, PartialEq)]
-pub(super) enum VideoPath {
-    /// Relative to the data root.
-    Rel(String),
-    /// An absolute file path (not a Label Studio URL).
-    Abs(PathBuf),
 }
 
 pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<String>> {
@@ -218,135 +202,6 @@ fn merge_group(g: &Group, min_votes: u32) -> Vec<(String, i64, i64, String)> {
         }
     }
     vote(&regions, min_votes)
-}
-
-/// A label's votes on one stretch of frames: (label, annotations voting, best (rank, order),
-/// deciding region).
-type Tally<'a> = (&'a str, HashSet<usize>, (usize, usize), usize);
-
-/// Per-frame vote over regions; returns runs (label, start, end, at of the deciding region).
-pub(super) fn vote(regions: &[Region], min_votes: u32) -> Vec<(String, i64, i64, String)> {
-    let mut bounds: Vec<i64> = regions.iter().flat_map(|r| [r.start, r.end]).collect();
-    bounds.sort_unstable();
-    bounds.dedup();
-    let mut out: Vec<(String, i64, i64, String)> = Vec::new();
-    for w in bounds.windows(2) {
-        let (a, b) = (w[0], w[1]);
-        let mut tally: Vec<Tally> = Vec::new();
-        for (i, r) in regions.iter().enumerate() {
-            if r.start <= a && r.end >= b {
-                let key = (r.rank, r.order);
-                match tally.iter_mut().find(|t| t.0 == r.label) {
-                    Some(t) => {
-                        t.1.insert(r.rank);
-                        if key < t.2 {
-                            t.2 = key;
-                            t.3 = i;
-                        }
-                    }
-                    None => tally.push((&r.label, HashSet::from([r.rank]), key, i)),
-                }
-            }
-        }
-        let best = tally
-            .iter()
-            .max_by(|x, y| x.1.len().cmp(&y.1.len()).then_with(|| y.2.cmp(&x.2)));
-        let Some((label, votes, _, idx)) = best else {
-            continue;
-        };
-        if (votes.len() as u32) < min_votes {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last.0 == *label && last.2 == a => last.2 = b,
-            _ => out.push((label.to_string(), a, b, regions[*idx].at.clone())),
-        }
-    }
-    out
-}
-
-/// A Label Studio media URL made into a path: `/data/local-files/?d=P` -> P,
-/// `/data/upload/N/F` -> F, `s3://bucket/K` (gs, azure-blob) -> K, `http(s)://host/P` -> P;
-/// percent-escapes decoded; an absolute file path stays absolute.
-pub(super) fn clean_ls_path(raw: &str) -> Result<VideoPath, String> {
-    let trimmed = raw.trim();
-    let mut s = trimmed.to_string();
-    let mut url = false;
-    for scheme in ["http://", "https://"] {
-        if let Some(rest) = s.strip_prefix(scheme) {
-            s = rest
-                .find('/')
-                .map(|i| rest[i..].to_string())
-                .unwrap_or_default();
-            url = true;
-        }
-    }
-    for scheme in ["s3://", "gs://", "azure-blob://"] {
-        if let Some(rest) = s.strip_prefix(scheme) {
-            s = rest
-                .split_once('/')
-                .map(|(_, k)| k.to_string())
-                .unwrap_or_default();
-            url = true;
-        }
-    }
-    if let Some(rest) = s.strip_prefix("file://") {
-        s = rest.to_string();
-    }
-    if let Some(i) = s.find("/data/local-files/") {
-        let rest = &s[i + "/data/local-files/".len()..];
-        let query = rest.split_once('?').map(|(_, q)| q).unwrap_or(rest);
-        match query.split('&').find_map(|kv| kv.strip_prefix("d=")) {
-            Some(d) => s = d.to_string(),
-            None => return Err(format!("`{raw}` is a local-files URL without `?d=PATH`")),
-        }
-        url = true;
-    } else if let Some(rest) = s.strip_prefix("/data/upload/") {
-        s = match rest.split_once('/') {
-            Some((project, file)) if project.chars().all(|c| c.is_ascii_digit()) => {
-                file.to_string()
-            }
-            _ => rest.to_string(),
-        };
-        url = true;
-    }
-    let s = percent_decode(&s).ok_or_else(|| format!("`{raw}` has a broken %-escape"))?;
-    if !url && Path::new(&s).is_absolute() {
-        return Ok(VideoPath::Abs(PathBuf::from(s)));
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for c in s.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(format!("`{raw}` leaves the data root (`..`)"));
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    if parts.is_empty() {
-        return Err(format!("`{raw}` names no file"));
-    }
-    Ok(VideoPath::Rel(parts.join("/")))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A JSON scalar as text (strings as is, numbers printed), or None.
@@ -703,82 +558,6 @@ impl State<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(label: &str, start: i64, end: i64, rank: usize, order: usize) -> Region {
-        Region {
-            label: label.into(),
-            start,
-            end,
-            rank,
-            order,
-            at: format!("{label}@{rank}"),
-        }
-    }
-
-    #[test]
-    fn vote_takes_the_majority_and_breaks_ties_by_earliest_annotation() {
-        // Annotation 0: a on 0..10; annotation 1: b on 5..15; annotation 2: b on 8..12.
-        let regions = [
-            r("a", 0, 10, 0, 0),
-            r("b", 5, 15, 1, 0),
-            r("b", 8, 12, 2, 0),
-        ];
-        let got: Vec<(String, i64, i64)> = vote(&regions, 1)
-            .into_iter()
-            .map(|(l, s, e, _)| (l, s, e))
-            .collect();
-        // 0..5 a alone; 5..8 a vs b tie -> a (rank 0); 8..12 b has 2 votes; 12..15 b.
-        assert_eq!(got, vec![("a".into(), 0, 8), ("b".into(), 8, 15)]);
-    }
-
-    #[test]
-    fn min_votes_leaves_weak_frames_unlabelled() {
-        let regions = [r("a", 0, 10, 0, 0), r("a", 5, 15, 1, 0)];
-        let got: Vec<(String, i64, i64)> = vote(&regions, 2)
-            .into_iter()
-            .map(|(l, s, e, _)| (l, s, e))
-            .collect();
-        assert_eq!(got, vec![("a".into(), 5, 10)]);
-    }
-
-    #[test]
-    fn one_annotation_counts_once_per_label() {
-        // Annotation 0 draws a twice over the same frames; annotation 1 and 2 say b.
-        let regions = [
-            r("a", 0, 4, 0, 0),
-            r("a", 0, 4, 0, 1),
-            r("b", 0, 4, 1, 0),
-            r("b", 0, 4, 2, 0),
-        ];
-        assert_eq!(vote(&regions, 1)[0].0, "b");
-    }
-
-    #[test]
-    fn label_studio_urls_become_relative_paths() {
-        let rel = |s: &str| match clean_ls_path(s).unwrap() {
-            VideoPath::Rel(r) => r,
-            VideoPath::Abs(p) => panic!("absolute {p:?}"),
-        };
-        assert_eq!(
-            rel("/data/local-files/?d=videos/s1%20a.mp4"),
-            "videos/s1 a.mp4"
-        );
-        assert_eq!(
-            rel("http://localhost:8080/data/local-files/?d=cams/front/x.mp4"),
-            "cams/front/x.mp4"
-        );
-        assert_eq!(rel("/data/upload/3/9f8e7d6c-clip.mp4"), "9f8e7d6c-clip.mp4");
-        assert_eq!(rel("s3://bucket/raw/v.mp4"), "raw/v.mp4");
-        assert_eq!(rel("videos/./a/../b.mp4"), "videos/b.mp4");
-        assert_eq!(
-            clean_ls_path("/abs/v.mp4").unwrap(),
-            VideoPath::Abs(PathBuf::from("/abs/v.mp4"))
-        );
-        assert!(clean_ls_path("../v.mp4").unwrap_err().contains("leaves"));
-        assert!(clean_ls_path("/data/local-files/?x=1")
-            .unwrap_err()
-            .contains("?d="));
-    }
 
     #[test]
     fn annotation_ids_order_numbers_first() {

@@ -10,11 +10,17 @@
 //! view in view-map order); the other views only add manifest rows.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::table::TextTable;
+
+mod files;
+
+use files::{find_inputs, Input};
 
 use super::{
-    absolute, fill_pattern, outside_root_problem, parse_view_map, Csv, Ctx, ImportArgs, Imported,
-    Seg, Span, ViewRow,
+    absolute, fill_pattern, outside_root_problem, parse_view_map, Ctx, ImportArgs, Imported, Seg,
+    Span, ViewRow,
 };
 
 /// Drive&Act's camera folders and our view names, in the default view order.
@@ -40,16 +46,6 @@ const COLUMNS: [&str; 6] = [
     "activity",
 ];
 
-/// One CSV to read.
-struct Input {
-    /// The folder holding `activities_3s` (video patterns are relative to it).
-    root: PathBuf,
-    /// Drive&Act view (the folder name).
-    view_src: String,
-    file: PathBuf,
-    split: Option<String>,
-}
-
 /// One row.
 #[derive(Debug, Clone)]
 struct Chunk {
@@ -74,6 +70,9 @@ struct SessionView {
     anns: Vec<(String, Vec<Chunk>)>,
 }
 
+/// The merged annotations of one (session, view): (annotation id, segments).
+type MergedAnns = Vec<(String, Vec<Merged>)>;
+
 /// A merged annotation.
 #[derive(Debug, Clone, PartialEq)]
 struct Merged {
@@ -89,69 +88,6 @@ pub(super) fn split_file_id(file_id: &str) -> (&str, &str) {
         Some(i) if !file_id[i + 1..].contains('/') && i > 0 => (&file_id[..i], &file_id[i + 1..]),
         _ => (file_id, ""),
     }
-}
-
-/// (split index, split name) of `midlevel.chunks_90.split_0.train.csv`.
-fn split_of(name: &str) -> Option<(u32, String)> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let i = parts.iter().position(|p| p.starts_with("split_"))?;
-    let k = parts[i].strip_prefix("split_")?.parse().ok()?;
-    let part = parts.get(i + 1).filter(|p| **p != "csv")?;
-    Some((k, part.to_string()))
-}
-
-/// The CSVs of one view folder for `level`: the unsplit ones if any, else split K's parts.
-fn select(dir: &Path, level: &str, k: u32) -> Vec<(PathBuf, Option<String>)> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<(PathBuf, String)> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .filter_map(|p| {
-            let n = p.file_name()?.to_str()?.to_string();
-            (n.starts_with(&format!("{level}.")) && n.to_ascii_lowercase().ends_with(".csv"))
-                .then_some((p, n))
-        })
-        .collect();
-    names.sort();
-    let unsplit: Vec<(PathBuf, Option<String>)> = names
-        .iter()
-        .filter(|(_, n)| split_of(n).is_none() && !n.contains(".split_"))
-        .map(|(p, _)| (p.clone(), None))
-        .collect();
-    if !unsplit.is_empty() {
-        return unsplit;
-    }
-    names
-        .iter()
-        .filter_map(|(p, n)| {
-            let (i, part) = split_of(n)?;
-            (i == k).then(|| (p.clone(), Some(part)))
-        })
-        .collect()
-}
-
-fn has_csv(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|rd| {
-        rd.flatten().any(|e| {
-            e.path().is_file()
-                && e.path()
-                    .extension()
-                    .is_some_and(|x| x.eq_ignore_ascii_case("csv"))
-        })
-    })
-}
-
-fn name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn parent(p: &Path) -> PathBuf {
-    p.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Merge touching chunks of one annotation (sorted by start); different activities within
@@ -198,71 +134,8 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
     };
-    let mut problems = Vec::new();
     let mut warnings = Vec::new();
-
-    // Find the CSVs.
-    let mut inputs: Vec<Input> = Vec::new();
-    for src in &args.sources {
-        let abs = absolute(src);
-        if src.is_file() {
-            let view_dir = parent(&abs);
-            let name = name_of(src);
-            inputs.push(Input {
-                root: parent(&parent(&view_dir)),
-                view_src: name_of(&view_dir),
-                split: split_of(&name).map(|(_, p)| p),
-                file: src.clone(),
-            });
-        } else if src.is_dir() {
-            let (dirs, root) = if has_csv(src) {
-                (vec![abs.clone()], parent(&parent(&abs)))
-            } else {
-                let mut subs: Vec<PathBuf> = std::fs::read_dir(src)
-                    .map(|rd| {
-                        rd.flatten()
-                            .map(|e| e.path())
-                            .filter(|p| p.is_dir())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                subs.sort();
-                (subs, parent(&abs))
-            };
-            let mut found = 0;
-            for d in &dirs {
-                let files = select(d, level, k);
-                if files.is_empty() {
-                    warnings.push(format!(
-                        "{}: no `{level}.*.csv` file (unsplit or split_{k}); view `{}` skipped",
-                        d.display(),
-                        name_of(d)
-                    ));
-                }
-                for (file, split) in files {
-                    found += 1;
-                    inputs.push(Input {
-                        root: root.clone(),
-                        view_src: name_of(d),
-                        file,
-                        split,
-                    });
-                }
-            }
-            if found == 0 {
-                problems.push(format!(
-                    "{}: no `{level}.*.csv` annotation files in it or its view folders; give the activities_3s folder, a view folder or CSV files (and --level / --split-index)",
-                    src.display()
-                ));
-            }
-        } else {
-            problems.push(format!("{}: not found", src.display()));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-
+    let inputs = find_inputs(&args.sources, level, k, &mut warnings)?;
     let view_name = |src: &str| -> String {
         map.iter()
             .find(|(a, _)| a == src)
@@ -270,146 +143,8 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
             .unwrap_or_else(|| src.to_string())
     };
 
-    // Read rows into (session, view) groups.
-    let mut svs: Vec<SessionView> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
-    let mut files_read = 0;
-    for inp in &inputs {
-        let view = view_name(&inp.view_src);
-        if !ctx.keep_view(&view) {
-            continue;
-        }
-        files_read += 1;
-        let shown = inp.file.display().to_string();
-        let csv = match Csv::read(&inp.file) {
-            Ok(c) => c,
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        };
-        let cols: Vec<Option<usize>> = COLUMNS.iter().map(|c| csv.col(&[c])).collect();
-        let missing: Vec<&str> = COLUMNS
-            .iter()
-            .zip(&cols)
-            .filter(|(_, c)| c.is_none())
-            .map(|(n, _)| *n)
-            .collect();
-        if !missing.is_empty() {
-            problems.push(format!(
-                "{shown}: missing column(s) {} (a Drive&Act activities file has participant_id,file_id,annotation_id,frame_start,frame_end,activity,chunk_id; it has {})",
-                missing.join(", "),
-                csv.headers.join(",")
-            ));
-            continue;
-        }
-        let c: Vec<usize> = cols.into_iter().flatten().collect();
-        for (line, row) in &csv.rows {
-            let at = format!("{shown} line {line}");
-            let cell = |i: usize| row[c[i]].as_str();
-            let (participant, file_id, ann, activity) = (cell(0), cell(1), cell(2), cell(5));
-            if participant.is_empty() || file_id.is_empty() || ann.is_empty() || activity.is_empty()
-            {
-                problems.push(format!(
-                    "{at}: participant_id, file_id, annotation_id and activity must all be filled in"
-                ));
-                continue;
-            }
-            let frame = |i: usize| cell(i).parse::<i64>().ok().filter(|f| *f >= 0);
-            let (start, end) = match (frame(3), frame(4)) {
-                (Some(s), Some(e)) if e > s => (s, e),
-                (Some(s), Some(e)) => {
-                    problems.push(format!("{at}: frame_end {e} must be after frame_start {s}"));
-                    continue;
-                }
-                _ => {
-                    problems.push(format!(
-                        "{at}: frame_start `{}` and frame_end `{}` must be whole frame numbers >= 0",
-                        cell(3),
-                        cell(4)
-                    ));
-                    continue;
-                }
-            };
-            let (session, _) = split_file_id(file_id);
-            let subject = if participant.starts_with("vp") {
-                participant.to_string()
-            } else {
-                format!("vp{participant}")
-            };
-            let key = (session.to_string(), view.clone());
-            let i = match index.get(&key) {
-                Some(&i) => i,
-                None => {
-                    index.insert(key, svs.len());
-                    svs.push(SessionView {
-                        session: session.to_string(),
-                        view: view.clone(),
-                        view_src: inp.view_src.clone(),
-                        file_id: file_id.to_string(),
-                        participant: participant.to_string(),
-                        subject: subject.clone(),
-                        split: inp.split.clone(),
-                        root: inp.root.clone(),
-                        at: at.clone(),
-                        anns: Vec::new(),
-                    });
-                    svs.len() - 1
-                }
-            };
-            let sv = &mut svs[i];
-            if sv.file_id != file_id {
-                problems.push(format!(
-                    "{at}: session `{}` view `{view}` has file_id `{file_id}` here but `{}` at {}; one video per session and view",
-                    sv.session, sv.file_id, sv.at
-                ));
-                continue;
-            }
-            if sv.subject != subject {
-                problems.push(format!(
-                    "{at}: session `{}` has participant_id `{participant}` here but `{}` at {}",
-                    sv.session, sv.participant, sv.at
-                ));
-                continue;
-            }
-            if sv.split != inp.split {
-                problems.push(format!(
-                    "{at}: session `{}` is in split {} here but {} at {}; one split per session",
-                    sv.session,
-                    inp.split.as_deref().unwrap_or("(none)"),
-                    sv.split.as_deref().unwrap_or("(none)"),
-                    sv.at
-                ));
-                continue;
-            }
-            let chunk = Chunk {
-                start,
-                end,
-                activity: activity.to_string(),
-                at,
-            };
-            match sv.anns.iter_mut().find(|(a, _)| a == ann) {
-                Some((_, v)) => v.push(chunk),
-                None => sv.anns.push((ann.to_string(), vec![chunk])),
-            }
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-
-    // View order: the view map's order, then the others as found.
-    let mut views: Vec<(String, String)> = Vec::new(); // (name, src)
-    for (src, name) in &map {
-        if svs.iter().any(|s| s.view_src == *src) && !views.iter().any(|(n, _)| n == name) {
-            views.push((name.clone(), src.clone()));
-        }
-    }
-    for s in &svs {
-        if !views.iter().any(|(n, _)| *n == s.view) {
-            views.push((s.view.clone(), s.view_src.clone()));
-        }
-    }
+    let (svs, files_read) = read_inputs(&inputs, &view_name, ctx)?;
+    let views = view_order(&map, &svs);
     let vpos = |v: &str| views.iter().position(|(n, _)| n == v).unwrap_or(usize::MAX);
     let time_view = match &args.time_view {
         Some(tv) => match views.iter().find(|(n, s)| n == tv || s == tv) {
@@ -428,9 +163,210 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
         None => None,
     };
 
-    // Merge chunks.
-    let mut merged: Vec<Vec<(String, Vec<Merged>)>> = Vec::with_capacity(svs.len());
-    for sv in &svs {
+    let merged = merge_all(&svs)?;
+
+    let mut out = Imported {
+        files: files_read,
+        warnings,
+        ..Default::default()
+    };
+    let mut problems = manifest_rows(&svs, pattern, ctx, &vpos, &mut out)?;
+    problems.extend(segments(
+        &svs,
+        &merged,
+        time_view.as_deref(),
+        level,
+        &vpos,
+        &mut out,
+    ));
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Read the rows of every input into (session, view) groups; returns them and the number
+/// of files read.
+fn read_inputs(
+    inputs: &[Input],
+    view_name: &dyn Fn(&str) -> String,
+    ctx: &Ctx,
+) -> Result<(Vec<SessionView>, usize), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut svs: Vec<SessionView> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    let mut files_read = 0;
+    for inp in inputs {
+        let view = view_name(&inp.view_src);
+        if !ctx.keep_view(&view) {
+            continue;
+        }
+        files_read += 1;
+        let shown = inp.file.display().to_string();
+        let csv = match TextTable::read_ragged(&inp.file) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let cols: Vec<Option<usize>> = COLUMNS.iter().map(|c| csv.col_any(&[c])).collect();
+        let missing: Vec<&str> = COLUMNS
+            .iter()
+            .zip(&cols)
+            .filter(|(_, c)| c.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{shown}: missing column(s) {} (a Drive&Act activities file has participant_id,file_id,annotation_id,frame_start,frame_end,activity,chunk_id; it has {})",
+                missing.join(", "),
+                csv.headers.join(",")
+            ));
+            continue;
+        }
+        let c: Vec<usize> = cols.into_iter().flatten().collect();
+        let groups = Groups {
+            svs: &mut svs,
+            index: &mut index,
+        };
+        read_rows(inp, &view, &csv, &c, groups, &mut problems);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok((svs, files_read))
+}
+
+/// The (session, view) groups being built, and where each key sits.
+struct Groups<'a> {
+    svs: &'a mut Vec<SessionView>,
+    index: &'a mut HashMap<(String, String), usize>,
+}
+
+/// Read one CSV's rows (columns `c` in [`COLUMNS`] order) of view `view` into `g`.
+fn read_rows(
+    inp: &Input,
+    view: &str,
+    csv: &TextTable,
+    c: &[usize],
+    g: Groups<'_>,
+    problems: &mut Vec<String>,
+) {
+    let Groups { svs, index } = g;
+    let shown = inp.file.display().to_string();
+    for (line, row) in &csv.rows {
+        let at = format!("{shown} line {line}");
+        let cell = |i: usize| row[c[i]].as_str();
+        let (participant, file_id, ann, activity) = (cell(0), cell(1), cell(2), cell(5));
+        if participant.is_empty() || file_id.is_empty() || ann.is_empty() || activity.is_empty() {
+            problems.push(format!(
+                "{at}: participant_id, file_id, annotation_id and activity must all be filled in"
+            ));
+            continue;
+        }
+        let frame = |i: usize| cell(i).parse::<i64>().ok().filter(|f| *f >= 0);
+        let (start, end) = match (frame(3), frame(4)) {
+            (Some(s), Some(e)) if e > s => (s, e),
+            (Some(s), Some(e)) => {
+                problems.push(format!("{at}: frame_end {e} must be after frame_start {s}"));
+                continue;
+            }
+            _ => {
+                problems.push(format!(
+                    "{at}: frame_start `{}` and frame_end `{}` must be whole frame numbers >= 0",
+                    cell(3),
+                    cell(4)
+                ));
+                continue;
+            }
+        };
+        let (session, _) = split_file_id(file_id);
+        let subject = if participant.starts_with("vp") {
+            participant.to_string()
+        } else {
+            format!("vp{participant}")
+        };
+        let key = (session.to_string(), view.to_string());
+        let i = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                index.insert(key, svs.len());
+                svs.push(SessionView {
+                    session: session.to_string(),
+                    view: view.to_string(),
+                    view_src: inp.view_src.clone(),
+                    file_id: file_id.to_string(),
+                    participant: participant.to_string(),
+                    subject: subject.clone(),
+                    split: inp.split.clone(),
+                    root: inp.root.clone(),
+                    at: at.clone(),
+                    anns: Vec::new(),
+                });
+                svs.len() - 1
+            }
+        };
+        let sv = &mut svs[i];
+        if sv.file_id != file_id {
+            problems.push(format!(
+            "{at}: session `{}` view `{view}` has file_id `{file_id}` here but `{}` at {}; one video per session and view",
+            sv.session, sv.file_id, sv.at
+        ));
+            continue;
+        }
+        if sv.subject != subject {
+            problems.push(format!(
+                "{at}: session `{}` has participant_id `{participant}` here but `{}` at {}",
+                sv.session, sv.participant, sv.at
+            ));
+            continue;
+        }
+        if sv.split != inp.split {
+            problems.push(format!(
+                "{at}: session `{}` is in split {} here but {} at {}; one split per session",
+                sv.session,
+                inp.split.as_deref().unwrap_or("(none)"),
+                sv.split.as_deref().unwrap_or("(none)"),
+                sv.at
+            ));
+            continue;
+        }
+        let chunk = Chunk {
+            start,
+            end,
+            activity: activity.to_string(),
+            at,
+        };
+        match sv.anns.iter_mut().find(|(a, _)| a == ann) {
+            Some((_, v)) => v.push(chunk),
+            None => sv.anns.push((ann.to_string(), vec![chunk])),
+        }
+    }
+}
+
+/// View order: the view map's order, then the others as found; (name, source folder).
+fn view_order(map: &[(String, String)], svs: &[SessionView]) -> Vec<(String, String)> {
+    let mut views: Vec<(String, String)> = Vec::new(); // (name, src)
+    for (src, name) in map {
+        if svs.iter().any(|s| s.view_src == *src) && !views.iter().any(|(n, _)| n == name) {
+            views.push((name.clone(), src.clone()));
+        }
+    }
+    for s in svs {
+        if !views.iter().any(|(n, _)| *n == s.view) {
+            views.push((s.view.clone(), s.view_src.clone()));
+        }
+    }
+    views
+}
+
+/// Merge the chunks of every annotation of every (session, view).
+fn merge_all(svs: &[SessionView]) -> Result<Vec<MergedAnns>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut merged: Vec<MergedAnns> = Vec::with_capacity(svs.len());
+    for sv in svs {
         let mut m = Vec::new();
         for (ann, chunks) in &sv.anns {
             match merge_chunks(chunks, ann) {
@@ -444,11 +380,29 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
         return Err(problems);
     }
 
-    let mut out = Imported {
-        files: files_read,
-        warnings,
-        ..Default::default()
-    };
+    Ok(merged)
+}
+
+/// Sessions in order of first appearance.
+fn session_order(svs: &[SessionView]) -> Vec<&str> {
+    let mut order: Vec<&str> = Vec::new();
+    for sv in svs {
+        if !order.contains(&sv.session.as_str()) {
+            order.push(&sv.session);
+        }
+    }
+    order
+}
+
+/// Manifest rows (videos from `pattern`), in session then view order; the problems of
+/// videos outside the data root.
+fn manifest_rows(
+    svs: &[SessionView],
+    pattern: &str,
+    ctx: &Ctx,
+    vpos: &dyn Fn(&str) -> usize,
+    out: &mut Imported,
+) -> Result<Vec<String>, Vec<String>> {
     // Manifest rows.
     let mut videos: Vec<(usize, PathBuf)> = Vec::new();
     for (i, sv) in svs.iter().enumerate() {
@@ -481,15 +435,10 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
             Err(e) => outside.push((sv.at.clone(), e)),
         }
     }
-    problems.extend(outside_root_problem(&outside, &all));
+    let problems = outside_root_problem(&outside, &all).into_iter().collect();
     // Keep the manifest in view order within a session.
     out.views.sort_by_key(|v| vpos(&v.view));
-    let mut session_order: Vec<&str> = Vec::new();
-    for sv in &svs {
-        if !session_order.contains(&sv.session.as_str()) {
-            session_order.push(&sv.session);
-        }
-    }
+    let session_order = session_order(svs);
     out.views.sort_by_key(|v| {
         session_order
             .iter()
@@ -497,6 +446,21 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
             .unwrap_or(usize::MAX)
     });
 
+    Ok(problems)
+}
+
+/// Segments from the time view (`time_view`, default the first view in `vpos` order) of
+/// each session; a warning per other view whose annotations differ.
+fn segments(
+    svs: &[SessionView],
+    merged: &[MergedAnns],
+    time_view: Option<&str>,
+    level: &str,
+    vpos: &dyn Fn(&str) -> usize,
+    out: &mut Imported,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let session_order = session_order(svs);
     // Segments from the time view; compare the others.
     let mut differ: HashMap<&str, (usize, usize, String)> = HashMap::new();
     for s in &session_order {
@@ -506,7 +470,7 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
             None => mine.iter().copied().min_by_key(|&i| vpos(&svs[i].view)),
         };
         let Some(t) = chosen else {
-            let tv = time_view.as_deref().unwrap_or("");
+            let tv = time_view.unwrap_or("");
             problems.push(format!(
                 "{}: session `{s}` has no annotations in view `{tv}` (--time-view); pick a view every session has",
                 svs[mine[0]].at
@@ -553,11 +517,7 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
             "view `{view}`: {n} of {total} annotations differ from the time view by more than 2 frames or are missing (e.g. {example}); segments use the time view's frames"
         ));
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
-    }
+    problems
 }
 
 #[cfg(test)]
@@ -581,15 +541,6 @@ mod tests {
         );
         assert_eq!(split_file_id("vp1/run1.ids_1"), ("vp1/run1", "ids_1"));
         assert_eq!(split_file_id("vp1/run1"), ("vp1/run1", ""));
-    }
-
-    #[test]
-    fn split_files_are_recognised() {
-        assert_eq!(
-            split_of("midlevel.chunks_90.split_0.train.csv"),
-            Some((0, "train".to_string()))
-        );
-        assert_eq!(split_of("midlevel.chunks_90.csv"), None);
     }
 
     #[test]

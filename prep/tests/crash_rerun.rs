@@ -55,7 +55,7 @@ fn no_tmp_files(cache: &Path) {
 /// Start a build and SIGKILL it as soon as the first job has finished (its job.json exists).
 fn build_and_kill(d: &Path, cache: &Path, extra: &[&str]) -> bool {
     let args = build_args(d, cache, extra);
-    let mut child = Command::new(bin("prep"))
+    let mut child = Command::new(prep_bin())
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -183,7 +183,7 @@ fn a_rebuild_killed_midway_leaves_the_previous_cache_intact() {
 fn build_and_kill_after_new_job(d: &Path, cache: &Path, extra: &[&str]) -> bool {
     let args = build_args(d, cache, extra);
     let started = std::time::SystemTime::now();
-    let mut child = Command::new(bin("prep"))
+    let mut child = Command::new(prep_bin())
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

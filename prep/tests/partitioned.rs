@@ -171,7 +171,7 @@ fn the_make_j_recipe_runs() {
         .arg("-f")
         .arg(root().join("examples/prep-parts.mk"))
         .args(["-j3", "-s"])
-        .arg(format!("PREP={}", bin("prep").display()))
+        .arg(format!("PREP={}", prep_bin().display()))
         .arg(format!("DATA={}", data.display()))
         .arg(format!("OUT={}", out.display()))
         .args(["N=3", "ARGS=data.img_size=32 prep.fps=2"])
