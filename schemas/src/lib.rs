@@ -29,9 +29,6 @@ pub mod settings;
 pub mod shard;
 pub mod verify;
 
-// Transitional: train switches to mvdrive_common
-pub use mvdrive_common::{rng, sys};
-
 pub use cache::Cache;
 pub use error::{Error, Result};
 

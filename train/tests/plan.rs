@@ -160,7 +160,7 @@ fn a_budget_too_small_for_any_setting_says_what_is_needed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("no setting fits --budget-ram 50 MiB"),
+        stderr.contains("no setting fits --budget-ram 50.0 MiB"),
         "{stderr}"
     );
     // The needed amount is measured, and larger than the budget.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mvdrive_schemas::settings::{flatten_yaml, nearest};
+use mvdrive_schemas::settings::{flatten_yaml, nearest, read_yaml_file, split_override};
 
 use super::{Monitor, ViewMode};
 use crate::model::backbones::transformer::TokenPool;
@@ -230,22 +230,19 @@ impl Settings {
     /// Apply `key.sub=value` overrides.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
         for o in overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "`{o}` is not a `key.sub=value` override (e.g. data.batch_size=2)"
-                ))
-            })?;
-            self.set(k.trim(), v, false)?;
+            let (k, v) = split_override(o, "data.batch_size=2").map_err(ConfigError)?;
+            self.set(k, v, false)?;
         }
         Ok(())
     }
 
     /// Apply a YAML file (layout of `configs/config.yaml` and the presets).
     pub fn apply_yaml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        self.apply_yaml(&text)
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+        for (k, v) in read_yaml_file(path).map_err(ConfigError)? {
+            self.set(&k, &v, true)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 
     /// Apply YAML text.

@@ -8,15 +8,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
+use mvdrive_common::rng::Rng;
 use mvdrive_schemas::index::RecordRow;
-use mvdrive_schemas::rng::Rng;
-use mvdrive_schemas::shard::Compression;
+use mvdrive_schemas::record::{decode_keypoints, read_frame_into};
 use mvdrive_schemas::Cache;
 
 use crate::data::sampler::{clip_frames, Item, Sampler};
@@ -154,7 +153,8 @@ impl Loader {
         Ok(f)
     }
 
-    /// Read frame `t` of (modality, session, view) into `out` (exactly one frame's bytes).
+    /// Read frame `t` of (modality, session, view) into `out` (exactly one frame's bytes)
+    /// with the cache format's one record reader; `scratch` holds compressed bytes.
     fn read_frame(
         &self,
         modality: &str,
@@ -162,6 +162,7 @@ impl Loader {
         view: &str,
         t: u64,
         out: &mut [u8],
+        scratch: &mut Vec<u8>,
     ) -> Result<bool> {
         let Some(list) =
             self.records
@@ -177,47 +178,13 @@ impl Loader {
                 format!("no {modality} frame {t} for session `{session}` view `{view}`")
             })?;
         let file = self.file(&rec.shard)?;
-        let fb = rec.frame_bytes();
-        let i = t - rec.frame_start;
-        let err = |e: std::io::Error| format!("{}: {e}", rec.shard);
-        let read = match Compression::from_column(&rec.compression) {
-            Some(Compression::None) => {
-                file.read_exact_at(out, rec.offset + i * fb as u64)
-                    .map_err(err)?;
-                fb as u64
-            }
-            Some(Compression::Zstd(_)) => {
-                let n = rec.frame_count as u64;
-                let table = rec.offset + rec.length - 8 * (n + 1);
-                let mut off = [0u8; 16];
-                file.read_exact_at(&mut off, table + 8 * i).map_err(err)?;
-                let a = u64::from_le_bytes(off[..8].try_into().unwrap_or_default());
-                let b = u64::from_le_bytes(off[8..].try_into().unwrap_or_default());
-                let mut packed = vec![0u8; b.saturating_sub(a) as usize];
-                file.read_exact_at(&mut packed, rec.offset + a)
-                    .map_err(err)?;
-                let n = zstd::bulk::decompress_to_buffer(&packed, out).map_err(err)?;
-                if n != fb {
-                    return Err(TrainError::Other(format!(
-                        "{}: frame {t} decodes to {n} bytes, expected {fb}",
-                        rec.shard
-                    )));
-                }
-                packed.len() as u64 + 16
-            }
-            None => {
-                return Err(TrainError::Other(format!(
-                    "{}: unknown compression `{}`",
-                    rec.shard, rec.compression
-                )))
-            }
-        };
+        let read = read_frame_into(&file, rec, (t - rec.frame_start) as usize, out, scratch)?;
         let counter = if modality == "kpt" {
             &self.counters.kpt_bytes
         } else {
             &self.counters.rgb_bytes
         };
-        counter.fetch_add(read, Ordering::Relaxed);
+        counter.fetch_add(read as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -231,38 +198,22 @@ impl Loader {
             .kpt_shape
             .filter(|_| self.load_kpt)
             .map(|(k, c)| (vec![0f32; b * v * t * k * c], vec![0u8; b * v * t], k * c));
-        let mut kbuf = Vec::new();
+        let (mut kbuf, mut scratch) = (Vec::new(), Vec::new());
         for (bi, (item, fr)) in items.iter().zip(frames).enumerate() {
             let seg = &self.cache.segments[item.segment];
             for (vi, view) in self.views.iter().enumerate() {
                 for (ti, &f) in fr.iter().enumerate() {
                     let slot = (bi * v + vi) * t + ti;
                     if let Some(buf) = rgb.as_mut() {
-                        self.read_frame(
-                            "rgb",
-                            &seg.session,
-                            view,
-                            f,
-                            &mut buf[slot * fb..(slot + 1) * fb],
-                        )?;
+                        let out = &mut buf[slot * fb..(slot + 1) * fb];
+                        self.read_frame("rgb", &seg.session, view, f, out, &mut scratch)?;
                     }
                     if let Some((vals, mask, kc)) = kpt.as_mut() {
                         kbuf.resize((*kc + 1) * 4, 0);
-                        if self.read_frame("kpt", &seg.session, view, f, &mut kbuf)? {
-                            // Decode in place: no allocation per frame.
-                            let f32_at = |i: usize| {
-                                f32::from_le_bytes([
-                                    kbuf[4 * i],
-                                    kbuf[4 * i + 1],
-                                    kbuf[4 * i + 2],
-                                    kbuf[4 * i + 3],
-                                ])
-                            };
-                            for (i, v) in vals[slot * *kc..(slot + 1) * *kc].iter_mut().enumerate()
-                            {
-                                *v = f32_at(i);
-                            }
-                            mask[slot] = (f32_at(*kc) > 0.0) as u8;
+                        if self.read_frame("kpt", &seg.session, view, f, &mut kbuf, &mut scratch)? {
+                            let values = &mut vals[slot * *kc..(slot + 1) * *kc];
+                            let shard = Path::new(&self.cache.dir);
+                            mask[slot] = decode_keypoints(&kbuf, values, shard)? as u8;
                         }
                     }
                 }

@@ -3,7 +3,7 @@
 //! Everything here is a pure function of (seed, epoch, position): a resumed run recomputes
 //! exactly the batches it would have seen, without replaying the ones before.
 
-use mvdrive_schemas::rng::Rng;
+use mvdrive_common::rng::Rng;
 use mvdrive_schemas::Cache;
 
 /// One sample: a segment of the cache and its class.

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mvdrive_schemas::sys::{peak_rss_bytes, rss_bytes};
+use mvdrive_common::sys::{peak_rss_bytes, rss_bytes};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -482,16 +482,6 @@ pub fn probe_in_child(
     Err(TrainError::Other(message))
 }
 
-/// Bytes as `812 MiB` or `1.50 GiB`.
-pub fn fmt_bytes(b: u64) -> String {
-    let mib = b as f64 / 1048576.0;
-    if mib >= 1024.0 {
-        format!("{:.2} GiB", mib / 1024.0)
-    } else {
-        format!("{mib:.0} MiB")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,11 +491,5 @@ mod tests {
         assert!(oom_line("error: CUDA out of memory. Tried to allocate 2.00 GiB").is_some());
         assert!(oom_line("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes").is_some());
         assert!(oom_line("error: unknown config key `x`").is_none());
-    }
-
-    #[test]
-    fn sizes_format_readably() {
-        assert_eq!(fmt_bytes(812 * 1048576), "812 MiB");
-        assert_eq!(fmt_bytes(3 * 1073741824 / 2), "1.50 GiB");
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use mvdrive_schemas::sys::{peak_rss_bytes, rss_bytes};
+use mvdrive_common::progress;
+use mvdrive_common::sys::{peak_rss_bytes, rss_bytes};
 use tch::{Device, Tensor};
 
 use crate::config::{Monitor, TrainConfig};
@@ -252,15 +253,11 @@ impl Run {
     }
 
     fn progress_bar(&self) -> ProgressBar {
-        if self.quiet {
-            return ProgressBar::hidden();
-        }
-        let pb = ProgressBar::new(self.plan.batches as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "epoch {prefix} [{elapsed_precise}] [{wide_bar}] {pos}/{len} ({per_sec}, ETA {eta}) {msg}",
-        ) {
-            pb.set_style(style.progress_chars("=> "));
-        }
+        let pb = progress::bar_with(
+            self.plan.batches as u64,
+            progress::EPOCH_TEMPLATE,
+            self.quiet,
+        );
         pb.set_prefix(format!(
             "{}/{}",
             self.st.epoch + 1,

@@ -21,9 +21,7 @@ use crate::config::{Settings, TrainConfig, KEYS};
 use crate::data::loader::Batch;
 use crate::data::sampler::{Item, Sampler};
 use crate::error::{IoAt, Result, TrainError};
-use crate::measure::probe::{
-    config_overrides, fmt_bytes, probe_in_child, ProbeOutcome, ProbeReport,
-};
+use crate::measure::probe::{config_overrides, probe_in_child, ProbeOutcome, ProbeReport};
 use crate::model::backbones::BackboneKind;
 use crate::optim::precision::Precision;
 use crate::run::session::{resolve_device, Session};
@@ -436,9 +434,10 @@ fn measure_row(args: &BenchRequest, ct: &Settings, t: Technique) -> Result<Probe
             Ok(r)
         }
         Ok(ProbeOutcome::OutOfMemory { reason, .. }) => Err(format!("out of memory: {reason}")),
-        Ok(ProbeOutcome::OverBudget { seen_bytes }) => {
-            Err(format!("stopped at {}", fmt_bytes(seen_bytes)))
-        }
+        Ok(ProbeOutcome::OverBudget { seen_bytes }) => Err(format!(
+            "stopped at {}",
+            mvdrive_common::bytes::format_bytes(seen_bytes)
+        )),
         Err(e) => Err(e.to_string()),
     }
 }

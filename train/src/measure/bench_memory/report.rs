@@ -3,8 +3,8 @@
 //! checks.
 
 use super::{BenchMemory, BenchRow, Technique, ACCUMULATE};
-use crate::measure::probe::fmt_bytes;
 use crate::optim::precision::Precision;
+use mvdrive_common::bytes::format_bytes;
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
 fn civil(days: i64) -> (i64, u32, u32) {
@@ -83,8 +83,8 @@ impl BenchMemory {
             };
             let (mem, act, secs) = match &r.report {
                 Ok(_) => (
-                    r.memory().map_or("-".into(), fmt_bytes),
-                    r.activations().map_or("-".into(), fmt_bytes),
+                    r.memory().map_or("-".into(), format_bytes),
+                    r.activations().map_or("-".into(), format_bytes),
                     r.seconds().map_or("-".into(), |x| format!("{x:.2}")),
                 ),
                 Err(e) => (

@@ -20,44 +20,18 @@ use std::path::PathBuf;
 
 use tch::Device;
 
+use mvdrive_common::bytes::parse_bytes;
+
 use crate::config::{img_size_of, Settings, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::measure::probe::{config_overrides, probe_in_child, ProbeOutcome};
 use crate::optim::precision::Precision;
 use crate::run::session::resolve_device;
 
-/// Parse a memory size for the flag `flag`: `512M`, `8G`, `8GiB`, `1.5G`, `300MB`, `64K` or
-/// plain bytes. Suffixes are binary (1G = 1 GiB = 2^30 bytes), with or without `B`/`iB`.
-pub fn parse_size(flag: &str, text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "{flag}: `{text}` is not a memory size (examples: 512M, 8G, 8GiB, 1.5G, or plain bytes)"
-        )
-    };
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    let bytes = n * mult as f64;
-    if !bytes.is_finite() || bytes < 1.0 {
-        return Err(bad());
-    }
-    Ok(bytes.round() as u64)
+/// A `--budget-*` flag's size (binary units: `8G` = 8 GiB); errors name the flag.
+fn budget(flag: &str, text: Option<&str>) -> Result<Option<u64>, String> {
+    text.map(|t| parse_bytes(t).map_err(|e| format!("{flag}: {e}")))
+        .transpose()
 }
 
 /// One setting tried by the planner.
@@ -192,13 +166,12 @@ pub struct PlanArgs {
 /// Runs `train plan`: prints the table and the recommendation; nothing fitting is an error
 /// (after the table).
 pub fn run(args: &PlanArgs, quiet: bool) -> Result<()> {
-    let size = |flag: &str, v: &Option<String>| v.as_ref().map(|v| parse_size(flag, v)).transpose();
     let req = PlanRequest {
         cache: args.cache.clone(),
         settings: Settings::load(args.config.as_deref(), &args.overrides)?,
         user_overrides: args.overrides.clone(),
-        budget_ram: size("--budget-ram", &args.budget_ram)?,
-        budget_vram: size("--budget-vram", &args.budget_vram)?,
+        budget_ram: budget("--budget-ram", args.budget_ram.as_deref())?,
+        budget_vram: budget("--budget-vram", args.budget_vram.as_deref())?,
         img_sizes: args.img_sizes.clone(),
         frames: args.frames.clone(),
         steps: args.steps,
@@ -438,17 +411,11 @@ fn search(args: &PlanRequest, sp: &Space) -> Result<(Vec<Row>, usize)> {
         })
         .collect();
     let total = (groups.len() * sizes.len()) as u64;
-    let pb = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let pb = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "plan [{elapsed_precise}] [{wide_bar}] {pos}/{len} settings {msg}",
-        ) {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb
-    };
+    let pb = mvdrive_common::progress::bar_with(
+        total,
+        "plan [{elapsed_precise}] [{wide_bar}] {pos}/{len} settings {msg}",
+        args.quiet,
+    );
     let mut rows = Vec::new();
     let mut pruned = 0;
     let mut all_failed_first: Option<String> = None;
@@ -621,17 +588,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_binary_suffixes_and_bad_ones_name_the_flag() {
+    fn budgets_are_binary_sizes_and_bad_ones_name_the_flag() {
         let g = 1u64 << 30;
-        assert_eq!(parse_size("--budget-ram", "8G").unwrap(), 8 * g);
-        assert_eq!(parse_size("--budget-ram", "8GiB").unwrap(), 8 * g);
-        assert_eq!(parse_size("--budget-ram", "8gb").unwrap(), 8 * g);
-        assert_eq!(parse_size("--budget-ram", "1.5G").unwrap(), 3 * g / 2);
-        assert_eq!(parse_size("--budget-ram", "512M").unwrap(), 512 << 20);
-        assert_eq!(parse_size("--budget-ram", "300 MiB").unwrap(), 300 << 20);
-        assert_eq!(parse_size("--budget-ram", "123456").unwrap(), 123456);
+        assert_eq!(budget("--budget-ram", Some("8G")), Ok(Some(8 * g)));
+        assert_eq!(budget("--budget-ram", Some("1.5GiB")), Ok(Some(3 * g / 2)));
+        assert_eq!(budget("--budget-ram", None), Ok(None));
         for bad in ["", "G", "8X", "-1G", "1.2.3G", "0", "eight"] {
-            let e = parse_size("--budget-vram", bad).unwrap_err();
+            let e = budget("--budget-vram", Some(bad)).unwrap_err();
             assert!(e.starts_with("--budget-vram:"), "{bad}: {e}");
         }
     }

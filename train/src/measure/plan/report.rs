@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{Plan, Verdict};
-use crate::measure::probe::fmt_bytes;
+use mvdrive_common::bytes::format_bytes;
 
 const SHRINK: &str = "lower data.img_size / data.uniform_temporal_subsample_num";
 
@@ -31,8 +31,8 @@ impl Plan {
         for (i, r) in self.rows.iter().enumerate() {
             let c = &r.candidate;
             let ram = match (r.peak_ram, r.complete) {
-                (Some(b), true) => fmt_bytes(b),
-                (Some(b), false) => format!("> {}", fmt_bytes(b)),
+                (Some(b), true) => format_bytes(b),
+                (Some(b), false) => format!("> {}", format_bytes(b)),
                 (None, _) => "-".into(),
             };
             let mut cells = vec![
@@ -45,7 +45,7 @@ impl Plan {
                 ram,
             ];
             if self.cuda {
-                cells.push(r.peak_vram.map_or("-".into(), fmt_bytes));
+                cells.push(r.peak_vram.map_or("-".into(), format_bytes));
             }
             cells.push(r.seconds_per_step.map_or("-".into(), |s| format!("{s:.3}")));
             let verdict = match &r.verdict {
@@ -109,9 +109,9 @@ impl Plan {
             c.batch_size,
             c.accumulate,
             r.seconds_per_step.unwrap_or(f64::NAN),
-            r.peak_ram.map_or("-".into(), fmt_bytes),
+            r.peak_ram.map_or("-".into(), format_bytes),
             r.peak_vram
-                .map_or(String::new(), |v| format!(", peak VRAM {}", fmt_bytes(v)))
+                .map_or(String::new(), |v| format!(", peak VRAM {}", format_bytes(v)))
         );
         if let Some(n) = &self.note {
             s += &format!("note: {n}\n");
@@ -154,15 +154,15 @@ impl Plan {
                 let need = r.peak_vram.unwrap_or(0);
                 return Some(format!(
                     "no setting fits --budget-vram {}: the smallest measured device peak was {} ({}); raise the budget to at least {}, or {SHRINK}",
-                    fmt_bytes(b),
-                    fmt_bytes(need),
+                    format_bytes(b),
+                    format_bytes(need),
                     r.candidate.memory_overrides().join(" "),
-                    fmt_bytes(need)
+                    format_bytes(need)
                 ));
             }
         }
         let budget = self.budget_ram.map_or("the budget".to_string(), |b| {
-            format!("--budget-ram {}", fmt_bytes(b))
+            format!("--budget-ram {}", format_bytes(b))
         });
         let complete = self
             .rows
@@ -174,7 +174,7 @@ impl Plan {
             let need = r.peak_ram.unwrap_or(0);
             return Some(format!(
                 "no setting fits {budget}: the smallest measured peak was {} ({}{}); raise the budget to at least {}, or {SHRINK}",
-                fmt_bytes(need),
+                format_bytes(need),
                 r.candidate.memory_overrides().join(" "),
                 if (r.candidate.img_size.clone(), r.candidate.frames) != self.configured {
                     format!(
@@ -184,7 +184,7 @@ impl Plan {
                 } else {
                     String::new()
                 },
-                fmt_bytes(need)
+                format_bytes(need)
             ));
         }
         let seen = self
@@ -208,7 +208,7 @@ impl Plan {
         }
         Some(format!(
             "no setting fits {budget}: even the leanest setting needs more than {} (more than this machine has available); {SHRINK}",
-            fmt_bytes(seen)
+            format_bytes(seen)
         ))
     }
 }
