@@ -6,7 +6,7 @@ use std::path::Path;
 pub use crate::keypoints::KptNormalize;
 use mvdrive_common::bytes::parse_bytes;
 use mvdrive_schemas::meta::PrepParams;
-use mvdrive_schemas::settings::{read_yaml_file, split_override};
+use mvdrive_schemas::settings;
 use mvdrive_schemas::shard::Compression;
 
 /// Keys `prep` reads, with a one-line description (shown in errors and `--help`).
@@ -131,6 +131,12 @@ impl Default for PrepConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
 fn bad(key: &str, value: &str, want: &str) -> ConfigError {
     ConfigError(format!("config key `{key}`: `{value}` is not {want}"))
 }
@@ -254,20 +260,12 @@ impl PrepConfig {
 
     /// Apply `key=value` overrides from the command line.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
-        for o in overrides {
-            let (k, v) = split_override(o, "data.img_size=112").map_err(ConfigError)?;
-            self.set(k, v, false)?;
-        }
-        Ok(())
+        settings::apply_overrides(overrides, "data.img_size=112", |k, v, f| self.set(k, v, f))
     }
 
     /// Apply a YAML config file (the layout of `configs/config.yaml`).
     pub fn apply_yaml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        for (k, v) in read_yaml_file(path).map_err(ConfigError)? {
-            self.set(&k, &v, true)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        }
-        Ok(())
+        settings::apply_yaml_file(path, |k, v, f| self.set(k, v, f))
     }
 
     /// The parameters recorded in `meta.json`.

@@ -128,6 +128,32 @@ pub fn split_override<'a>(o: &'a str, example: &str) -> Result<(&'a str, &'a str
         .ok_or_else(|| format!("`{o}` is not a `key.sub=value` override (e.g. {example})"))
 }
 
+/// Applies `key.sub=value` command-line overrides, in order, through
+/// `set(key, value, from_file = false)`; `example` is quoted when one is malformed.
+pub fn apply_overrides<E: From<String>>(
+    overrides: &[String],
+    example: &str,
+    mut set: impl FnMut(&str, &str, bool) -> Result<(), E>,
+) -> Result<(), E> {
+    for o in overrides {
+        let (k, v) = split_override(o, example)?;
+        set(k, v, false)?;
+    }
+    Ok(())
+}
+
+/// Applies a YAML settings file (the layout of `configs/config.yaml`), in file order,
+/// through `set(key, value, from_file = true)`; errors start with the file's path.
+pub fn apply_yaml_file<E: From<String> + std::fmt::Display>(
+    path: &Path,
+    mut set: impl FnMut(&str, &str, bool) -> Result<(), E>,
+) -> Result<(), E> {
+    for (k, v) in read_yaml_file(path)? {
+        set(&k, &v, true).map_err(|e| E::from(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// The candidate closest to `key` (Jaro-Winkler above 0.7), for "did you mean" hints.
 pub fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mvdrive_schemas::settings::{flatten_yaml, nearest, read_yaml_file, split_override};
+use mvdrive_schemas::settings::{self, flatten_yaml, nearest};
 
 use super::{Monitor, ViewMode};
 use crate::model::backbones::transformer::TokenPool;
@@ -114,6 +114,12 @@ use mvdrive_schemas::settings::PREP_KEY_NAMES as PREP_ONLY_KEYS;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
 
 /// Every key of [`KEYS`] with its checked text (the layer YAML files, overrides, saved
 /// runs and child processes speak); [`super::TrainConfig`] is the typed reading of it.
@@ -229,20 +235,12 @@ impl Settings {
 
     /// Apply `key.sub=value` overrides.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
-        for o in overrides {
-            let (k, v) = split_override(o, "data.batch_size=2").map_err(ConfigError)?;
-            self.set(k, v, false)?;
-        }
-        Ok(())
+        settings::apply_overrides(overrides, "data.batch_size=2", |k, v, f| self.set(k, v, f))
     }
 
     /// Apply a YAML file (layout of `configs/config.yaml` and the presets).
     pub fn apply_yaml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        for (k, v) in read_yaml_file(path).map_err(ConfigError)? {
-            self.set(&k, &v, true)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        }
-        Ok(())
+        settings::apply_yaml_file(path, |k, v, f| self.set(k, v, f))
     }
 
     /// Apply YAML text.

@@ -217,6 +217,37 @@ pub fn draw_confusion<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Where the matrix sits: its top-left corner, cell size, classes, side and the gap
+/// between cells.
+struct Grid {
+    ox: i32,
+    oy: i32,
+    cell: i32,
+    n: usize,
+    side: i32,
+    gap: i32,
+}
+
+impl Grid {
+    fn of(cm: &ConfusionMatrix, layout: &ConfusionLayout) -> Grid {
+        let (ox, oy) = layout.origin;
+        let (cell, n) = (layout.cell, cm.num_classes());
+        Grid {
+            ox,
+            oy,
+            cell,
+            n,
+            side: n as i32 * cell,
+            gap: i32::from(cell >= 12),
+        }
+    }
+
+    /// `(ox, oy, cell, n, side, gap)`.
+    fn parts(&self) -> (i32, i32, i32, usize, i32, i32) {
+        (self.ox, self.oy, self.cell, self.n, self.side, self.gap)
+    }
+}
+
 /// The cells, coloured by row share, with their counts, and the outline.
 fn draw_cells<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -224,11 +255,7 @@ fn draw_cells<DB: DrawingBackend>(
     layout: &ConfusionLayout,
 ) -> Result<(), PlotError> {
     let err = draw_err::<DB::ErrorType>("confusion plot");
-    let (ox, oy) = layout.origin;
-    let cell = layout.cell;
-    let n = cm.num_classes();
-    let side = n as i32 * cell;
-    let gap = i32::from(cell >= 12);
+    let (ox, oy, cell, n, side, gap) = Grid::of(cm, layout).parts();
     let text = |s: &str, pos: (i32, i32), style: TextStyle| {
         root.draw(&Text::new(s.to_string(), pos, style))
     };
@@ -296,11 +323,7 @@ fn draw_class_names<DB: DrawingBackend>(
     layout: &ConfusionLayout,
 ) -> Result<(), PlotError> {
     let err = draw_err::<DB::ErrorType>("confusion plot");
-    let (ox, oy) = layout.origin;
-    let cell = layout.cell;
-    let n = cm.num_classes();
-    let side = n as i32 * cell;
-    let gap = i32::from(cell >= 12);
+    let (ox, oy, cell, n, side, gap) = Grid::of(cm, layout).parts();
     let text = |s: &str, pos: (i32, i32), style: TextStyle| {
         root.draw(&Text::new(s.to_string(), pos, style))
     };
@@ -379,10 +402,7 @@ fn draw_colour_bar<DB: DrawingBackend>(
     layout: &ConfusionLayout,
 ) -> Result<(), PlotError> {
     let err = draw_err::<DB::ErrorType>("confusion plot");
-    let oy = layout.origin.1;
-    let cell = layout.cell;
-    let n = cm.num_classes();
-    let side = n as i32 * cell;
+    let (_, oy, _, _, side, _) = Grid::of(cm, layout).parts();
     let text = |s: &str, pos: (i32, i32), style: TextStyle| {
         root.draw(&Text::new(s.to_string(), pos, style))
     };
