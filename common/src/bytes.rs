@@ -44,20 +44,22 @@ pub fn parse_bytes(text: &str) -> Result<u64, ByteSizeError> {
     Ok(bytes.round() as u64)
 }
 
-/// Format a byte count for people, in binary units: `12 B`, `1.5 KiB`, `812.0 MiB`,
-/// `1.5 GiB`, `2.0 TiB` (one decimal above bytes).
+/// Format a byte count for people, in binary units with three significant digits:
+/// `12 B`, `1.50 KiB`, `50.0 MiB`, `812 MiB`, `1.88 GiB`.
 pub fn format_bytes(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
+    // Up a unit from 999.5, so that no figure prints with four digits (`1020 MiB`).
+    while v >= 999.5 && u + 1 < units.len() {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
+    match (u, v) {
+        (0, _) => format!("{n} B"),
+        (_, v) if v < 9.995 => format!("{v:.2} {}", units[u]),
+        (_, v) if v < 99.95 => format!("{v:.1} {}", units[u]),
+        (_, v) => format!("{v:.0} {}", units[u]),
     }
 }
 
@@ -108,10 +110,14 @@ mod tests {
     #[test]
     fn format_uses_binary_units_and_round_trips_whole_units() {
         assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1023), "1023 B");
-        assert_eq!(format_bytes(1536), "1.5 KiB");
-        assert_eq!(format_bytes(3 << 29), "1.5 GiB");
-        assert_eq!(format_bytes(5 << 40), "5.0 TiB");
+        assert_eq!(format_bytes(999), "999 B");
+        assert_eq!(format_bytes(1023), "1.00 KiB");
+        assert_eq!(format_bytes(1536), "1.50 KiB");
+        assert_eq!(format_bytes(3 << 29), "1.50 GiB");
+        assert_eq!(format_bytes(5 << 40), "5.00 TiB");
+        assert_eq!(format_bytes(50 << 20), "50.0 MiB");
+        assert_eq!(format_bytes(812 << 20), "812 MiB");
+        assert_eq!(format_bytes((1 << 30) - 1), "1.00 GiB");
         assert_eq!(parse_bytes(&format_bytes(3 << 29)), Ok(3 << 29));
     }
 }
