@@ -37,14 +37,15 @@ Options:
   --device D        cuda (default) or cpu
   --out DIR         logs and results (default: gpu-check-out)
   --results PATH    where gpu.md is copied on a GPU run (default: none)
-  --quick           one backbone, fewer rows (the CPU plumbing test)
+  --img N           frame size of the fits and the first bench-memory (default 112)
+  --quick           one backbone, fewer rows, no 224^2 bench (the CPU plumbing test)
 EOF
 }
 
 here="$(cd "$(dirname "$0")" && pwd)"
 bundle=""
 train="" tests="" c112="" c224="" peer=""
-device=cuda out=gpu-check-out results="" quick=0
+device=cuda out=gpu-check-out results="" quick=0 img=112
 while [ $# -gt 0 ]; do
     case "$1" in
         --bundle) bundle="$2"; shift 2 ;;
@@ -56,6 +57,7 @@ while [ $# -gt 0 ]; do
         --device) device="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --results) results="$2"; shift 2 ;;
+        --img) img="$2"; shift 2 ;;
         --quick) quick=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "gpu_check: unknown option \`$1\` (see --help)" >&2; exit 2 ;;
@@ -130,7 +132,7 @@ fi
 if [ "$quick" = 1 ]; then backbones="r3d_18"; else backbones="r2plus1d_18 r3d_18 x3d transformer mamba stgcn"; fi
 precisions="32 16-mixed bf16-mixed"
 fit_common=(-q --cache "$c112" trainer.device="$dev" train.max_epochs=1 data.batch_size=2
-    data.uniform_temporal_subsample_num=8 data.img_size=112 data.val_split=null
+    data.uniform_temporal_subsample_num=8 data.img_size="$img" data.val_split=null
     trainer.log_dir="$out/fits" train.warmup_epochs=0)
 for b in $backbones; do
     extra=()
@@ -176,10 +178,10 @@ fi
 # 5. bench-memory on the device
 if [ "$quick" = 1 ]; then
     bench=(--backbones r3d_18 --techniques checkpointing --steps 1)
-    sizes="112"
+    sizes="$img"
 else
     bench=(--steps 3)
-    sizes="112 224"
+    sizes="$img 224"
 fi
 for s in $sizes; do
     cache="$c112"; [ "$s" = 224 ] && cache="$c224"

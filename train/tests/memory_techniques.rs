@@ -1,5 +1,6 @@
 //! Mixed precision, gradient checkpointing and the loss scaler, through the same
-//! `Trainer` that `train fit` uses.
+//! `Trainer` that `train fit` uses. They run on the CPU, or on CUDA device 0 with
+//! `MVDRIVE_TEST_DEVICE=cuda` (what `scripts/gpu_check.sh` does on a GPU machine).
 
 use mvdrive_train::model::backbones::BackboneKind;
 use mvdrive_train::model::{FusionMode, Input, ModelConfig, MultiViewModel};
@@ -9,7 +10,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 mod support;
-use support::{lock, max_diff};
+use support::{lock, max_diff, test_device as dev};
 
 /// Tests here seed torch's global generator and rely on it: one at a time.
 fn model_config(backbone: BackboneKind) -> ModelConfig {
@@ -26,7 +27,7 @@ fn trainer(backbone: BackboneKind, precision: Precision, checkpointing: bool) ->
     tch::manual_seed(7);
     Trainer::new(
         &model_config(backbone),
-        Device::Cpu,
+        dev(),
         precision,
         checkpointing,
         0.0,
@@ -36,8 +37,11 @@ fn trainer(backbone: BackboneKind, precision: Precision, checkpointing: bool) ->
 
 fn batch() -> (Input, Tensor) {
     tch::manual_seed(99);
-    let x = Tensor::randn([2, 2, 3, 4, 32, 32], (Kind::Float, Device::Cpu));
-    (Input::rgb(x), Tensor::from_slice(&[0i64, 2]))
+    let x = Tensor::randn([2, 2, 3, 4, 32, 32], (Kind::Float, dev()));
+    (
+        Input::rgb(x),
+        Tensor::from_slice(&[0i64, 2]).to_device(dev()),
+    )
 }
 
 fn buffers(vs: &VarStore) -> Vec<(String, Tensor)> {
@@ -64,7 +68,7 @@ fn checkpointing_gives_the_same_gradients_and_updates_batchnorm_statistics_once(
         assert!(d <= 1e-6, "{kind}: largest gradient difference {d}");
         // One training-mode forward of a third copy: the statistics after one update.
         tch::manual_seed(7);
-        let vs = VarStore::new(Device::Cpu);
+        let vs = VarStore::new(dev());
         let once = MultiViewModel::new(&vs.root(), model_config(kind)).unwrap();
         let _ = tch::no_grad(|| once.forward_t(&x, true));
         let (b_once, b_ckpt, b_plain) = (buffers(&vs), buffers(&ckpt.vs), buffers(&plain.vs));
@@ -160,26 +164,47 @@ fn bf16_mixed_computes_in_bfloat16_keeps_float32_masters_and_agrees_with_float32
 }
 
 #[test]
-fn float16_on_cpu_is_refused_with_bf16_offered() {
-    let e = "16-mixed"
-        .parse::<Precision>()
-        .unwrap()
-        .check_device(Device::Cpu)
-        .unwrap_err();
-    let e = e.to_string();
-    assert!(e.contains("needs CUDA") && e.contains("bf16-mixed"), "{e}");
-    let e = Trainer::new(
-        &model_config(BackboneKind::R3d18),
-        Device::Cpu,
-        Precision::Fp16Mixed,
-        false,
-        0.0,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("bf16-mixed"), "{e}");
+fn float16_is_refused_on_cpu_with_bf16_offered_and_trains_with_loss_scaling_on_cuda() {
+    let _guard = lock();
     assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16Mixed);
     assert!("8".parse::<Precision>().is_err());
+    let fp16 = "16-mixed".parse::<Precision>().unwrap();
+    if dev() == Device::Cpu {
+        let e = fp16.check_device(Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("needs CUDA") && e.contains("bf16-mixed"), "{e}");
+        let e = Trainer::new(
+            &model_config(BackboneKind::R3d18),
+            Device::Cpu,
+            Precision::Fp16Mixed,
+            false,
+            0.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bf16-mixed"), "{e}");
+        return;
+    }
+    // CUDA: the forward runs in float16 under autocast, the loss scaler is on, the step
+    // applies, and a tiny batch is fitted.
+    let (x, y) = batch();
+    let mut tr = trainer(BackboneKind::R2Plus1d18, fp16, false);
+    assert!(tr.scaler.enabled, "16-mixed without a loss scaler");
+    let scores = tch::autocast(true, || tr.model.forward_t(&x, false));
+    assert_eq!(
+        scores.kind(),
+        Kind::Half,
+        "autocast did not compute in float16"
+    );
+    let first = tr.micro_batch(&x, &y, 0.0, 1, 1).unwrap();
+    assert!(first.is_finite(), "fp16 loss {first}");
+    let out = tr.step(1e-3, 1.0);
+    assert!(out.applied && out.grad_norm.is_finite(), "{out:?}");
+    let mut last = first;
+    for i in 0..25 {
+        last = tr.micro_batch(&x, &y, 0.0, 1, 2 + i).unwrap();
+        tr.step(1e-3, 1.0);
+    }
+    assert!(last < 0.3 * first, "fp16 loss went {first} -> {last}");
 }
 
 #[test]
@@ -190,7 +215,7 @@ fn bf16_convolution_weight_gradients_are_right_for_short_inputs() {
     let _guard = lock();
     for (t, k) in [(2i64, 3i64), (3, 5), (4, 5), (2, 5), (1, 3), (6, 3)] {
         for stride in [1i64, 2] {
-            let vs = VarStore::new(Device::Cpu);
+            let vs = VarStore::new(dev());
             let cfg = nn::ConvConfigND::<[i64; 3]> {
                 stride: [stride, 1, 1],
                 padding: [k / 2, 1, 1],
@@ -203,12 +228,12 @@ fn bf16_convolution_weight_gradients_are_right_for_short_inputs() {
             };
             let c = nn::conv(vs.root() / "c", 8, 8, [k, 3, 3], cfg);
             tch::manual_seed(1);
-            let x = Tensor::randn([2, 8, t, 4, 4], (Kind::Float, Device::Cpu));
+            let x = Tensor::randn([2, 8, t, 4, 4], (Kind::Float, dev()));
             let y = x.apply(&c);
-            let g = Tensor::randn(y.size(), (Kind::Float, Device::Cpu));
+            let g = Tensor::randn(y.size(), (Kind::Float, dev()));
             (&y * &g).sum(Kind::Float).backward();
             let g32 = c.ws.grad().copy();
-            let mut vh = VarStore::new(Device::Cpu);
+            let mut vh = VarStore::new(dev());
             let ch = nn::conv(vh.root() / "c", 8, 8, [k, 3, 3], cfg);
             vh.bfloat16();
             tch::no_grad(|| ch.ws.shallow_clone().copy_(&c.ws));

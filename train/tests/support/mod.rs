@@ -292,3 +292,18 @@ pub fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
     }
     worst
 }
+
+/// The device of the device-generic tests: the CPU, or CUDA device 0 when
+/// `MVDRIVE_TEST_DEVICE=cuda` (`scripts/gpu_check.sh` runs them so on a GPU machine).
+pub fn test_device() -> Device {
+    match std::env::var("MVDRIVE_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            assert!(
+                tch::Cuda::is_available(),
+                "MVDRIVE_TEST_DEVICE=cuda, but CUDA is not available to this test binary (built without --features cuda, or no GPU)"
+            );
+            Device::Cuda(0)
+        }
+        _ => Device::Cpu,
+    }
+}
