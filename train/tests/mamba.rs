@@ -158,8 +158,11 @@ fn mamba_bfloat16_forward() {
 #[test]
 fn mamba_config_errors() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let error =
-        |cfg: &MambaConfig, input: ClipShape| VideoMamba::new(&vs.root(), cfg, input).unwrap_err();
+    let error = |cfg: &MambaConfig, input: ClipShape| {
+        VideoMamba::new(&vs.root(), cfg, input)
+            .unwrap_err()
+            .to_string()
+    };
     let full = ClipShape::new(8, 224, 224);
     let cfg = MambaConfig {
         dim: 40,

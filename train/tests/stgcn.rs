@@ -195,7 +195,9 @@ fn stgcn_all_invalid_input_is_finite() {
 fn stgcn_rejects_bad_edges_and_config() {
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = StgcnConfig::default();
-    let err = Stgcn::new(&vs.root(), &cfg, 17, &[(0, 1), (3, 17)], 3).unwrap_err();
+    let err = Stgcn::new(&vs.root(), &cfg, 17, &[(0, 1), (3, 17)], 3)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("(3, 17)") && err.contains("17"), "{err}");
     type Break = fn(&mut StgcnConfig);
     let cases: [(Break, &str); 4] = [
@@ -207,7 +209,9 @@ fn stgcn_rejects_bad_edges_and_config() {
     for (set, key) in cases {
         let mut bad = StgcnConfig::default();
         set(&mut bad);
-        let err = Stgcn::new(&vs.root(), &bad, 17, &coco_edges(), 3).unwrap_err();
+        let err = Stgcn::new(&vs.root(), &bad, 17, &coco_edges(), 3)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key), "{err}");
     }
 }

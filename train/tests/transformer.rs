@@ -113,7 +113,9 @@ fn transformer_bfloat16_forward() {
 fn transformer_config_errors() {
     let vs = nn::VarStore::new(Device::Cpu);
     let error = |cfg: &TransformerConfig, input: ClipShape| {
-        VideoTransformer::new(&vs.root(), cfg, input).unwrap_err()
+        VideoTransformer::new(&vs.root(), cfg, input)
+            .unwrap_err()
+            .to_string()
     };
     let full = ClipShape::new(8, 224, 224);
     let cfg = TransformerConfig {

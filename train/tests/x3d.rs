@@ -79,13 +79,13 @@ fn x3d_config_is_validated() {
         depths: [3, 0, 11, 7],
         ..Default::default()
     };
-    let err = X3d::try_new(&vs.root(), &bad).unwrap_err();
+    let err = X3d::try_new(&vs.root(), &bad).unwrap_err().to_string();
     assert!(err.contains("model.x3d_depths"), "{err}");
     let bad = X3dConfig {
         width_factor: f64::NAN,
         ..Default::default()
     };
-    let err = X3d::try_new(&vs.root(), &bad).unwrap_err();
+    let err = X3d::try_new(&vs.root(), &bad).unwrap_err().to_string();
     assert!(err.contains("model.x3d_width_factor"), "{err}");
 }
 

@@ -36,7 +36,7 @@ use tch::{Kind, Tensor};
 
 use crate::model::backbones::stgcn::Stgcn;
 use crate::model::backbones::{
-    build_video, r3d, Backbone, BackboneKind, BackboneSettings, Segment,
+    build_video, r3d, Backbone, BackboneError, BackboneKind, BackboneSettings, Segment,
 };
 
 crate::choice_enum! {
@@ -154,6 +154,9 @@ pub enum ModelError {
     BadInput { found: String, detail: String },
     #[error("{0}")]
     Config(String),
+    /// A backbone's settings or weights.
+    #[error(transparent)]
+    Backbone(#[from] BackboneError),
 }
 
 /// What [`MultiViewModel::new`] builds.
@@ -302,7 +305,12 @@ impl MultiViewModel {
             .check_backbone(config.backbone)
             .map_err(cfgerr)?;
         let rgb = if config.input_type.uses_rgb() {
-            Some(build_video(p, config.backbone, &config.settings, config.clip).map_err(cfgerr)?)
+            Some(build_video(
+                p,
+                config.backbone,
+                &config.settings,
+                config.clip,
+            )?)
         } else {
             None
         };
@@ -310,16 +318,13 @@ impl MultiViewModel {
             let k = config.keypoints.as_ref().ok_or_else(|| {
                 cfgerr("model.input_type needs keypoints but the model was given none (data.load_kpt=true and a cache with keypoints)".into())
             })?;
-            Some(Box::new(
-                Stgcn::new(
-                    &(p / "kpt"),
-                    &config.settings.stgcn,
-                    k.joints,
-                    &k.edges,
-                    k.channels,
-                )
-                .map_err(cfgerr)?,
-            ) as Box<dyn Backbone>)
+            Some(Box::new(Stgcn::new(
+                &(p / "kpt"),
+                &config.settings.stgcn,
+                k.joints,
+                &k.edges,
+                k.channels,
+            )?) as Box<dyn Backbone>)
         } else {
             None
         };

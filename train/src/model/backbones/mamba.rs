@@ -43,7 +43,7 @@ use super::tokens::{
     check_dropout, check_layers, check_positive, layer_norm, maybe_dropout, token_segments,
     FinalNorm, TubeletEmbed, BLOCK_NAMES,
 };
-use super::{Backbone, Segment};
+use super::{Backbone, BackboneError, Segment};
 use crate::model::ClipShape;
 
 /// Hyper-parameters of [`VideoMamba`] (config keys `model.mamba_*`).
@@ -432,7 +432,7 @@ impl VideoMamba {
     /// divisible by `headdim`, `layers` is outside `1..=`
     /// [`super::tokens::MAX_LAYERS`], `dropout` is outside `[0, 1)`, or the input is
     /// smaller than one tubelet (sizes that are not a multiple of it are zero-padded).
-    pub fn new(p: &nn::Path, cfg: &MambaConfig, input: ClipShape) -> Result<Self, String> {
+    pub fn new(p: &nn::Path, cfg: &MambaConfig, input: ClipShape) -> Result<Self, BackboneError> {
         check_positive("model.mamba_dim", cfg.dim)?;
         check_layers("model.mamba_layers", cfg.layers)?;
         check_positive("model.mamba_state", cfg.state)?;
@@ -444,12 +444,12 @@ impl VideoMamba {
         check_dropout("model.mamba_dropout", cfg.dropout)?;
         let inner = cfg.expand * cfg.dim;
         if inner % cfg.headdim != 0 {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.mamba_dim={}: the SSM runs {} x dim = {inner} channels in heads of {}, \
                  which do not divide them; choose model.mamba_dim so that {} x dim is a \
                  multiple of {}",
                 cfg.dim, cfg.expand, cfg.headdim, cfg.expand, cfg.headdim
-            ));
+            )));
         }
         let tubelet = TubeletEmbed::new(
             &(p / "embed"),

@@ -177,7 +177,7 @@ pub fn build_video(
     kind: BackboneKind,
     settings: &BackboneSettings,
     clip: ClipShape,
-) -> Result<Box<dyn Backbone>, String> {
+) -> Result<Box<dyn Backbone>, BackboneError> {
     Ok(match kind {
         BackboneKind::R3d18 | BackboneKind::R2Plus1d18 => Box::new(VideoResNet::new(p, kind)),
         BackboneKind::X3d => Box::new(x3d::X3d::try_new(p, &settings.x3d)?),
@@ -188,10 +188,12 @@ pub fn build_video(
         )?),
         BackboneKind::Mamba => Box::new(mamba::VideoMamba::new(p, &settings.mamba, clip)?),
         BackboneKind::Stgcn => {
-            return Err(InputType::Rgb
-                .check_backbone(kind)
-                .err()
-                .unwrap_or_default())
+            return Err(BackboneError::Config(
+                InputType::Rgb
+                    .check_backbone(kind)
+                    .err()
+                    .unwrap_or_default(),
+            ))
         }
     })
 }
@@ -228,6 +230,9 @@ pub enum BackboneError {
         file: PathBuf,
         source: tch::TchError,
     },
+    /// A backbone's settings (or its input size) cannot build it; the message names the key.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What [`load_weights`] did.

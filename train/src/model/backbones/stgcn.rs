@@ -70,7 +70,7 @@ use std::collections::{BTreeSet, VecDeque};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
-use super::{Backbone, Segment};
+use super::{Backbone, BackboneError, Segment};
 
 /// Number of spatial partitions (root, centripetal, centrifugal).
 pub const NUM_PARTITIONS: i64 = 3;
@@ -114,31 +114,31 @@ impl Default for StgcnConfig {
 
 impl StgcnConfig {
     /// Checks every field; the error names the key (`model.stgcn_*`) and the rule.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BackboneError> {
         if self.hidden_dim < 1 {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.stgcn_hidden_dim must be >= 1, got {}",
                 self.hidden_dim
-            ));
+            )));
         }
         if !(1..=MAX_LAYERS).contains(&self.layers) {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.stgcn_layers must be in 1..={MAX_LAYERS}, got {}",
                 self.layers
-            ));
+            )));
         }
         if self.temporal_kernel < 1 || self.temporal_kernel % 2 == 0 {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.stgcn_temporal_kernel must be odd and >= 1 (it is centred on each \
                  frame), got {}",
                 self.temporal_kernel
-            ));
+            )));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.stgcn_dropout must be in [0, 1), got {}",
                 self.dropout
-            ));
+            )));
         }
         Ok(())
     }
@@ -176,21 +176,24 @@ impl StgcnConfig {
 /// `i`, else 0 (see the module documentation). Self-loops and repeated edges in `edges` are
 /// allowed. Errors name the first edge with a joint index `>= num_joints`, or a
 /// `num_joints < 1`.
-pub fn spatial_adjacency(num_joints: i64, edges: &[(usize, usize)]) -> Result<Tensor, String> {
+pub fn spatial_adjacency(
+    num_joints: i64,
+    edges: &[(usize, usize)],
+) -> Result<Tensor, BackboneError> {
     if num_joints < 1 {
-        return Err(format!(
+        return Err(BackboneError::Config(format!(
             "ST-GCN needs at least one joint, got num_joints = {num_joints}"
-        ));
+        )));
     }
     let k = num_joints as usize;
     let mut neighbours = vec![BTreeSet::new(); k];
     for (e, &(a, b)) in edges.iter().enumerate() {
         if a >= k || b >= k {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "skeleton edge #{e} ({a}, {b}): joint index {} is out of range for \
                  {num_joints} joints (indices 0..{num_joints})",
                 a.max(b)
-            ));
+            )));
         }
         if a != b {
             neighbours[a].insert(b);
@@ -455,12 +458,12 @@ impl Stgcn {
         num_joints: i64,
         edges: &[(usize, usize)],
         in_channels: i64,
-    ) -> Result<Stgcn, String> {
+    ) -> Result<Stgcn, BackboneError> {
         config.validate()?;
         if in_channels < 1 {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "ST-GCN needs at least one coordinate channel, got in_channels = {in_channels}"
-            ));
+            )));
         }
         let adjacency = spatial_adjacency(num_joints, edges)?.to_device(p.device());
         let data_bn = StgcnDataBn {

@@ -5,7 +5,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::Segment;
+use super::{BackboneError, Segment};
 use crate::model::ClipShape;
 
 /// Segment names of the blocks (`block0` .. `block31`); also their variable prefixes.
@@ -21,25 +21,31 @@ pub const BLOCK_NAMES: [&str; 32] = [
 pub const MAX_LAYERS: i64 = BLOCK_NAMES.len() as i64;
 
 /// Checks `value >= 1`, naming `key` otherwise.
-pub(crate) fn check_positive(key: &str, value: i64) -> Result<(), String> {
+pub(crate) fn check_positive(key: &str, value: i64) -> Result<(), BackboneError> {
     if value < 1 {
-        return Err(format!("{key}={value} must be at least 1"));
+        return Err(BackboneError::Config(format!(
+            "{key}={value} must be at least 1"
+        )));
     }
     Ok(())
 }
 
 /// Checks `1 <= layers <= MAX_LAYERS`, naming `key` otherwise.
-pub(crate) fn check_layers(key: &str, layers: i64) -> Result<(), String> {
+pub(crate) fn check_layers(key: &str, layers: i64) -> Result<(), BackboneError> {
     if !(1..=MAX_LAYERS).contains(&layers) {
-        return Err(format!("{key}={layers} must be between 1 and {MAX_LAYERS}"));
+        return Err(BackboneError::Config(format!(
+            "{key}={layers} must be between 1 and {MAX_LAYERS}"
+        )));
     }
     Ok(())
 }
 
 /// Checks `0 <= p < 1`, naming `key` otherwise.
-pub(crate) fn check_dropout(key: &str, p: f64) -> Result<(), String> {
+pub(crate) fn check_dropout(key: &str, p: f64) -> Result<(), BackboneError> {
     if !(0.0..1.0).contains(&p) {
-        return Err(format!("{key}={p} must be in [0, 1)"));
+        return Err(BackboneError::Config(format!(
+            "{key}={p} must be in [0, 1)"
+        )));
     }
     Ok(())
 }
@@ -120,12 +126,12 @@ impl TubeletEmbed {
         tubelet: [i64; 3],
         input: ClipShape,
         dim_key: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BackboneError> {
         check_positive(dim_key, dim)?;
         if tubelet.iter().any(|&k| k < 1) {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "tubelet {tubelet:?} must be at least 1 in every dimension"
-            ));
+            )));
         }
         let input = [input.t, input.h, input.w];
         let what = [
@@ -136,11 +142,11 @@ impl TubeletEmbed {
         for i in 0..3 {
             if input[i] < tubelet[i] {
                 let (name, unit, key) = what[i];
-                return Err(format!(
+                return Err(BackboneError::Config(format!(
                     "input {name}={} is smaller than the tubelet ({} {unit}, tubelet \
                      {tubelet:?}); set {key} so that {name} >= {}",
                     input[i], tubelet[i], tubelet[i]
-                ));
+                )));
             }
         }
         let grid: [i64; 3] = std::array::from_fn(|i| (input[i] + tubelet[i] - 1) / tubelet[i]);

@@ -37,7 +37,7 @@ use super::tokens::{
     check_dropout, check_layers, check_positive, layer_norm, maybe_dropout, token_segments,
     vit_linear, FinalNorm, TubeletEmbed, BLOCK_NAMES,
 };
-use super::{Backbone, Segment};
+use super::{Backbone, BackboneError, Segment};
 use crate::model::ClipShape;
 
 crate::choice_enum! {
@@ -263,17 +263,21 @@ impl VideoTransformer {
     /// Errors (naming the config key) when a size is not positive, `dim` is not divisible
     /// by `heads`, `layers` is outside `1..=`[`MAX_LAYERS`], `dropout` is outside `[0, 1)`,
     /// or the input is smaller than one tubelet.
-    pub fn new(p: &nn::Path, cfg: &TransformerConfig, input: ClipShape) -> Result<Self, String> {
+    pub fn new(
+        p: &nn::Path,
+        cfg: &TransformerConfig,
+        input: ClipShape,
+    ) -> Result<Self, BackboneError> {
         check_positive("model.transformer_dim", cfg.dim)?;
         check_positive("model.transformer_heads", cfg.heads)?;
         check_positive("model.transformer_ff_dim", cfg.ff_dim)?;
         check_layers("model.transformer_layers", cfg.layers)?;
         check_dropout("model.transformer_dropout", cfg.dropout)?;
         if cfg.dim % cfg.heads != 0 {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.transformer_dim={} is not divisible by model.transformer_heads={}",
                 cfg.dim, cfg.heads
-            ));
+            )));
         }
         let ep = p / "embed";
         let tubelet = TubeletEmbed::new(&ep, cfg.dim, cfg.tubelet, input, "model.transformer_dim")?;

@@ -55,7 +55,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::{Backbone, Segment};
+use super::{Backbone, BackboneError, Segment};
 
 /// Output widths of the stem and of `stage1..stage4` at `width_factor` 1 (X3D-S/M).
 pub const X3D_BASE_WIDTHS: [i64; 4] = [24, 48, 96, 192];
@@ -96,36 +96,36 @@ impl Default for X3dConfig {
 
 impl X3dConfig {
     /// Checks every field; the error names the field (`model.x3d_<field>`) and the rule.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BackboneError> {
         if !(self.width_factor.is_finite() && self.width_factor > 0.0) {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.x3d_width_factor must be a finite number > 0, got {}",
                 self.width_factor
-            ));
+            )));
         }
         if let Some(d) = self.depths.iter().find(|&&d| d < 1) {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.x3d_depths: every stage needs at least 1 block, got {d} in {:?}",
                 self.depths
-            ));
+            )));
         }
         if !(self.bottleneck_factor.is_finite() && self.bottleneck_factor > 0.0) {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.x3d_bottleneck_factor must be a finite number > 0, got {}",
                 self.bottleneck_factor
-            ));
+            )));
         }
         if !(0.0..=1.0).contains(&self.se_ratio) {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.x3d_se_ratio must be in [0, 1] (0 disables squeeze-excitation), got {}",
                 self.se_ratio
-            ));
+            )));
         }
         if self.feature_dim < 1 {
-            return Err(format!(
+            return Err(BackboneError::Config(format!(
                 "model.x3d_feature_dim must be >= 1, got {}",
                 self.feature_dim
-            ));
+            )));
         }
         Ok(())
     }
@@ -390,7 +390,7 @@ impl X3d {
     }
 
     /// As [`X3d::new`], returning the [`X3dConfig::validate`] error instead of panicking.
-    pub fn try_new(p: &nn::Path, config: &X3dConfig) -> Result<X3d, String> {
+    pub fn try_new(p: &nn::Path, config: &X3dConfig) -> Result<X3d, BackboneError> {
         config.validate()?;
         let widths = config.widths();
         let stem = X3dStem::new(p / "stem", widths[0]);
