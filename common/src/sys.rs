@@ -21,3 +21,11 @@ pub fn peak_rss_bytes() -> u64 {
 pub fn rss_bytes() -> u64 {
     status_kb("VmRSS:") * 1024
 }
+
+/// Memory the kernel says is available for new allocations (`MemAvailable` of
+/// `/proc/meminfo`), bytes; `None` where that file does not exist.
+pub fn mem_available_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}

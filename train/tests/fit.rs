@@ -199,6 +199,30 @@ fn a_resumed_run_continues_bit_for_bit_and_eval_writes_its_outputs() {
         "the resumed run must see the same losses"
     );
 
+    // A checkpoint whose files come from two different saves (a crash between the
+    // renames) is refused, not resumed.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    for f in ["last.safetensors", "last.optim.safetensors", "last.json"] {
+        std::fs::copy(ckpts.join(f), mixed.join(f)).unwrap();
+    }
+    std::fs::copy(
+        ckpts.join("epoch=0-step=1.safetensors"),
+        mixed.join("last.safetensors"),
+    )
+    .unwrap();
+    let e = fit(
+        &args(&cache, vec![], Some(mixed.join("last.safetensors"))),
+        true,
+    )
+    .err()
+    .expect("a mixed checkpoint is refused")
+    .to_string();
+    assert!(
+        e.contains("last.safetensors") && e.contains("interrupted write"),
+        "{e}"
+    );
+
     // Eval on the validation split.
     let out = dir.path().join("eval");
     let s = eval(&eval_args(
@@ -277,14 +301,27 @@ fn user_mistakes_get_clear_errors() {
         e.contains("training loss is") && e.contains("without saving"),
         "{e}"
     );
-    let nan_ckpts = dir.path().join("logs/nan/version_0/checkpoints");
+    // ... and no empty run folder either.
     assert!(
-        std::fs::read_dir(&nan_ckpts)
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0,
-        "a checkpoint was written"
+        !dir.path().join("logs/nan/version_0").exists(),
+        "a failed run left its version_0/ behind"
     );
+    // Settings whose batches cannot fit in memory are refused before anything runs.
+    let e = err(&["data.uniform_temporal_subsample_num=100000"]);
+    assert!(
+        e.contains("data.uniform_temporal_subsample_num=100000") && e.contains("at most 1024"),
+        "{e}"
+    );
+    let e = err(&[
+        "data.img_size=8192",
+        "data.uniform_temporal_subsample_num=64",
+    ]);
+    assert!(
+        e.contains("data.img_size=8192x8192") && e.contains("available"),
+        "{e}"
+    );
+    let e = err(&["data.num_workers=100000"]);
+    assert!(e.contains("data.num_workers=100000"), "{e}");
 
     // A checkpoint of another model cannot be resumed with this one.
     let cfg = config(dir.path(), &["train.max_epochs=1", "trainer.experiment=ok"]);

@@ -87,6 +87,12 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+/// The most frames per clip `data.uniform_temporal_subsample_num` may ask for.
+pub const MAX_FRAMES: i64 = 1024;
+
+/// The most loader threads `data.num_workers` may ask for.
+pub const MAX_WORKERS: usize = 64;
+
 /// `data.*`: what the loader reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataConfig {
@@ -332,6 +338,18 @@ impl TrainConfig {
 
     /// Every rule that spans keys, checked here and nowhere else.
     fn check_rules(&self) -> Result<(), ConfigError> {
+        let t = self.data.uniform_temporal_subsample_num;
+        if t > MAX_FRAMES {
+            return Err(ConfigError(format!(
+                "data.uniform_temporal_subsample_num={t} frames per clip is more than mvdrive takes (at most {MAX_FRAMES}; video models use 8-64)"
+            )));
+        }
+        if self.data.num_workers > MAX_WORKERS {
+            return Err(ConfigError(format!(
+                "data.num_workers={} is more loader threads than mvdrive runs (at most {MAX_WORKERS}; 2-8 keep a GPU fed)",
+                self.data.num_workers
+            )));
+        }
         let m = &self.model;
         let it = m.input_type;
         for (uses, modality, key, load) in [

@@ -48,6 +48,35 @@ pub struct TrainerState {
     /// fp16 loss scaler state, when training in fp16.
     #[serde(default)]
     pub scaler: Option<crate::optim::loss_scale::GradScaler>,
+    /// xxh3-64 of the weights and optimizer files this state belongs to (hex), checked on
+    /// load: a set mixed by an interrupted write is refused. Absent in checkpoints written
+    /// before it existed, which load unchecked.
+    #[serde(default)]
+    pub files: Option<FileHashes>,
+}
+
+/// The hashes that tie a checkpoint's three files into one unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileHashes {
+    /// xxh3-64 of `<name>.safetensors`.
+    pub weights: String,
+    /// xxh3-64 of `<name>.optim.safetensors`.
+    pub optimizer: String,
+}
+
+/// xxh3-64 of a file, as 16 hex digits.
+fn file_hash(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:016x}", h.digest()))
 }
 
 impl TrainerState {
@@ -70,6 +99,7 @@ impl TrainerState {
             classes: s.classes.clone(),
             clip: s.clip(),
             scaler: None,
+            files: None,
         }
     }
 }
@@ -112,7 +142,14 @@ pub fn save(weights: &Path, vs: &VarStore, opt: &AdamW, state: &TrainerState) ->
         })
         .collect();
     Tensor::write_safetensors(&named, tmp(&o)).map_err(|e| format!("{}: {e}", o.display()))?;
-    let json = serde_json::to_string_pretty(state)?;
+    // The JSON, written last, names the other two files' contents: a crash between the
+    // renames leaves a set that `load_state` refuses instead of silently mixing epochs.
+    let mut state = state.clone();
+    state.files = Some(FileHashes {
+        weights: file_hash(&tmp(&w))?,
+        optimizer: file_hash(&tmp(&o))?,
+    });
+    let json = serde_json::to_string_pretty(&state)?;
     let jt = PathBuf::from(format!("{}.tmp", j.display()));
     std::fs::write(&jt, json).map_err(|e| format!("{}: {e}", jt.display()))?;
     rename(&tmp(&w), &w)?;
@@ -173,8 +210,21 @@ pub fn load_state(ckpt: &Path) -> Result<TrainerState> {
             j.display()
         )
     })?;
-    Ok(serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not an mvdrive trainer state: {e}", j.display()))?)
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not an mvdrive trainer state: {e}", j.display()))?;
+    if let Some(files) = &state.files {
+        let (_, o, _) = paths(ckpt);
+        for (file, want) in [(&w, &files.weights), (&o, &files.optimizer)] {
+            if &file_hash(file)? != want {
+                return Err(TrainError::Other(format!(
+                    "{}: does not match {} (an interrupted write left files of two different checkpoints); resume from another checkpoint, e.g. the last epoch=E-step=S one",
+                    file.display(),
+                    j.display()
+                )));
+            }
+        }
+    }
+    Ok(state)
 }
 
 /// Load weights into `vs`; names and shapes must match exactly.

@@ -62,6 +62,8 @@ pub struct FitSummary {
     pub stopped_early: bool,
     /// Peak resident memory of the process (VmHWM), bytes.
     pub peak_rss: u64,
+    /// The metric `best` is of (`train.monitor`).
+    pub monitor: Monitor,
 }
 
 /// The loop's fixed quantities, worked out once.
@@ -106,7 +108,7 @@ pub fn run(args: &FitArgs, quiet: bool) -> Result<()> {
         );
     }
     if let Some((v, e)) = s.best {
-        println!("  best: {v:.4} at epoch {}", e + 1);
+        println!("  best {}: {v:.4} at epoch {}", s.monitor, e + 1);
     }
     if let Some(c) = s.last_checkpoint {
         println!("  checkpoint: {}", c.display());
@@ -132,7 +134,10 @@ pub fn fit(args: &FitArgs, quiet: bool) -> Result<FitSummary> {
         resume::check(st, &s)?;
     }
     let resume = args.resume.as_deref().zip(resume_state);
-    Run::start(s, resume, quiet)?.all_epochs()
+    let run = Run::start(s, resume, quiet)?;
+    let dir = run.dir.clone();
+    run.all_epochs()
+        .inspect_err(|_| dir.remove_if_no_checkpoint())
 }
 
 /// Loads the checkpoint's weights, optimizer moments and (matching) loss scaler.
@@ -249,6 +254,7 @@ impl Run {
             last_checkpoint: last_ckpt,
             stopped_early,
             peak_rss: peak_rss_bytes(),
+            monitor,
         })
     }
 

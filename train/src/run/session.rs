@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use mvdrive_common::bytes::format_bytes;
 use mvdrive_schemas::Cache;
 use tch::Device;
 
@@ -118,6 +119,7 @@ impl Session {
             keypoints,
             settings: m.backbones.clone(),
         };
+        check_batch_memory(&config, &model, cache_hw)?;
         Ok(Session {
             config,
             device,
@@ -205,6 +207,47 @@ impl Session {
     pub fn input(&self, batch: &Batch) -> Result<Input> {
         to_input(batch, &self.model, self.cache_hw(), self.device)
     }
+}
+
+/// Refuses settings whose batches cannot fit in this machine's memory (a huge
+/// `data.img_size` or `data.uniform_temporal_subsample_num`), before anything is
+/// allocated. A floor, not an estimate: the loader holds `num_workers + 2` batches of
+/// bytes, and training a float32 copy of the input plus activations of at least ten times
+/// the input (every backbone's first layers are wider than its input; `train plan`
+/// measures the real figure).
+fn check_batch_memory(
+    config: &TrainConfig,
+    model: &ModelConfig,
+    cache_hw: (i64, i64),
+) -> Result<()> {
+    let Some(available) = mvdrive_common::sys::mem_available_bytes() else {
+        return Ok(());
+    };
+    let c = model.clip;
+    let clips = (config.data.batch_size as u64).saturating_mul(model.num_views as u64);
+    let per_clip = |h: i64, w: i64| (c.t as u64).saturating_mul((h * w * 3) as u64);
+    let bytes = clips.saturating_mul(per_clip(cache_hw.0, cache_hw.1));
+    let batches = config.data.num_workers as u64 + 2;
+    let floats = clips.saturating_mul(per_clip(c.h, c.w)).saturating_mul(4);
+    let need = bytes
+        .saturating_mul(batches)
+        .saturating_add(floats.saturating_mul(11));
+    if model.input_type.uses_rgb() && need > available {
+        return Err(format!(
+            "batches of data.batch_size={} x {} view(s) x data.uniform_temporal_subsample_num={} x data.img_size={}x{} need at least {} ({} per u8 batch x {batches} in flight, {} per float32 input and 10x that in activations), more than the {} this machine has available; lower data.img_size, data.uniform_temporal_subsample_num or data.batch_size",
+            config.data.batch_size,
+            model.num_views,
+            c.t,
+            c.h,
+            c.w,
+            format_bytes(need),
+            format_bytes(bytes),
+            format_bytes(floats),
+            format_bytes(available)
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// `train.view=single` (with `train.view_name`, default the first view) or every view.

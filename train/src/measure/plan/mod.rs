@@ -162,12 +162,6 @@ fn divisors(n: usize) -> Vec<usize> {
     (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
 }
 
-fn mem_available() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 fn measure(
     args: &PlanRequest,
     base: &[String],
@@ -426,7 +420,7 @@ fn measure_needed(args: &PlanRequest, sp: &Space, rows: &[Row]) -> Option<(Row, 
         .iter()
         .all(|r| matches!(r.verdict, Verdict::OverRam | Verdict::Failed(_)));
     if ram_binding && !rows.iter().any(|r| r.complete) {
-        let limit = mem_available().map(|m| m / 10 * 9);
+        let limit = mvdrive_common::sys::mem_available_bytes().map(|m| m / 10 * 9);
         let smallest_input = inputs
             .iter()
             .min_by_key(|(img, t)| {

@@ -185,10 +185,12 @@ fn metrics_title(rows: &[EpochMetrics]) -> String {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return "Training metrics (no epochs yet)".to_string();
     };
+    // Epochs are numbered from 1 here, as in `train fit`'s log (metrics.csv keeps the
+    // 0-based index).
     let epochs = if first.epoch == last.epoch {
-        format!("epoch {}", first.epoch)
+        format!("epoch {}", first.epoch + 1)
     } else {
-        format!("epochs {}\u{2013}{}", first.epoch, last.epoch)
+        format!("epochs {}\u{2013}{}", first.epoch + 1, last.epoch + 1)
     };
     let best = rows
         .iter()
@@ -198,7 +200,7 @@ fn metrics_title(rows: &[EpochMetrics]) -> String {
         Some(b) => format!(
             "Training metrics, {epochs} \u{b7} best top-1 {:.1}% (epoch {})",
             b.top1 * 100.0,
-            b.epoch
+            b.epoch + 1
         ),
         None => format!("Training metrics, {epochs}"),
     }
@@ -256,7 +258,7 @@ fn draw_panel<DB: DrawingBackend>(
 ) -> Result<(), PlotError> {
     let err = draw_err::<DB::ErrorType>(caption);
     let (e0, e1) = match (rows.first(), rows.last()) {
-        (Some(f), Some(l)) => (f64::from(f.epoch), f64::from(l.epoch)),
+        (Some(f), Some(l)) => (f64::from(f.epoch + 1), f64::from(l.epoch + 1)),
         _ => (0.0, 1.0),
     };
     let x_pad = ((e1 - e0) * 0.03).max(0.5);
@@ -301,7 +303,7 @@ fn draw_panel<DB: DrawingBackend>(
     for curve in curves {
         let points: Vec<(f64, f64)> = rows
             .iter()
-            .map(|r| (f64::from(r.epoch), (curve.value)(r)))
+            .map(|r| (f64::from(r.epoch + 1), (curve.value)(r)))
             .collect();
         let color = curve.color;
         for run in finite_runs(&points) {
