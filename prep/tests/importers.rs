@@ -180,6 +180,50 @@ fn label_studio_merges_annotators_and_converts_inclusive_one_based_ranges() {
     );
 }
 
+/// The original Python project's files: the video at the top level and annotations whose
+/// timeline items sit under the control name (`videoLabels`), with no `result`.
+const LS_ORIGINAL: &str = r#"{"video": "videos/s3_front.mp4", "session": "s3", "view": "front",
+  "annotations": [
+    {"annotator": 1, "updated_at": "2024-08-13T10:00:00Z",
+     "videoLabels": [{"timelinelabels": ["left"], "ranges": [{"start": 10, "end": 40}]},
+                     {"timelinelabels": ["texting"], "ranges": [{"start": 41, "end": 50}]}]}
+  ]}"#;
+
+#[test]
+fn label_studio_reads_the_original_projects_files_and_refuses_files_without_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f = d.join("export/original.json");
+    write(&f, LS_ORIGINAL);
+    import_ok(&args(&["label-studio", &s(&f), "--out", &s(d)]));
+    // Ranges are 1-based and inclusive: 10..=40 is frames 9..40, 41..=50 is 40..50.
+    assert_rows(
+        &d.join("segments.csv"),
+        &[
+            "session,start_frame,end_frame,label,frame_view",
+            "s3,9,40,left,front",
+            "s3,40,50,texting,front",
+        ],
+    );
+    // A file in which no layout finds a segment is an error naming it and the keys.
+    let empty = d.join("export/empty.json");
+    write(
+        &empty,
+        r#"[{"data": {"video": "videos/s4.mp4"}, "annotations": [{"id": 1, "result": []}]}]"#,
+    );
+    let out = d.join("out2");
+    import_err(
+        &out,
+        &args(&["label-studio", &s(&empty), "--out", &s(&out)]),
+        &[
+            "empty.json",
+            "no timeline segments",
+            "videoLabels",
+            "result",
+        ],
+    );
+}
+
 #[test]
 fn label_studio_min_votes_and_no_background() {
     let dir = tempfile::tempdir().unwrap();

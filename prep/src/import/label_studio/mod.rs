@@ -83,6 +83,7 @@ pub(super) fn import(args: &ImportArgs, ctx: &Ctx) -> Result<Imported, Vec<Strin
         seq: 0,
         abs_videos: Vec::new(),
         outside: Vec::new(),
+        regions: 0,
     };
     for (file, _) in &files {
         st.read_file(file);
@@ -224,6 +225,8 @@ struct State<'a> {
     abs_videos: Vec<PathBuf>,
     /// (at, error) of absolute videos outside the data root.
     outside: Vec<(String, String)>,
+    /// Timeline regions read so far (an input file that adds none is an error).
+    regions: usize,
 }
 
 impl State<'_> {
@@ -247,6 +250,7 @@ impl State<'_> {
                 return;
             }
         };
+        let (before, problems) = (self.regions, self.problems.len());
         match &json {
             Value::Array(tasks) => {
                 for (i, t) in tasks.iter().enumerate() {
@@ -257,6 +261,12 @@ impl State<'_> {
             _ => self.problems.push(format!(
                 "{shown}: expected a list of Label Studio tasks (a JSON array); export as JSON or JSON-MIN"
             )),
+        }
+        // Nothing read and nothing wrong said: a layout this importer does not know.
+        if self.regions == before && self.problems.len() == problems {
+            self.problems.push(format!(
+                "{shown}: no timeline segments found; looked for `annotations[].result[]` (and `completions`), timeline lists under a control name in an annotation or a JSON-MIN record (e.g. `videoLabels`), and a top-level `result`, each item with `ranges` and `timelinelabels` (or under `value`)"
+            ));
         }
     }
 
@@ -326,12 +336,16 @@ impl State<'_> {
             .unwrap_or_else(|| "unknown".into());
         let split = text(data.get("split"));
 
-        let anns = if min {
+        // A record with the video at the top level may still list its annotations (the
+        // original Python project's files): read them as annotations.
+        let listed = obj.contains_key("annotations") || obj.contains_key("completions");
+        let anns = if min && !listed {
             self.min_annotation(obj, at)
         } else {
             self.annotations(obj, at)
         };
         let Some(anns) = anns else { return };
+        self.regions += anns.iter().map(|a| a.regions.len()).sum::<usize>();
 
         let k = (session.clone(), view.clone());
         match self.index.get(&k) {
@@ -391,13 +405,20 @@ impl State<'_> {
                 if a.get("was_cancelled").and_then(Value::as_bool) == Some(true) {
                     continue;
                 }
-                let Some(result) = a.get("result") else {
-                    self.problems.push(format!(
-                        "{a_at}: no `result` list; export with annotations included"
-                    ));
-                    continue;
+                let regions = match a.get("result") {
+                    Some(result) => self.results(result, &format!("{a_at}.result"))?,
+                    // Results under the control's name (`videoLabels`), as JSON-MIN has them.
+                    None => {
+                        let regions = self.control_results(a, &a_at)?;
+                        if regions.is_empty() {
+                            self.problems.push(format!(
+                                "{a_at}: no `result` list and no timeline list under a control name (e.g. `videoLabels`); export with annotations included"
+                            ));
+                            continue;
+                        }
+                        regions
+                    }
                 };
-                let regions = self.results(result, &format!("{a_at}.result"))?;
                 self.seq += 1;
                 out.push(Ann {
                     id: AnnId::of(a.get("id")),
@@ -428,6 +449,25 @@ impl State<'_> {
                 regions,
             }]);
         }
+        let regions = self.control_results(obj, at)?;
+        if regions.is_empty() && obj.get("annotation_id").is_none() {
+            return Some(Vec::new());
+        }
+        self.seq += 1;
+        Some(vec![Ann {
+            id: AnnId::of(obj.get("annotation_id")),
+            seq: self.seq,
+            regions,
+        }])
+    }
+
+    /// Timeline items listed under control names (`"videoLabels": [{ranges,
+    /// timelinelabels}]`) in a JSON-MIN record or an annotation.
+    fn control_results(
+        &mut self,
+        obj: &Map<String, Value>,
+        at: &str,
+    ) -> Option<Vec<(String, i64, i64, String)>> {
         let mut regions = Vec::new();
         for (k, v) in obj {
             let is_timeline = |x: &Value| {
@@ -450,15 +490,7 @@ impl State<'_> {
                 regions.append(&mut r);
             }
         }
-        if regions.is_empty() && obj.get("annotation_id").is_none() {
-            return Some(Vec::new());
-        }
-        self.seq += 1;
-        Some(vec![Ann {
-            id: AnnId::of(obj.get("annotation_id")),
-            seq: self.seq,
-            regions,
-        }])
+        Some(regions)
     }
 
     fn results(&mut self, result: &Value, at: &str) -> Option<Vec<(String, i64, i64, String)>> {
