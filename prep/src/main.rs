@@ -1,5 +1,6 @@
 //! `prep`: the command line. Parsing only; the work is in the `mvdrive_prep` library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -176,6 +177,7 @@ fn main() -> ExitCode {
         )
         .without_time()
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -187,8 +189,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--out` must be a folder (new or existing), never a file.
+fn out_folder(out: &Path, what: &str) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!(
+            "{}: is a file, not a folder; --out must be {what}",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let quiet = cli.quiet;
+    match &cli.command {
+        Command::Synth { out, .. } => out_folder(out, "the folder of the synthetic dataset")?,
+        Command::Build { out, .. } | Command::Merge { out, .. } => {
+            out_folder(out, "a cache folder (new, or from an earlier prep build)")?
+        }
+        Command::ExportFrames { out, .. } => out_folder(out, "the folder of the PNG files")?,
+        Command::Import(args) => {
+            out_folder(&args.out, "the folder of manifest.csv and segments.csv")?
+        }
+        _ => {}
+    }
     match cli.command {
         Command::Synth {
             out,

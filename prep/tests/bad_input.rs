@@ -279,4 +279,10 @@ fn duplicate_labels_and_an_out_folder_that_is_not_a_cache_are_refused() {
         "{err}"
     );
     assert!(!dir.path().join("meta.json").exists() && !dir.path().join("index").exists());
+    // --out pointing at a file says so.
+    let file = dir.path().join("labels.csv");
+    std::fs::write(&file, "x\n").unwrap();
+    let err = build_err(dir.path(), &file, &["data.img_size=32"]);
+    assert!(err.contains("labels.csv: is a file, not a folder"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x\n");
 }
