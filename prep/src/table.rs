@@ -88,6 +88,7 @@ fn read_csv(path: &Path, ragged: bool) -> Result<TextTable, String> {
             if ragged { h.trim() } else { h }.to_string()
         })
         .collect();
+    check_unique(&headers, &format!("{shown}{header_at}"))?;
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
@@ -118,6 +119,18 @@ fn read_csv(path: &Path, ragged: bool) -> Result<TextTable, String> {
         headers,
         rows,
     })
+}
+
+/// Two columns of one name would make every lookup pick the first silently: an error.
+fn check_unique(headers: &[String], at: &str) -> Result<(), String> {
+    for (i, h) in headers.iter().enumerate() {
+        if !h.is_empty() && headers[..i].contains(h) {
+            return Err(format!(
+                "{at}: the column `{h}` appears twice in the header; rename or remove one"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_parquet(path: &Path) -> Result<TextTable, String> {
@@ -192,6 +205,22 @@ mod tests {
     fn headers_compare_loosely() {
         assert_eq!(header_key("\u{feff} Label  (Primary) "), "label (primary)");
         assert_eq!(header_key("Camera_View"), "camera view");
+    }
+
+    #[test]
+    fn a_column_named_twice_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        std::fs::write(&p, "session,label,label\ns1,a,b\n").unwrap();
+        for e in [
+            TextTable::read(&p).unwrap_err(),
+            TextTable::read_ragged(&p).unwrap_err(),
+        ] {
+            assert!(
+                e.contains("t.csv") && e.contains("`label` appears twice"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
