@@ -287,3 +287,71 @@ fn synth_classes_differ_by_motion() {
     assert!(m("drinking") > 2.0 * m("safe_driving"), "{motion:?}");
     assert!(m("looking_left") > 2.0 * m("safe_driving"), "{motion:?}");
 }
+
+#[test]
+fn verify_checks_what_the_index_means_not_only_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path(), &[]);
+    let c = cache.to_str().unwrap();
+    let meta_path = cache.join("meta.json");
+    let original = std::fs::read_to_string(&meta_path).unwrap();
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(Edit, &str); 5] = [
+        (
+            |m| {
+                let files = m["index_files"].as_array_mut().unwrap();
+                files.retain(|f| f["path"] != "index/labels.parquet");
+            },
+            "does not list index/labels.parquet",
+        ),
+        (|m| m["params"]["fps"] = "-1".into(), "params.fps `-1`"),
+        (
+            |m| m["params"]["kpt_normalize"] = "sideways".into(),
+            "params.kpt_normalize `sideways`",
+        ),
+        (
+            |m| m["params"]["compress"] = "zstd:3".into(),
+            "but meta.json says `zstd:3`",
+        ),
+        (
+            |m| {
+                let n = m["totals"]["segments"].as_u64().unwrap();
+                m["totals"]["segments"] = (n + 1).into();
+            },
+            "totals",
+        ),
+    ];
+    for (edit, needle) in edits {
+        let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+        edit(&mut m);
+        std::fs::write(&meta_path, serde_json::to_string(&m).unwrap()).unwrap();
+        let err = prep_err(&["verify", "-q", c]);
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    std::fs::write(&meta_path, &original).unwrap();
+    prep_ok(&["verify", "-q", c]);
+    // Label ids outside 0..n, written through the commit protocol so that every checksum
+    // is right: verify refuses them (train would index its classifier with them).
+    let cache_now = Cache::open(&cache).unwrap();
+    let mut labels = cache_now.labels.clone();
+    labels[0].label_id = 1000;
+    let mut segments = cache_now.segments.clone();
+    for s in &mut segments {
+        s.label_id = 1000;
+    }
+    mvdrive_schemas::commit::commit(
+        &cache,
+        cache_now.meta.clone(),
+        &cache_now.sessions,
+        &cache_now.views,
+        &cache_now.records,
+        &segments,
+        &labels,
+    )
+    .unwrap();
+    let err = prep_err(&["verify", "-q", c]);
+    assert!(
+        err.contains("label ids must be 0..1") && err.contains("1000"),
+        "{err}"
+    );
+}

@@ -193,6 +193,98 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
         ));
     }
     check_segments(c, &sessions, problems);
+    check_meaning(c, problems);
+}
+
+/// The index tables every cache lists in `meta.json` `index_files`.
+const TABLES: [&str; 5] = [
+    "index/sessions.parquet",
+    "index/views.parquet",
+    "index/records.parquet",
+    "index/segments.parquet",
+    "index/labels.parquet",
+];
+
+/// What the index means, beyond its bytes: labels numbered `0..n`, segments that make
+/// sense, valid parameters, the right totals, and every table listed with its checksum
+/// (an unlisted table would be read unchecked).
+fn check_meaning(c: &Cache, problems: &mut Vec<String>) {
+    for t in TABLES {
+        if !c.meta.index_files.iter().any(|f| f.path == t) {
+            problems.push(format!(
+                "meta.json: index_files does not list {t}, so its checksum is never checked"
+            ));
+        }
+    }
+    let mut ids: Vec<u32> = c.labels.iter().map(|l| l.label_id).collect();
+    ids.sort_unstable();
+    if c.labels.is_empty() || ids.iter().enumerate().any(|(i, &id)| id as usize != i) {
+        problems.push(format!(
+            "labels.parquet: label ids must be 0..{} once each, found {ids:?}",
+            c.labels.len()
+        ));
+    }
+    if c.segments.is_empty() {
+        problems.push("segments.parquet: no segments; a cache needs at least one".into());
+    }
+    let mut seen = HashSet::new();
+    for seg in &c.segments {
+        if !seen.insert(seg.segment_id) {
+            problems.push(format!(
+                "segments.parquet: segment id {} appears twice",
+                seg.segment_id
+            ));
+        }
+        if !(seg.start_s.is_finite() && seg.end_s.is_finite() && seg.start_s < seg.end_s) {
+            problems.push(format!(
+                "segments.parquet: segment {} spans {}..{} s",
+                seg.segment_id, seg.start_s, seg.end_s
+            ));
+        }
+    }
+    let p = &c.meta.params;
+    let fps_ok = p.fps == "source" || p.fps.parse::<f64>().is_ok_and(|f| f.is_finite() && f > 0.0);
+    if !fps_ok {
+        problems.push(format!(
+            "meta.json: params.fps `{}` is not `source` or a rate > 0",
+            p.fps
+        ));
+    }
+    if !["none", "image", "center_scale"].contains(&p.kpt_normalize.as_str()) {
+        problems.push(format!(
+            "meta.json: params.kpt_normalize `{}` is not none, image or center_scale",
+            p.kpt_normalize
+        ));
+    }
+    if p.shard_size == 0 {
+        problems.push("meta.json: params.shard_size is 0".into());
+    }
+    match crate::shard::Compression::parse(&p.compress) {
+        None => problems.push(format!(
+            "meta.json: params.compress `{}` is not none or zstd:N",
+            p.compress
+        )),
+        Some(comp) => {
+            let column = comp.column_name();
+            if let Some(r) = c
+                .records
+                .iter()
+                .find(|r| r.modality == "rgb" && r.compression != column)
+            {
+                problems.push(format!(
+                    "records.parquet: {} has compression `{}` but meta.json says `{}`",
+                    r.shard, r.compression, p.compress
+                ));
+            }
+        }
+    }
+    let totals = crate::meta::Totals::compute(&c.sessions, &c.views, &c.records, &c.segments);
+    if totals != c.meta.totals {
+        problems.push(format!(
+            "meta.json: totals {:?} do not match the index ({totals:?})",
+            c.meta.totals
+        ));
+    }
 }
 
 /// Segments name a session of the index, lie inside its timeline and carry their label.
