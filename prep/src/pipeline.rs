@@ -277,6 +277,29 @@ fn plan_sessions(
     Ok(plans)
 }
 
+/// The video that bounds the timeline on the side a segment `start..end` falls off: the
+/// view starting last (segment too early) or ending first (too late), with its header's
+/// span; empty when no job is known.
+fn limiting_video(jobs: &[Job], start: f64, end: f64) -> String {
+    let span = |j: &Job| (j.entry.offset_s, j.entry.offset_s + j.info.duration_s);
+    let late_start = jobs.iter().max_by(|a, b| span(a).0.total_cmp(&span(b).0));
+    let early_end = jobs.iter().min_by(|a, b| span(a).1.total_cmp(&span(b).1));
+    let pick = match (late_start, early_end) {
+        (Some(a), _) if start < span(a).0 => Some(a),
+        (_, Some(b)) if end > span(b).1 => Some(b),
+        (_, b) => b,
+    };
+    pick.map(|j| {
+        let (a, b) = span(j);
+        format!(
+            "; view `{}` ({}) covers {a:.3}-{b:.3} s by its header",
+            j.entry.view,
+            j.entry.path.display()
+        )
+    })
+    .unwrap_or_default()
+}
+
 /// Map segments onto the session timelines: one row per segment of a planned session.
 fn map_segments(
     segments: &Segments,
@@ -316,8 +339,12 @@ fn map_segments(
         let range = tl.frame_range(start, end);
         if range.is_empty() {
             problems.push(format!(
-                "{seg_file} line {}: segment {start:.3}-{end:.3} s of session `{}` lies outside its video timeline ({:.3}-{:.3} s, where all views overlap); fix the times or the views' offset_s",
-                seg.line, seg.session, tl.start_s, tl.end_s()
+                "{seg_file} line {}: segment {start:.3}-{end:.3} s of session `{}` lies outside its video timeline ({:.3}-{:.3} s, where all views overlap{}); fix the times, the views' offset_s, or the video",
+                seg.line,
+                seg.session,
+                tl.start_s,
+                tl.end_s(),
+                limiting_video(&plan.jobs, start, end)
             ));
             continue;
         }

@@ -151,6 +151,8 @@ fn a_segment_outside_the_video_names_its_row() {
             "segments.csv line 3",
             "session `s2`",
             "outside its video timeline",
+            "covers",
+            "by its header",
         ],
     );
     // And a segment of an unknown session.
