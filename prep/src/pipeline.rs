@@ -227,6 +227,28 @@ fn plan_sessions(
         if infos.len() != s.views.len() {
             continue;
         }
+        // A single picture (an image, or a video of one frame) has no time to align.
+        let stills: Vec<String> = s
+            .views
+            .iter()
+            .zip(&infos)
+            .filter(|(_, i)| i.duration_s * i.fps < 1.5)
+            .map(|(v, i)| {
+                format!(
+                    "{} line {}: {} ({}) holds a single frame ({:.3} s at {:.3} fps), not a video; give a video file",
+                    manifest.path.display(),
+                    v.line,
+                    v.path.display(),
+                    i.codec,
+                    i.duration_s,
+                    i.fps
+                )
+            })
+            .collect();
+        if !stills.is_empty() {
+            problems.extend(stills);
+            continue;
+        }
         let spans: Vec<ViewSpan> = s
             .views
             .iter()

@@ -268,6 +268,33 @@ fn a_directory_where_a_video_should_be_is_rejected() {
 }
 
 #[test]
+fn an_image_given_as_a_video_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    good_dataset(dir.path());
+    // A PNG under the video's name: the demuxer reads one picture.
+    let png = dir.path().join("still.png");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=1",
+        "-frames:v",
+        "1",
+        png.to_str().unwrap(),
+    ]);
+    std::fs::rename(&png, dir.path().join("s1_side.mkv")).unwrap();
+    assert_rejected(
+        dir.path(),
+        &[
+            "manifest.csv line 3",
+            "s1_side.mkv",
+            "single frame",
+            "not a video",
+        ],
+    );
+}
+
+#[test]
 fn duplicate_labels_and_an_out_folder_that_is_not_a_cache_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     good_dataset(dir.path());
