@@ -420,3 +420,74 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
     }
     assert!(worst < 1e-5, "largest gradient difference {worst}");
 }
+
+#[test]
+fn a_rebuild_under_a_running_fit_stops_it_with_a_message() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tiny_cache(dir.path());
+    let logs = dir.path().join("logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["fit", "-q", "--cache"])
+        .arg(&cache)
+        .args([
+            "data.img_size=16",
+            "data.uniform_temporal_subsample_num=2",
+            "data.batch_size=2",
+            "train.max_epochs=500",
+            "train.view=single",
+            "trainer.device=cpu",
+            "trainer.experiment=long",
+        ])
+        .arg(format!("trainer.log_dir={}", logs.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch's checkpoint: the fit is running.
+    let first = logs.join("long/version_0/checkpoints/last.json");
+    let started = Instant::now();
+    while !first.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the fit did not finish an epoch"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the fit ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Rebuild the cache with another frame rate: a new meta.json is committed.
+    let mut config = mvdrive_prep::config::PrepConfig::default();
+    config
+        .apply_overrides(&[
+            "data.img_size=16".into(),
+            "prep.fps=3".into(),
+            "data.max_video_frames=8".into(),
+        ])
+        .unwrap();
+    let data = dir.path().join("data");
+    mvdrive_prep::pipeline::build(&mvdrive_prep::pipeline::BuildArgs {
+        manifest: data.join("manifest.csv"),
+        segments: data.join("segments.csv"),
+        out: cache.clone(),
+        config,
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the fit kept running on a rebuilt cache");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("was rebuilt"), "{stderr}");
+}

@@ -296,6 +296,7 @@ impl Run {
         );
         for batch in prefetch {
             let batch = batch?;
+            self.s.check_cache()?;
             let b = batch.index;
             let x = self.s.input(&batch)?;
             let y = Tensor::from_slice(&batch.labels).to_device(self.s.device);

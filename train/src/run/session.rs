@@ -58,11 +58,22 @@ pub struct Session {
     pub classes: Vec<String>,
     /// The model to build.
     pub model: ModelConfig,
+    /// Identity of the cache's `meta.json` when it was opened (see [`Session::check_cache`]).
+    meta_id: Option<(u64, i64)>,
+}
+
+/// (inode, mtime ns) of a file: a `prep build` that commits renames a new `meta.json`
+/// into place, which changes both.
+fn file_id(path: &Path) -> Option<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
 }
 
 impl Session {
     /// Opens and verifies the cache, and resolves device, views, classes and the model.
     pub fn open(cache_dir: &Path, config: TrainConfig) -> Result<Session> {
+        let meta_id = file_id(&cache_dir.join("meta.json"));
         let cache = Cache::open(cache_dir)?;
         let problems = mvdrive_schemas::verify::verify_index(&cache);
         if !problems.is_empty() {
@@ -128,7 +139,22 @@ impl Session {
             views,
             classes,
             model,
+            meta_id,
         })
+    }
+
+    /// Fails when the cache was rebuilt (a new `meta.json` committed) since it was opened:
+    /// open shards would then mix two builds' data. `train fit` checks before every batch.
+    pub fn check_cache(&self) -> Result<()> {
+        let meta = self.cache.dir.join("meta.json");
+        if file_id(&meta) != self.meta_id {
+            return Err(format!(
+                "{} was rebuilt (or removed) while training: its meta.json changed, so the batches would mix two builds; start train fit again (--resume from the last checkpoint keeps the progress)",
+                self.cache.dir.display()
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// The clip the model reads.
