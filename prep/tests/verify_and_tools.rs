@@ -64,14 +64,18 @@ fn verify_detects_flipped_bytes_truncation_and_a_swapped_index() {
 
     // An index table from another build.
     let other = small_cache(&dir.path().join("other").tap_mkdir(), &["data.img_size=40"]);
-    std::fs::copy(
-        other.join("index/records.parquet"),
-        cache.join("index/records.parquet"),
-    )
-    .unwrap();
+    let records = |c: &Path| {
+        let meta = mvdrive_schemas::meta::Meta::load(c).unwrap();
+        c.join(
+            mvdrive_schemas::cache::index_rel_path::<mvdrive_schemas::index::RecordRow>(&meta)
+                .unwrap(),
+        )
+    };
+    let listed = records(&cache);
+    std::fs::copy(records(&other), &listed).unwrap();
     let err = prep_err(&["verify", "-q", c]);
     assert!(
-        err.contains("records.parquet") && err.contains("does not match the checksum in meta.json"),
+        err.contains("index/records.") && err.contains("does not match the checksum in meta.json"),
         "{err}"
     );
 
@@ -300,9 +304,9 @@ fn verify_checks_what_the_index_means_not_only_its_bytes() {
         (
             |m| {
                 let files = m["index_files"].as_array_mut().unwrap();
-                files.retain(|f| f["path"] != "index/labels.parquet");
+                files.retain(|f| !f["path"].as_str().unwrap().contains("labels"));
             },
-            "does not list index/labels.parquet",
+            "does not list the labels.parquet table",
         ),
         (|m| m["params"]["fps"] = "-1".into(), "params.fps `-1`"),
         (
@@ -354,4 +358,53 @@ fn verify_checks_what_the_index_means_not_only_its_bytes() {
         err.contains("label ids must be 0..1") && err.contains("1000"),
         "{err}"
     );
+}
+
+#[test]
+fn a_commit_switches_the_whole_index_at_once() {
+    use mvdrive_schemas::commit::{commit, write_index_table};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = small_cache(dir.path(), &[]);
+    let c = cache.to_str().unwrap();
+    let before = Cache::open(&cache).unwrap();
+    let index_files = |cache: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(cache.join("index"))
+            .unwrap()
+            .map(|e| format!("index/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        v.sort();
+        v
+    };
+    let listed = |m: &mvdrive_schemas::meta::Meta| -> Vec<String> {
+        let mut v: Vec<String> = m.index_files.iter().map(|f| f.path.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(index_files(&cache), listed(&before.meta));
+    // A crash after new tables were written but before meta.json: the old cache is whole.
+    let mut labels = before.labels.clone();
+    labels[0].label = "renamed".into();
+    let mut segments = before.segments.clone();
+    segments.iter_mut().for_each(|s| s.label = "renamed".into());
+    let mut files = Vec::new();
+    write_index_table(&cache, &labels, &mut files).unwrap();
+    write_index_table(&cache, &segments, &mut files).unwrap();
+    prep_ok(&["verify", "-q", c]);
+    assert_eq!(Cache::open(&cache).unwrap().labels, before.labels);
+    // The commit switches to the new index and leaves only the tables it lists.
+    commit(
+        &cache,
+        before.meta.clone(),
+        &before.sessions,
+        &before.views,
+        &before.records,
+        &segments,
+        &labels,
+    )
+    .unwrap();
+    let after = Cache::open(&cache).unwrap();
+    assert_eq!(after.labels[0].label, "renamed");
+    assert_eq!(after.meta.format_version, mvdrive_schemas::FORMAT_VERSION);
+    assert_eq!(index_files(&cache), listed(&after.meta));
+    prep_ok(&["verify", "-q", c]);
 }

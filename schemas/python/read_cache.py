@@ -19,12 +19,19 @@ import pyarrow.parquet as pq
 def load(cache):
     with open(os.path.join(cache, "meta.json")) as f:
         meta = json.load(f)
-    if meta["format_version"] != 1:
-        sys.exit(f"{cache}: format version {meta['format_version']}, this reader knows 1")
-    tables = {
-        name: pq.read_table(os.path.join(cache, "index", name + ".parquet")).to_pylist()
-        for name in ("sessions", "views", "records", "segments", "labels")
-    }
+    if meta["format_version"] not in (1, 2):
+        sys.exit(f"{cache}: format version {meta['format_version']}, this reader knows 1 and 2")
+    # The tables are where meta.json's index_files says: index/<name>.parquet (version 1)
+    # or index/<name>.<xxh3>.parquet (version 2).
+    paths = {}
+    for f in meta["index_files"]:
+        base = os.path.basename(f["path"])
+        paths[base.split(".")[0]] = os.path.join(cache, f["path"])
+    tables = {}
+    for name in ("sessions", "views", "records", "segments", "labels"):
+        if name not in paths:
+            sys.exit(f"{cache}/meta.json: index_files does not list the {name} table")
+        tables[name] = pq.read_table(paths[name]).to_pylist()
     return meta, tables
 
 

@@ -14,9 +14,28 @@ use crate::record::decode_keypoints;
 use crate::shard::{Compression, RecordView};
 use crate::INDEX_DIR;
 
-/// Path of index table `T` inside a cache, relative to the cache root.
-pub fn index_rel_path<T: Table>() -> String {
-    format!("{INDEX_DIR}/{}", T::FILE)
+/// Whether `path` (relative to the cache root) names index table `T`: `index/<T::FILE>`
+/// (format 1) or `index/<stem>.<generation>.parquet` (format 2, see [`crate::commit`]).
+pub fn is_table_path<T: Table>(path: &str) -> bool {
+    let stem = T::FILE.trim_end_matches(".parquet");
+    let Some(name) = path.strip_prefix(&format!("{INDEX_DIR}/")) else {
+        return false;
+    };
+    name == T::FILE
+        || name
+            .strip_prefix(stem)
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.strip_suffix(".parquet"))
+            .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Path of index table `T` inside a cache, relative to the cache root, as `meta.json`
+/// lists it; `None` when `meta.json` does not list it.
+pub fn index_rel_path<T: Table>(meta: &Meta) -> Option<String> {
+    meta.index_files
+        .iter()
+        .map(|f| f.path.clone())
+        .find(|p| is_table_path::<T>(p))
 }
 
 /// An opened cache. Shards are memory-mapped on first use and shared.
@@ -54,14 +73,25 @@ impl Cache {
                 ));
             }
         }
-        let table = |rel: String| resolve(dir, &rel);
+        fn table<T: Table>(dir: &Path, meta: &Meta) -> Result<Vec<T>> {
+            let rel = index_rel_path::<T>(meta).ok_or_else(|| {
+                Error::format(
+                    dir.join(crate::META_FILE),
+                    format!(
+                        "index_files does not list the {} table; re-run `prep build` to repair the cache",
+                        T::FILE
+                    ),
+                )
+            })?;
+            read_table(&resolve(dir, &rel)?)
+        }
         Ok(Cache {
             dir: dir.to_path_buf(),
-            sessions: read_table(&table(index_rel_path::<SessionRow>())?)?,
-            views: read_table(&table(index_rel_path::<ViewRow>())?)?,
-            records: read_table(&table(index_rel_path::<RecordRow>())?)?,
-            segments: read_table(&table(index_rel_path::<SegmentRow>())?)?,
-            labels: read_table(&table(index_rel_path::<LabelRow>())?)?,
+            sessions: table(dir, &meta)?,
+            views: table(dir, &meta)?,
+            records: table(dir, &meta)?,
+            segments: table(dir, &meta)?,
+            labels: table(dir, &meta)?,
             meta,
             maps: Mutex::new(HashMap::new()),
         })

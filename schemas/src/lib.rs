@@ -33,7 +33,7 @@ pub use cache::Cache;
 pub use error::{Error, Result};
 
 /// Version of the on-disk format written into `meta.json`. Readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Every record starts at a multiple of this many bytes inside its shard, so a record can
 /// be memory-mapped (and handed to numpy / torch) on its own.

@@ -166,11 +166,13 @@ impl Meta {
             path: path.clone(),
             cause,
         })?;
-        if meta.format_version != FORMAT_VERSION {
+        // Version 1 named its index tables `index/<table>.parquet`; version 2 names them
+        // by content. Both list them in `index_files`, which readers follow.
+        if !(1..=FORMAT_VERSION).contains(&meta.format_version) {
             return Err(Error::format(
                 &path,
                 format!(
-                    "format version {} but this mvdrive reads version {FORMAT_VERSION}; \
+                    "format version {} but this mvdrive reads versions 1 to {FORMAT_VERSION}; \
                      rebuild the cache with this version's `prep build`",
                     meta.format_version
                 ),

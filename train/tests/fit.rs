@@ -347,7 +347,11 @@ fn user_mistakes_get_clear_errors() {
         "{e}"
     );
     // A cache whose index was tampered with fails verification.
-    let idx = cache.join("index/segments.parquet");
+    let meta = mvdrive_schemas::meta::Meta::load(&cache).unwrap();
+    let idx = cache.join(
+        mvdrive_schemas::cache::index_rel_path::<mvdrive_schemas::index::SegmentRow>(&meta)
+            .unwrap(),
+    );
     let mut bytes = std::fs::read(&idx).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
@@ -357,7 +361,7 @@ fn user_mistakes_get_clear_errors() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("segments.parquet") && e.contains("checksum"),
+        e.contains("index/segments.") && e.contains("checksum"),
         "{e}"
     );
 }
