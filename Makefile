@@ -20,13 +20,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MVDRIVE_PYTHON := $(PY)
 
-.PHONY: help setup build demo test lint bench-prep bench-loader bench-memory gpu-check clean
+.PHONY: help setup build demo test lint fuzz bench-prep bench-loader bench-memory gpu-check clean
 
 help:
 	@echo "make setup       install apt packages, the libtorch wheel venv, and build (idempotent)"
 	@echo "make demo        synthetic dataset -> prep build -> verify -> inspect -> train fit -> eval"
 	@echo "make test        every test (unit + end-to-end)"
 	@echo "make lint        cargo fmt --check and clippy"
+	@echo "make fuzz        2000 mutated caches per codec through every cache reader (make test runs 60)"
 	@echo "make bench-prep  prep vs the ffmpeg CLI on generated 720p/1080p 60 s clips"
 	@echo "make bench-loader  loader vs memcpy and vs PyAV decoding; train RSS on a cache and one 8x larger"
 	@echo "make bench-memory  checkpointing, bf16/fp16, batch 1, accumulation on/off per backbone: peak memory, step time, gradients"
@@ -76,6 +77,9 @@ test: setup
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
+
+fuzz: setup
+	MVDRIVE_FUZZ_CASES=2000 MVDRIVE_FUZZ_SEED=$${SEED:-1} cargo test --release -p mvdrive-prep --test fuzz -- --nocapture
 
 bench-prep: setup
 	bash bench/prep_vs_ffmpeg.sh

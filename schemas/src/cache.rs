@@ -120,18 +120,21 @@ impl Cache {
     ) -> Result<R> {
         let map = self.shard(&rec.shard)?;
         let path = self.dir.join(&rec.shard);
-        let (a, b) = (rec.offset as usize, (rec.offset + rec.length) as usize);
-        if b > map.len() {
+        let end = rec.offset.checked_add(rec.length);
+        let Some((a, b)) = end
+            .filter(|&e| e <= map.len() as u64)
+            .map(|e| (rec.offset as usize, e as usize))
+        else {
             return Err(Error::format(
                 &path,
                 format!(
-                    "record {}..{} lies past the end of the shard ({} bytes)",
-                    a,
-                    b,
+                    "record at {} of {} bytes lies past the end of the shard ({} bytes); run `prep verify`",
+                    rec.offset,
+                    rec.length,
                     map.len()
                 ),
             ));
-        }
+        };
         let comp = Compression::from_column(&rec.compression).ok_or_else(|| {
             Error::format(&path, format!("unknown compression `{}`", rec.compression))
         })?;

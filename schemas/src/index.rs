@@ -126,10 +126,12 @@ impl RecordRow {
             self.width as usize,
             self.channels as usize,
         );
+        // Saturating: a damaged index gives an impossible size, which readers refuse
+        // (`record::check_frame_bytes`), never a wrapped small one.
         if self.modality == "kpt" {
-            (h * w + 1) * c
+            h.saturating_mul(w).saturating_add(1).saturating_mul(c)
         } else {
-            h * w * c
+            h.saturating_mul(w).saturating_mul(c)
         }
     }
 }

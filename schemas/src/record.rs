@@ -101,6 +101,22 @@ pub fn decompress_frame(packed: &[u8], out: &mut [u8], k: usize, path: &Path) ->
     Ok(())
 }
 
+/// The largest frame a record may declare: 8192 x 8192 pixels of 4 bytes (prep's largest
+/// `data.img_size`). A larger `height x width x channels` in an index is damage, refused
+/// before anything of that size is allocated.
+pub const MAX_FRAME_BYTES: usize = 8192 * 8192 * 4 + 4;
+
+/// Checks a record's declared frame size against [`MAX_FRAME_BYTES`].
+pub fn check_frame_bytes(frame_bytes: usize, path: &Path) -> Result<()> {
+    if frame_bytes == 0 || frame_bytes > MAX_FRAME_BYTES {
+        return Err(Error::format(
+            path,
+            format!("a frame of {frame_bytes} bytes is not possible (the index is damaged); run `prep verify`"),
+        ));
+    }
+    Ok(())
+}
+
 /// Read frame `frame` of record `rec` from its open shard `file` into `out` (exactly
 /// [`RecordRow::frame_bytes`] bytes), with positioned reads (`pread`): nothing is mapped
 /// and the file position is not used, so one `File` can serve many threads.
@@ -121,6 +137,7 @@ pub fn read_frame_into(
 ) -> Result<usize> {
     let path = Path::new(&rec.shard);
     let fb = rec.frame_bytes();
+    check_frame_bytes(fb, path)?;
     if frame >= rec.frame_count as usize {
         return Err(Error::format(
             path,

@@ -305,6 +305,7 @@ impl<'a> RecordView<'a> {
         compression: Compression,
         path: &Path,
     ) -> Result<Self> {
+        record::check_frame_bytes(frame_bytes, path)?;
         let table_start = if compression == Compression::None {
             if bytes.len() != frame_count as usize * frame_bytes {
                 return Err(Error::format(

@@ -318,7 +318,14 @@ fn check_records(c: &Cache, report: &mut Report, progress: &mut impl FnMut(u64))
                     .problems
                     .push(format!("{at}: overlaps the previous record"));
             }
-            end = r.offset + r.length;
+            let Some(record_end) = r.offset.checked_add(r.length) else {
+                report.problems.push(format!(
+                    "{at}: offset {} + length {} is out of range",
+                    r.offset, r.length
+                ));
+                continue;
+            };
+            end = record_end;
             if end > map.len() as u64 {
                 report.problems.push(format!(
                     "{at}: ends at byte {end} but the shard has {} bytes",
