@@ -1,8 +1,8 @@
 //! `prep merge --out CACHE PART...`: join partial caches (built with `prep build --part k/n`)
 //! into one index, without copying shards.
 //!
-//! The merged cache holds `parts/<i>`, a symbolic link to each partial cache, and an index
-//! whose records point through those links (`parts/<i>/shards/...`). Move the partial
+//! The merged cache holds `parts/<i>-<id>`, a symbolic link to each partial cache, and an
+//! index whose records point through those links (`parts/<i>-<id>/shards/...`). Move the partial
 //! caches and the merged one together, or merge again.
 
 use std::collections::HashMap;
@@ -70,7 +70,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
             out.display()
         )));
     };
-    let merged_from = link_parts(out, parts)?;
+    let (links, merged_from) = link_parts(out, parts)?;
 
     let mut sessions = Vec::new();
     let mut views = Vec::new();
@@ -82,7 +82,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
         sessions.extend(c.sessions.iter().cloned());
         views.extend(c.views.iter().cloned());
         records.extend(c.records.iter().cloned().map(|mut r| {
-            r.shard = format!("parts/{i}/{}", r.shard);
+            r.shard = format!("parts/{}/{}", links[i], r.shard);
             r
         }));
         segments.extend(c.segments.iter().cloned());
@@ -124,6 +124,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
     };
     commit(out, meta, &sessions, &views, &records, &segments, &labels)?;
     debug_assert!(out.join(META_FILE).exists());
+    sweep_links(out, &links);
     drop(lock);
     Ok(summary)
 }
@@ -190,20 +191,38 @@ fn check_parts(caches: &[Cache], parts: &[PathBuf]) -> Vec<String> {
     problems
 }
 
-/// Link each part as `out/parts/<i>` (a symbolic link renamed into place); returns the
-/// parts' absolute paths.
-fn link_parts(out: &Path, parts: &[PathBuf]) -> Result<Vec<String>, PrepError> {
-    let links = out.join("parts");
-    std::fs::create_dir_all(&links).map_err(io(&links))?;
-    let mut merged_from = Vec::new();
+/// Link each part as `out/parts/<i>-<id>` (a symbolic link renamed into place), where
+/// `<id>` is the XXH3 of the part's absolute path: a link the current index uses is never
+/// re-pointed, so a merge that stops before its commit leaves the previous merged cache
+/// whole. Returns the link names and the parts' absolute paths.
+fn link_parts(out: &Path, parts: &[PathBuf]) -> Result<(Vec<String>, Vec<String>), PrepError> {
+    let dir = out.join("parts");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let (mut names, mut merged_from) = (Vec::new(), Vec::new());
     for (i, p) in parts.iter().enumerate() {
         let target = p.canonicalize().map_err(io(p))?;
-        let link = links.join(i.to_string());
-        let tmp = links.join(format!("{i}.tmp"));
+        let shown = target.display().to_string();
+        let name = format!("{i}-{:016x}", xxhash_rust::xxh3::xxh3_64(shown.as_bytes()));
+        let link = dir.join(&name);
+        let tmp = dir.join(format!("{name}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&target, &tmp).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &link).map_err(io(&link))?;
-        merged_from.push(target.display().to_string());
+        names.push(name);
+        merged_from.push(shown);
     }
-    Ok(merged_from)
+    Ok((names, merged_from))
+}
+
+/// After the commit: remove the links of `parts/` the new index does not use.
+fn sweep_links(out: &Path, keep: &[String]) {
+    let Ok(dir) = std::fs::read_dir(out.join("parts")) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

@@ -73,9 +73,13 @@ fn three_parts_merged_equal_a_single_build() {
     assert_eq!(va, vb);
     // No shard was copied: the merged cache holds links to the parts only.
     assert!(!merged.join("shards").exists());
-    for i in 0..3 {
-        let link = std::fs::symlink_metadata(merged.join(format!("parts/{i}"))).unwrap();
-        assert!(link.file_type().is_symlink());
+    let links: Vec<std::fs::DirEntry> = std::fs::read_dir(merged.join("parts"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(links.len(), 3);
+    for l in &links {
+        assert!(l.file_type().unwrap().is_symlink());
     }
     for t in [0u64, 5] {
         assert_eq!(
@@ -83,6 +87,27 @@ fn three_parts_merged_equal_a_single_build() {
             b.read_frame("s002", "left", t).unwrap()
         );
     }
+    // Merging again with other parts never re-points a link the current index uses: the
+    // new links have new names, and the old ones go once the new index is committed.
+    let before: HashSet<String> = links
+        .iter()
+        .map(|l| l.file_name().to_string_lossy().into_owned())
+        .collect();
+    let again: Vec<&str> = parts.iter().rev().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["merge", "--out", merged.to_str().unwrap()];
+    args.extend(again);
+    prep_ok(&args);
+    let after: HashSet<String> = std::fs::read_dir(merged.join("parts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(after.len(), 3);
+    assert_eq!(
+        before.intersection(&after).count(),
+        1,
+        "only the middle part keeps its name"
+    );
+    prep_ok(&["verify", "-q", merged.to_str().unwrap()]);
 }
 
 #[test]
