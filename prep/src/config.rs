@@ -126,16 +126,7 @@ impl Default for PrepConfig {
     }
 }
 
-/// A configuration mistake, phrased for the user.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-impl From<String> for ConfigError {
-    fn from(s: String) -> Self {
-        ConfigError(s)
-    }
-}
+pub use mvdrive_schemas::settings::ConfigError;
 
 fn bad(key: &str, value: &str, want: &str) -> ConfigError {
     ConfigError(format!("config key `{key}`: `{value}` is not {want}"))

@@ -128,6 +128,18 @@ pub fn split_override<'a>(o: &'a str, example: &str) -> Result<(&'a str, &'a str
         .ok_or_else(|| format!("`{o}` is not a `key.sub=value` override (e.g. {example})"))
 }
 
+/// A configuration mistake (a key, a value, a file of settings), phrased for the user;
+/// `prep` and `train` report their settings errors with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
 /// Applies `key.sub=value` command-line overrides, in order, through
 /// `set(key, value, from_file = false)`; `example` is quoted when one is malformed.
 pub fn apply_overrides<E: From<String>>(

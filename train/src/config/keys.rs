@@ -110,16 +110,7 @@ pub const KEYS: &[Key] = &[
 /// accepted (and ignored) in files.
 use mvdrive_schemas::settings::PREP_KEY_NAMES as PREP_ONLY_KEYS;
 
-/// A configuration mistake, phrased for the user.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-impl From<String> for ConfigError {
-    fn from(s: String) -> Self {
-        ConfigError(s)
-    }
-}
+pub use mvdrive_schemas::settings::ConfigError;
 
 /// Every key of [`KEYS`] with its checked text (the layer YAML files, overrides, saved
 /// runs and child processes speak); [`super::TrainConfig`] is the typed reading of it.
