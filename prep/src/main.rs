@@ -78,6 +78,11 @@ enum Command {
         /// ones (after `prep verify` reported a checksum mismatch).
         #[arg(long)]
         rehash: bool,
+        /// Cache the views each session has when some sessions lack a camera (recorded in
+        /// meta.json as partial_views; `train` fuses over the views present). Without it,
+        /// a session missing a view is an error.
+        #[arg(long)]
+        allow_missing_views: bool,
         /// key=value settings, e.g. data.img_size=112 prep.fps=8.
         overrides: Vec<String>,
     },
@@ -238,6 +243,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             allow_skips,
             part,
             rehash,
+            allow_missing_views,
             overrides,
         } => {
             let mut cfg = PrepConfig::default();
@@ -259,6 +265,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 quiet,
                 part,
                 rehash,
+                allow_missing_views,
             };
             return run_build(&args, allow_skips);
         }

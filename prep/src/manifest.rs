@@ -140,7 +140,11 @@ pub fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf, String> {
 impl Manifest {
     /// Read and validate a manifest. `root` defaults to the manifest's folder.
     /// Returns every problem found, one line each.
-    pub fn load(path: &Path, root: Option<&Path>) -> Result<Manifest, Vec<String>> {
+    pub fn load(
+        path: &Path,
+        root: Option<&Path>,
+        allow_missing_views: bool,
+    ) -> Result<Manifest, Vec<String>> {
         let t = TextTable::read(path).map_err(|e| vec![e])?;
         let shown = path.display().to_string();
         let root = match root {
@@ -222,7 +226,7 @@ impl Manifest {
             }
             entries.push(entry);
         }
-        let sessions = group_sessions(entries, &views, &shown, &mut problems);
+        let sessions = group_sessions(entries, &views, &shown, allow_missing_views, &mut problems);
         if problems.is_empty() {
             Ok(Manifest {
                 path: path.to_path_buf(),
@@ -359,12 +363,13 @@ fn read_row(
     })
 }
 
-/// Rows grouped by session (one subject, fold and split each; every view present), views
-/// in manifest view order.
+/// Rows grouped by session (one subject, fold and split each; every view present unless
+/// `allow_missing_views`), views in manifest view order.
 fn group_sessions(
     entries: Vec<ViewEntry>,
     views: &[String],
     shown: &str,
+    allow_missing_views: bool,
     problems: &mut Vec<String>,
 ) -> Vec<SessionEntry> {
     let mut sessions: Vec<SessionEntry> = Vec::new();
@@ -408,9 +413,9 @@ fn group_sessions(
             .filter(|v| !have.contains(v.as_str()))
             .map(String::as_str)
             .collect();
-        if !missing.is_empty() {
+        if !missing.is_empty() && !allow_missing_views {
             problems.push(format!(
-                "{shown}: session `{}` is missing view(s) {} (every session needs every view: {}); add the rows or remove the session",
+                "{shown}: session `{}` is missing view(s) {} (every session needs every view: {}); add the rows, remove the session, or pass --allow-missing-views to cache the views each session has",
                 s.name,
                 missing.join(", "),
                 views.join(", ")

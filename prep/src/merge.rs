@@ -116,6 +116,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> Result<MergeSummary, PrepError> {
         totals,
         part: None,
         merged_from,
+        partial_views: caches.iter().any(|c| c.meta.partial_views),
     };
     let summary = MergeSummary {
         parts: parts.len(),

@@ -49,6 +49,9 @@ pub struct BuildArgs {
     pub part: Option<(u32, u32)>,
     /// Check the checksums of reused records and redo views whose shards are damaged.
     pub rehash: bool,
+    /// Cache the views each session has when some sessions lack a camera (recorded as
+    /// `partial_views` in `meta.json`); without it such a manifest is refused.
+    pub allow_missing_views: bool,
 }
 
 /// What `prep build` did.
@@ -93,8 +96,12 @@ struct SessionPlan {
 pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
     let started = Instant::now();
     let cfg = &args.config;
-    let manifest =
-        Manifest::load(&args.manifest, args.data_root.as_deref()).map_err(PrepError::Invalid)?;
+    let manifest = Manifest::load(
+        &args.manifest,
+        args.data_root.as_deref(),
+        args.allow_missing_views,
+    )
+    .map_err(PrepError::Invalid)?;
     let segments = Segments::load(&args.segments, &manifest, args.labels.as_deref())
         .map_err(PrepError::Invalid)?;
     let views_total: usize = manifest.sessions.iter().map(|s| s.views.len()).sum();
@@ -349,7 +356,15 @@ fn map_segments(
                     Some(v) => plan.jobs.iter().find(|j| &j.entry.view == v),
                     None => plan.jobs.first(),
                 };
-                let Some(job) = job else { continue };
+                let Some(job) = job else {
+                    problems.push(format!(
+                        "{seg_file} line {}: frame_view `{}` is not a view of session `{}` (it lacks that camera); count the frames in a view it has",
+                        seg.line,
+                        view.as_deref().unwrap_or(""),
+                        seg.session
+                    ));
+                    continue;
+                };
                 let f = job.info.fps;
                 (
                     job.entry.offset_s + *start as f64 / f,
@@ -565,6 +580,10 @@ fn build_meta(
         totals,
         part: args.part,
         merged_from: Vec::new(),
+        partial_views: manifest
+            .sessions
+            .iter()
+            .any(|s| s.views.len() < manifest.views.len()),
     }
 }
 

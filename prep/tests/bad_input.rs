@@ -82,7 +82,33 @@ fn a_session_missing_a_view_is_rejected() {
         "s2,p2,side,s2_side.mkv,0\n",
         "",
     );
-    assert_rejected(dir.path(), &["session `s2`", "missing view(s) side"]);
+    assert_rejected(
+        dir.path(),
+        &[
+            "session `s2`",
+            "missing view(s) side",
+            "--allow-missing-views",
+        ],
+    );
+    // With --allow-missing-views the session is cached with the view it has.
+    let cache = dir.path().join("cache");
+    build_ok(
+        dir.path(),
+        &cache,
+        &["data.img_size=32", "--allow-missing-views"],
+    );
+    prep_ok(&["verify", "-q", cache.to_str().unwrap()]);
+    let c = mvdrive_schemas::Cache::open(&cache).unwrap();
+    assert!(c.meta.partial_views);
+    assert_eq!(c.meta.views, ["front", "side"]);
+    let s2: Vec<&str> = c
+        .views
+        .iter()
+        .filter(|v| v.session == "s2")
+        .map(|v| v.view.as_str())
+        .collect();
+    assert_eq!(s2, ["front"]);
+    assert!(c.rgb_records("s2", "side").is_empty() && !c.rgb_records("s2", "front").is_empty());
 }
 
 #[test]

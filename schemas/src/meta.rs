@@ -145,6 +145,10 @@ pub struct Meta {
     /// For a merged cache: the partial caches it references, relative to its root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// True when some sessions lack some of `views` (built with `--allow-missing-views`):
+    /// each session has the views its `views` table rows name, at least one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial_views: bool,
 }
 
 impl Meta {

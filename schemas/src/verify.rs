@@ -76,12 +76,18 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
             .copied()
             .collect();
         for v in &c.meta.views {
-            if !have.contains(v.as_str()) {
+            if !have.contains(v.as_str()) && !c.meta.partial_views {
                 problems.push(format!(
                     "session `{}` has no row for view `{v}` in views.parquet",
                     s.session
                 ));
             }
+        }
+        if have.is_empty() {
+            problems.push(format!(
+                "session `{}` has no view in views.parquet",
+                s.session
+            ));
         }
         if s.fps <= 0.0 || !s.fps.is_finite() {
             problems.push(format!(
@@ -110,7 +116,12 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
     let p = &c.meta.params;
     let m = p.max_video_frames as u64;
     for s in &c.sessions {
-        for v in &c.meta.views {
+        let present = |v: &&String| {
+            views_of
+                .get(s.session.as_str())
+                .is_some_and(|vs| vs.contains(&v.as_str()))
+        };
+        for v in c.meta.views.iter().filter(present) {
             let layout = kpt_layout.get(&(s.session.as_str(), v.as_str())).copied();
             let mut modalities = vec!["rgb"];
             if layout.is_some() {

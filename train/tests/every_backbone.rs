@@ -100,7 +100,8 @@ fn input(c: &ModelConfig) -> (Input, Tensor) {
         let _ = mask.narrow(3, 1, 1).fill_(0.0);
         Tensor::cat(&[coords * &mask, mask], 2)
     });
-    (Input { rgb, kpt }, Tensor::from_slice(&[0i64, 2]))
+    let present = None;
+    (Input { rgb, kpt, present }, Tensor::from_slice(&[0i64, 2]))
 }
 
 fn trainer(c: &ModelConfig, precision: Precision, checkpointing: bool) -> Trainer {
@@ -196,6 +197,7 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four_without_batch_stati
         let x = Input {
             rgb: x1.rgb.map(|t| Tensor::cat(&[&t, &(&t * 0.5)], 0)),
             kpt: None,
+            present: None,
         };
         let y = Tensor::from_slice(&[0i64, 2, 1, 1]);
         let mut one = trainer(&c, Precision::Fp32, false);

@@ -495,3 +495,77 @@ fn a_rebuild_under_a_running_fit_stops_it_with_a_message() {
     assert!(!status.success());
     assert!(stderr.contains("was rebuilt"), "{stderr}");
 }
+
+#[test]
+fn a_cache_with_a_missing_camera_trains_over_the_views_present() {
+    use mvdrive_train::run::session::Session;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    mvdrive_prep::synth::synth(&data, 4, 5, true).unwrap();
+    // Session s002 lost its left camera.
+    let manifest = data.join("manifest.csv");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.starts_with("s002,") && l.contains(",left,")))
+        .collect();
+    assert_eq!(kept.len() + 1, text.lines().count());
+    std::fs::write(&manifest, kept.join("\n") + "\n").unwrap();
+    let mut prep_config = mvdrive_prep::config::PrepConfig::default();
+    prep_config
+        .apply_overrides(&[
+            "data.img_size=16".into(),
+            "prep.fps=2".into(),
+            "data.max_video_frames=8".into(),
+        ])
+        .unwrap();
+    let cache = dir.path().join("cache");
+    mvdrive_prep::pipeline::build(&mvdrive_prep::pipeline::BuildArgs {
+        manifest,
+        segments: data.join("segments.csv"),
+        out: cache.clone(),
+        config: prep_config,
+        quiet: true,
+        allow_missing_views: true,
+        ..Default::default()
+    })
+    .unwrap();
+    // Every view, fused over the ones each sample has.
+    let multi = |extra: &[&str]| {
+        let mut o = config(dir.path(), &["train.view=multi", "train.max_epochs=1"]);
+        o.extend(extra.iter().map(|s| s.to_string()));
+        o
+    };
+    let run = fit(
+        &args(&cache, multi(&["trainer.experiment=partial"]), None),
+        true,
+    )
+    .unwrap();
+    assert_eq!(run.epochs.len(), 1);
+    assert!(run.epochs[0].train_loss.is_finite());
+    let e = fit(
+        &args(&cache, multi(&["model.fusion_mode=feature_concat"]), None),
+        true,
+    )
+    .err()
+    .expect("feature_concat is refused")
+    .to_string();
+    assert!(
+        e.contains("feature_concat") && e.contains("--allow-missing-views"),
+        "{e}"
+    );
+    // One view: sessions without it are left out.
+    let items = |view: &str| {
+        let o = config(
+            dir.path(),
+            &["train.view=single", &format!("train.view_name={view}")],
+        );
+        let s = Session::open(&cache, TrainConfig::load(None, &o).unwrap()).unwrap();
+        let all = s.items(&s.train_selection()).unwrap();
+        all.iter()
+            .filter(|i| s.cache.segments[i.segment].session == "s002")
+            .count()
+    };
+    assert!(items("front") > 0, "s002 trains on the front view");
+    assert_eq!(items("left"), 0, "s002 has no left view");
+}

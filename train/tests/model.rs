@@ -250,3 +250,31 @@ fn bad_inputs_are_errors_not_panics() {
     ));
     let _unused: Option<ModelError> = None;
 }
+
+#[test]
+fn fusion_averages_over_the_views_present() {
+    tch::manual_seed(4);
+    let (b, v, classes) = (2, 3, 5);
+    for mode in [
+        FusionMode::LogitMean,
+        FusionMode::ProbMean,
+        FusionMode::FeatureMean,
+    ] {
+        let (_vs, m) = build(BackboneKind::R3d18, mode, classes, v);
+        let f = Tensor::randn([b, v, m.feature_dim()], (Kind::Float, Device::Cpu));
+        // Sample 0 lacks view 2, sample 1 lacks view 0.
+        let present = Tensor::from_slice(&[1f32, 1., 0., 0., 1., 1.]).view([b, v]);
+        let got = m.fuse(&f, Some(&present));
+        let want0 = m.fuse(&f.narrow(0, 0, 1).narrow(1, 0, 2), None);
+        let want1 = m.fuse(&f.narrow(0, 1, 1).narrow(1, 1, 2), None);
+        let want = Tensor::cat(&[want0, want1], 0);
+        assert!(
+            max_abs_diff(&got, &want) < 1e-5,
+            "{mode}: fused over present views differs by {}",
+            max_abs_diff(&got, &want)
+        );
+        // Every view present: the mask changes nothing.
+        let all = Tensor::ones([b, v], (Kind::Float, Device::Cpu));
+        assert!(max_abs_diff(&m.fuse(&f, Some(&all)), &m.fuse(&f, None)) < 1e-5);
+    }
+}

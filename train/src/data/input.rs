@@ -27,7 +27,15 @@ pub fn to_input(
         (Some(k), true) => Some(kpt_input(batch, model, k, device)?),
         _ => None,
     };
-    Ok(Input { rgb, kpt })
+    // Which views each sample has: only when a camera is missing somewhere in the batch
+    // (a complete batch fuses exactly as before).
+    let present = batch.present.contains(&0).then(|| {
+        Tensor::from_slice(&batch.present)
+            .to_device(device)
+            .to_kind(Kind::Float)
+            .view([batch.size as i64, model.num_views])
+    });
+    Ok(Input { rgb, kpt, present })
 }
 
 fn kpt_input(

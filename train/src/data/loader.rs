@@ -32,6 +32,9 @@ pub struct Batch {
     pub rgb: Option<Vec<u8>>,
     /// `[B, V, T, K, C]` keypoint values and `[B, V, T]` validity, when keypoints are loaded.
     pub kpt: Option<(Vec<f32>, Vec<u8>)>,
+    /// `[B, V]`: 1 where the clip's session has the view, 0 where it lacks that camera
+    /// (its frames are then zeros).
+    pub present: Vec<u8>,
     /// Class per clip.
     pub labels: Vec<i64>,
     /// Segment id per clip.
@@ -63,6 +66,8 @@ pub struct Loader {
     pub counters: Counters,
     /// Keypoint shape (K, C) shared by the views, when keypoints are loaded.
     pub kpt_shape: Option<(usize, usize)>,
+    /// session -> whether it has each of `views` (records of the modality read first).
+    views_of: HashMap<String, Vec<bool>>,
 }
 
 impl Loader {
@@ -117,7 +122,17 @@ impl Loader {
                 )));
             }
         }
+        let modality = if load_rgb { "rgb" } else { "kpt" };
+        let mut views_of: HashMap<String, Vec<bool>> = HashMap::new();
+        for (m, session, view) in records.keys() {
+            if let (true, Some(i)) = (m == modality, views.iter().position(|v| v == view)) {
+                views_of
+                    .entry(session.clone())
+                    .or_insert_with(|| vec![false; views.len()])[i] = true;
+            }
+        }
         Ok(Loader {
+            views_of,
             cache,
             views,
             frames,
@@ -128,6 +143,13 @@ impl Loader {
             counters: Counters::default(),
             kpt_shape,
         })
+    }
+
+    /// Whether `session` has view number `vi` of [`Loader::views`].
+    fn has_view(&self, session: &str, vi: usize) -> bool {
+        self.views_of
+            .get(session)
+            .is_some_and(|v| v.get(vi).copied().unwrap_or(false))
     }
 
     /// Shard files opened so far (relative paths).
@@ -199,9 +221,14 @@ impl Loader {
             .filter(|_| self.load_kpt)
             .map(|(k, c)| (vec![0f32; b * v * t * k * c], vec![0u8; b * v * t], k * c));
         let (mut kbuf, mut scratch) = (Vec::new(), Vec::new());
+        let mut present = vec![1u8; b * v];
         for (bi, (item, fr)) in items.iter().zip(frames).enumerate() {
             let seg = &self.cache.segments[item.segment];
             for (vi, view) in self.views.iter().enumerate() {
+                if !self.has_view(&seg.session, vi) {
+                    present[bi * v + vi] = 0;
+                    continue;
+                }
                 for (ti, &f) in fr.iter().enumerate() {
                     let slot = (bi * v + vi) * t + ti;
                     if let Some(buf) = rgb.as_mut() {
@@ -224,6 +251,7 @@ impl Loader {
             size: b,
             rgb,
             kpt: kpt.map(|(v, m, _)| (v, m)),
+            present,
             labels: items.iter().map(|i| i.label as i64).collect(),
             segments: items
                 .iter()

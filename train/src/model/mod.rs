@@ -205,13 +205,18 @@ impl Default for ModelConfig {
 }
 
 /// A model input: `rgb` `[B, V, 3, T, H, W]` (float, Kinetics-normalised) and/or `kpt`
-/// `[B, V, C + 1, T, K]` (coordinates, then the validity channel).
+/// `[B, V, C + 1, T, K]` (coordinates, then the validity channel), and which views each
+/// sample has.
 #[derive(Debug)]
 pub struct Input {
     /// RGB clips.
     pub rgb: Option<Tensor>,
     /// Keypoints with validity.
     pub kpt: Option<Tensor>,
+    /// `[B, V]`, 1 where the sample's session has the view, 0 where it lacks that camera
+    /// (its clips are zeros); `None` when every view is present. Fusion averages over the
+    /// views present.
+    pub present: Option<Tensor>,
 }
 
 impl From<&Tensor> for Input {
@@ -227,6 +232,7 @@ impl Input {
         Input {
             rgb: Some(x),
             kpt: None,
+            present: None,
         }
     }
 
@@ -249,6 +255,7 @@ impl Input {
         Input {
             rgb: self.rgb.as_ref().map(|t| t.to_kind(kind)),
             kpt: self.kpt.as_ref().map(|t| t.to_kind(kind)),
+            present: self.present.as_ref().map(|t| t.to_kind(kind)),
         }
     }
 
@@ -257,6 +264,7 @@ impl Input {
         Input {
             rgb: self.rgb.as_ref().map(|t| t.narrow(0, start, len)),
             kpt: self.kpt.as_ref().map(|t| t.narrow(0, start, len)),
+            present: self.present.as_ref().map(|t| t.narrow(0, start, len)),
         }
     }
 }
@@ -465,7 +473,7 @@ impl MultiViewModel {
 
     /// Everything after the streams' last segments: pooling, modality fusion, view fusion
     /// and the classifier, for `b` samples of `v` views -> `[B, num_classes]`.
-    pub fn head(&self, lasts: &[Tensor], b: i64, v: i64) -> Tensor {
+    pub fn head(&self, lasts: &[Tensor], b: i64, v: i64, present: Option<&Tensor>) -> Tensor {
         let mut feats = Vec::new();
         for (backbone, last) in [&self.rgb, &self.kpt].into_iter().flatten().zip(lasts) {
             feats.push(backbone.pool(last));
@@ -481,7 +489,7 @@ impl MultiViewModel {
             }
             _ => feats.swap_remove(0),
         };
-        self.fuse(&f.view([b, v, self.feature_dim]))
+        self.fuse(&f.view([b, v, self.feature_dim]), present)
     }
 
     /// The fused scores `[B, num_classes]` (logits, or log-probabilities for `prob_mean`;
@@ -500,13 +508,16 @@ impl MultiViewModel {
                 h
             })
             .collect();
-        self.head(&lasts, b, v)
+        self.head(&lasts, b, v, x.present.as_ref())
     }
 
     /// Fusion + classifier on per-view features `[B, V, F]` -> `[B, num_classes]`.
-    pub fn fuse(&self, features: &Tensor) -> Tensor {
+    pub fn fuse(&self, features: &Tensor, present: Option<&Tensor>) -> Tensor {
         let size = features.size();
         let (b, v) = (size[0], size[1]);
+        if let Some(m) = present {
+            return self.fuse_present(features, &m.to_kind(features.kind()));
+        }
         match self.config.fusion {
             FusionMode::LogitMean => self.fc.forward(features).mean_dim(1, false, None),
             FusionMode::ProbMean => {
@@ -521,6 +532,31 @@ impl MultiViewModel {
             FusionMode::FeatureConcat => self
                 .fc
                 .forward(&features.reshape([b, v * self.feature_dim])),
+        }
+    }
+
+    /// [`MultiViewModel::fuse`] over the views present (`m` `[B, V]`, 1 or 0): the means
+    /// are over present views only; `feature_concat` sees zeros for a missing view.
+    fn fuse_present(&self, features: &Tensor, m: &Tensor) -> Tensor {
+        let size = features.size();
+        let (b, v) = (size[0], size[1]);
+        let n = m.sum_dim_intlist(1, true, None).clamp_min(1.0);
+        let m3 = m.unsqueeze(-1);
+        match self.config.fusion {
+            FusionMode::LogitMean => {
+                (self.fc.forward(features) * &m3).sum_dim_intlist(1, false, None) / n
+            }
+            FusionMode::ProbMean => {
+                // log(sum_v m_v p_v / n): a missing view adds log 0 = -inf to the logsumexp.
+                (self.fc.forward(features).log_softmax(-1, None) + m3.log()).logsumexp(1, false)
+                    - n.log()
+            }
+            FusionMode::FeatureMean => self
+                .fc
+                .forward(&((features * &m3).sum_dim_intlist(1, false, None) / n)),
+            FusionMode::FeatureConcat => self
+                .fc
+                .forward(&(features * &m3).reshape([b, v * self.feature_dim])),
         }
     }
 

@@ -102,7 +102,10 @@ pub fn forward_backward(
             }
             lasts.push(h);
         }
-        let scores = autocast(opts.autocast, || model.head(&lasts, b, v)).to_kind(Kind::Float);
+        let scores = autocast(opts.autocast, || {
+            model.head(&lasts, b, v, x.present.as_ref())
+        })
+        .to_kind(Kind::Float);
         let loss = loss_of(&scores);
         (&loss * scale).backward();
         return loss.detach();
@@ -123,7 +126,10 @@ pub fn forward_backward(
             lasts.push(h.detach().set_requires_grad(true));
         }
     });
-    let scores = autocast(opts.autocast, || model.head(&lasts, b, v)).to_kind(Kind::Float);
+    let scores = autocast(opts.autocast, || {
+        model.head(&lasts, b, v, x.present.as_ref())
+    })
+    .to_kind(Kind::Float);
     let loss = loss_of(&scores);
     (&loss * scale).backward();
     let saved = buffers(vs);

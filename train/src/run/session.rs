@@ -88,6 +88,16 @@ impl Session {
         let device = resolve_device(config.trainer.device)?;
         let precision = config.trainer.precision.check_device(device)?;
         let views = select_views(&cache, &config)?;
+        if cache.meta.partial_views
+            && views.len() > 1
+            && config.model.fusion_mode == crate::model::FusionMode::FeatureConcat
+        {
+            return Err(format!(
+                "{}: some sessions lack a camera (built with --allow-missing-views), and model.fusion_mode=feature_concat needs every view of every sample; use logit_mean, prob_mean or feature_mean (they average over the views present), or train.view=single",
+                cache_dir.display()
+            )
+            .into());
+        }
         let classes: Vec<String> = cache.labels.iter().map(|l| l.label.clone()).collect();
         if let Some(n) = config.model.model_class_num {
             if n as usize != classes.len() {
@@ -202,9 +212,38 @@ impl Session {
         }
     }
 
-    /// The clips of `selection`.
+    /// The clips of `selection`. Sessions that lack every view read here (a camera
+    /// missing in a cache built with `--allow-missing-views`, with `train.view=single`) are
+    /// left out, and a note says how many.
     pub fn items(&self, selection: &Selection) -> Result<Vec<Item>> {
-        Ok(select(&self.cache, selection)?)
+        let mut items = select(&self.cache, selection)?;
+        if self.cache.meta.partial_views {
+            let has: std::collections::HashSet<&str> = self
+                .cache
+                .views
+                .iter()
+                .filter(|r| self.views.contains(&r.view))
+                .map(|r| r.session.as_str())
+                .collect();
+            let segments = &self.cache.segments;
+            let (kept, out): (Vec<Item>, Vec<Item>) = items
+                .into_iter()
+                .partition(|i| has.contains(segments[i.segment].session.as_str()));
+            if !out.is_empty() {
+                let sessions: std::collections::HashSet<&str> = out
+                    .iter()
+                    .map(|i| segments[i.segment].session.as_str())
+                    .collect();
+                eprintln!(
+                    "note: {} session(s) without view {} left out ({} segment(s))",
+                    sessions.len(),
+                    self.views.join(", "),
+                    out.len()
+                );
+            }
+            items = kept;
+        }
+        Ok(items)
     }
 
     /// The training sampler: shuffled by `train.seed`, class-balanced if asked.
