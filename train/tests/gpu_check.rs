@@ -10,17 +10,28 @@ mod common;
 use common::synth_cache;
 
 /// The trainer-tests binary cargo built next to this one, if any (`cargo test` builds every
-/// test target; `cargo test --test gpu_check` alone does not).
+/// test target; `cargo test --test gpu_check` alone does not): the newest that runs here
+/// (`make gpu-check` leaves a `--features cuda` build beside it, which needs CUDA's
+/// libraries).
 fn memory_techniques_binary() -> Option<PathBuf> {
     let deps = std::env::current_exe().ok()?.parent()?.to_path_buf();
-    std::fs::read_dir(deps)
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(deps)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
+        .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("memory_techniques-") && !n.contains('.'))
         })
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found.into_iter().rev().map(|(_, p)| p).find(|p| {
+        Command::new(p)
+            .arg("--list")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 #[test]
