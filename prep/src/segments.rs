@@ -1,10 +1,15 @@
 //! `segments.csv`/`.parquet`: labelled time ranges (seconds or source frames) of the
-//! sessions of a validated [`Manifest`], and the class order.
+//! sessions of a validated [`Manifest`], and the class order; and their mapping onto the
+//! session timelines of a build ([`map_segments`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use mvdrive_schemas::index::SegmentRow;
+
+use crate::job::Job;
 use crate::manifest::{cell, Manifest, SessionEntry};
+use crate::pipeline::{BuildSummary, SessionPlan};
 use crate::table::TextTable;
 
 /// How a segment's times are given.
@@ -207,4 +212,131 @@ impl Segments {
             Err(problems)
         }
     }
+}
+
+/// The video that bounds the timeline on the side a segment `start..end` falls off: the
+/// view starting last (segment too early) or ending first (too late), with its header's
+/// span; empty when no job is known.
+fn limiting_video(jobs: &[Job], start: f64, end: f64) -> String {
+    let span = |j: &Job| (j.entry.offset_s, j.entry.offset_s + j.info.duration_s);
+    let late_start = jobs.iter().max_by(|a, b| span(a).0.total_cmp(&span(b).0));
+    let early_end = jobs.iter().min_by(|a, b| span(a).1.total_cmp(&span(b).1));
+    let pick = match (late_start, early_end) {
+        (Some(a), _) if start < span(a).0 => Some(a),
+        (_, Some(b)) if end > span(b).1 => Some(b),
+        (_, b) => b,
+    };
+    pick.map(|j| {
+        let (a, b) = span(j);
+        format!(
+            "; view `{}` ({}) covers {a:.3}-{b:.3} s by its header",
+            j.entry.view,
+            j.entry.path.display()
+        )
+    })
+    .unwrap_or_default()
+}
+
+/// Map segments onto the session timelines: one row per segment of a planned session.
+pub(crate) fn map_segments(
+    segments: &Segments,
+    manifest: &Manifest,
+    plans: &BTreeMap<String, SessionPlan>,
+    summary: &mut BuildSummary,
+    problems: &mut Vec<String>,
+) -> Vec<SegmentRow> {
+    let mut seg_rows: Vec<SegmentRow> = Vec::new();
+    let label_id: HashMap<&str, u32> = segments
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i as u32))
+        .collect();
+    let seg_file = segments.path.display().to_string();
+    for seg in &segments.rows {
+        let Some(plan) = plans.get(&seg.session) else {
+            continue; // the session is skipped (reported) or has a timeline problem (reported)
+        };
+        let (start, end) = match &seg.time {
+            SegTime::Seconds { start, end } => (*start, *end),
+            SegTime::Frames { start, end, view } => {
+                let job = match view {
+                    Some(v) => plan.jobs.iter().find(|j| &j.entry.view == v),
+                    None => plan.jobs.first(),
+                };
+                let Some(job) = job else {
+                    problems.push(format!(
+                        "{seg_file} line {}: frame_view `{}` is not a view of session `{}` (it lacks that camera); count the frames in a view it has",
+                        seg.line,
+                        view.as_deref().unwrap_or(""),
+                        seg.session
+                    ));
+                    continue;
+                };
+                let f = job.info.fps;
+                (
+                    job.entry.offset_s + *start as f64 / f,
+                    job.entry.offset_s + *end as f64 / f,
+                )
+            }
+        };
+        let tl = &plan.timeline;
+        let range = tl.frame_range(start, end);
+        if range.is_empty() {
+            problems.push(format!(
+                "{seg_file} line {}: segment {start:.3}-{end:.3} s of session `{}` lies outside its video timeline ({:.3}-{:.3} s, where all views overlap{}); fix the times, the views' offset_s, or the video",
+                seg.line,
+                seg.session,
+                tl.start_s,
+                tl.end_s(),
+                limiting_video(&plan.jobs, start, end)
+            ));
+            continue;
+        }
+        if start < tl.start_s - 1e-6 || end > tl.end_s() + 1e-6 {
+            summary.warnings.push(format!(
+                "{seg_file} line {}: segment {start:.3}-{end:.3} s of session `{}` was clipped to the timeline {:.3}-{:.3} s",
+                seg.line, seg.session, tl.start_s, tl.end_s()
+            ));
+        }
+        let sess = manifest.sessions.iter().find(|s| s.name == seg.session);
+        seg_rows.push(SegmentRow {
+            segment_id: seg_rows.len() as u64,
+            session: seg.session.clone(),
+            label: seg.label.clone(),
+            label_id: label_id[seg.label.as_str()],
+            start_s: start,
+            end_s: end,
+            frame_start: range.start,
+            frame_end: range.end,
+            split: seg
+                .split
+                .clone()
+                .or_else(|| sess.and_then(|s| s.split.clone())),
+            source_row: seg.line,
+        });
+    }
+    seg_rows
+}
+
+/// One warning per pair of segments of a session whose timeline frames overlap (allowed:
+/// multi-label annotations overlap, but it is often a mistake).
+pub(crate) fn overlap_warnings(rows: &[SegmentRow], file: &str) -> Vec<String> {
+    let mut by_session: BTreeMap<&str, Vec<&SegmentRow>> = BTreeMap::new();
+    for r in rows {
+        by_session.entry(&r.session).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for list in by_session.values_mut() {
+        list.sort_by_key(|r| (r.frame_start, r.frame_end));
+        for w in list.windows(2) {
+            if w[1].frame_start < w[0].frame_end {
+                out.push(format!(
+                    "{file} lines {} and {}: segments `{}` and `{}` of session `{}` overlap",
+                    w[0].source_row, w[1].source_row, w[0].label, w[1].label, w[0].session
+                ));
+            }
+        }
+    }
+    out
 }
