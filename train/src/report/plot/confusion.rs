@@ -186,27 +186,24 @@ pub fn draw_confusion<DB: DrawingBackend>(
     let err = draw_err::<DB::ErrorType>("confusion plot");
     let layout = confusion_layout(cm, labels);
     let n = cm.num_classes();
-    let text = |s: &str, pos: (i32, i32), style: TextStyle| {
-        root.draw(&Text::new(s.to_string(), pos, style))
-    };
 
     root.fill(&WHITE).map_err(&err)?;
     let (w, _) = root.dim_in_pixel();
     let cx = w as i32 / 2;
-    text(
+    put(
+        root,
         &confusion_title(cm),
         (cx, MARGIN + 4),
         font(20.0).pos(Pos::new(HPos::Center, VPos::Top)),
-    )
-    .map_err(&err)?;
-    text(
+    )?;
+    put(
+        root,
         CONFUSION_SUBTITLE,
         (cx, MARGIN + 32),
         font(13.0)
             .color(&BLACK.mix(0.65))
             .pos(Pos::new(HPos::Center, VPos::Top)),
-    )
-    .map_err(&err)?;
+    )?;
     if n == 0 {
         return Ok(());
     }
@@ -215,6 +212,17 @@ pub fn draw_confusion<DB: DrawingBackend>(
     draw_class_names(root, cm, &layout)?;
     draw_colour_bar(root, cm, &layout)?;
     Ok(())
+}
+
+/// Draws `s` at `pos` in `style`.
+fn put<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    s: &str,
+    pos: (i32, i32),
+    style: TextStyle,
+) -> Result<(), PlotError> {
+    root.draw(&Text::new(s.to_string(), pos, style))
+        .map_err(draw_err::<DB::ErrorType>("confusion plot"))
 }
 
 /// Where the matrix sits: its top-left corner, cell size, classes, side and the gap
@@ -256,9 +264,6 @@ fn draw_cells<DB: DrawingBackend>(
 ) -> Result<(), PlotError> {
     let err = draw_err::<DB::ErrorType>("confusion plot");
     let (ox, oy, cell, n, side, gap) = Grid::of(cm, layout).parts();
-    let text = |s: &str, pos: (i32, i32), style: TextStyle| {
-        root.draw(&Text::new(s.to_string(), pos, style))
-    };
     // Cells.
     for t in 0..n {
         let support = cm.support(t);
@@ -294,14 +299,14 @@ fn draw_cells<DB: DrawingBackend>(
                     } else {
                         ink.mix(1.0)
                     };
-                    text(
+                    put(
+                        root,
                         &s,
                         (x + (cell - gap) / 2, y + (cell - gap) / 2 + v_nudge(size)),
                         font(size)
                             .color(&ink)
                             .pos(Pos::new(HPos::Center, VPos::Center)),
-                    )
-                    .map_err(&err)?;
+                    )?;
                 }
             }
         }
@@ -322,73 +327,69 @@ fn draw_class_names<DB: DrawingBackend>(
     cm: &ConfusionMatrix,
     layout: &ConfusionLayout,
 ) -> Result<(), PlotError> {
-    let err = draw_err::<DB::ErrorType>("confusion plot");
     let (ox, oy, cell, n, side, gap) = Grid::of(cm, layout).parts();
-    let text = |s: &str, pos: (i32, i32), style: TextStyle| {
-        root.draw(&Text::new(s.to_string(), pos, style))
-    };
     // Class names: rows on the left (right-aligned), columns below (rotated, reading up).
     let lf = layout.label_font;
     if layout.show_labels {
         for (i, label) in layout.labels.iter().enumerate() {
             let mid = i as i32 * cell + (cell - gap) / 2;
-            text(
+            put(
+                root,
                 label,
                 (ox - 8, oy + mid + v_nudge(lf)),
                 font(lf).pos(Pos::new(HPos::Right, VPos::Center)),
-            )
-            .map_err(&err)?;
-            text(
+            )?;
+            put(
+                root,
                 label,
                 (ox + mid + v_nudge(lf), oy + side + 8),
                 font(lf)
                     .transform(FontTransform::Rotate270)
                     .pos(Pos::new(HPos::Right, VPos::Center)),
-            )
-            .map_err(&err)?;
+            )?;
         }
     }
     // Axis titles.
     let (_, h) = root.dim_in_pixel();
-    text(
+    put(
+        root,
         "predicted class",
         (
             ox + side / 2,
             h as i32 - MARGIN - AXIS_TITLE_H / 2 + v_nudge(15.0),
         ),
         font(15.0).pos(Pos::new(HPos::Center, VPos::Center)),
-    )
-    .map_err(&err)?;
-    text(
+    )?;
+    put(
+        root,
         "true class",
         (MARGIN + AXIS_TITLE_H / 2 + v_nudge(15.0), oy + side / 2),
         font(15.0)
             .transform(FontTransform::Rotate270)
             .pos(Pos::new(HPos::Center, VPos::Center)),
-    )
-    .map_err(&err)?;
+    )?;
 
     // Support column.
     let sx = layout.support_x;
     if layout.show_labels {
-        text(
+        put(
+            root,
             "n",
             (sx, oy - 6),
             font(13.0)
                 .color(&BLACK.mix(0.65))
                 .pos(Pos::new(HPos::Left, VPos::Bottom)),
-        )
-        .map_err(&err)?;
+        )?;
         for t in 0..n {
             let mid = t as i32 * cell + (cell - gap) / 2;
-            text(
+            put(
+                root,
                 &cm.support(t).to_string(),
                 (sx, oy + mid + v_nudge(lf)),
                 font(lf)
                     .color(&BLACK.mix(0.65))
                     .pos(Pos::new(HPos::Left, VPos::Center)),
-            )
-            .map_err(&err)?;
+            )?;
         }
     }
 
@@ -403,9 +404,6 @@ fn draw_colour_bar<DB: DrawingBackend>(
 ) -> Result<(), PlotError> {
     let err = draw_err::<DB::ErrorType>("confusion plot");
     let (_, oy, _, _, side, _) = Grid::of(cm, layout).parts();
-    let text = |s: &str, pos: (i32, i32), style: TextStyle| {
-        root.draw(&Text::new(s.to_string(), pos, style))
-    };
     // Colour bar: 100% at the top.
     let bx = layout.bar_x;
     let bar_h = side.max(120);
@@ -429,12 +427,12 @@ fn draw_colour_bar<DB: DrawingBackend>(
             BLACK.stroke_width(1),
         ))
         .map_err(&err)?;
-        text(
+        put(
+            root,
             name,
             (bx + BAR_W + 6, y + v_nudge(12.0)),
             font(12.0).pos(Pos::new(HPos::Left, VPos::Center)),
-        )
-        .map_err(&err)?;
+        )?;
     }
     Ok(())
 }
