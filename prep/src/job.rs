@@ -10,13 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use mvdrive_schemas::checksum::to_hex;
+use mvdrive_schemas::checksum::{to_hex, xxh3};
 use mvdrive_schemas::commit::write_synced;
 use mvdrive_schemas::index::{RecordRow, ViewRow};
-use mvdrive_schemas::record::encode_keypoints;
+use mvdrive_schemas::record::{encode_keypoints, FrameSeed};
 use mvdrive_schemas::shard::{Compression, ShardWriter};
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::PrepConfig;
 use crate::keypoints;
@@ -82,7 +81,7 @@ pub fn safe_component(name: &str) -> String {
         format!(
             "{}-{:08x}",
             plain.trim_start_matches('.'),
-            xxh3_64(name.as_bytes()) as u32
+            xxh3(name.as_bytes()) as u32
         )
     }
 }
@@ -152,7 +151,7 @@ impl Job {
             timeline,
         );
         Ok(Job {
-            gen: to_hex(xxh3_64(key.as_bytes())),
+            gen: to_hex(xxh3(key.as_bytes())),
             entry,
             info,
             timeline,
@@ -187,7 +186,7 @@ impl Job {
                 let f = std::fs::File::open(&path).ok()?;
                 let mut buf = vec![0u8; r.length as usize];
                 f.read_exact_at(&mut buf, r.offset).ok()?;
-                if xxh3_64(&buf) != r.xxh3 {
+                if xxh3(&buf) != r.xxh3 {
                     return None;
                 }
             }
@@ -273,6 +272,7 @@ impl Job {
             channels,
             compression: compression.column_name().into(),
             xxh3: 0,
+            frame_xxh3: true,
         }
     }
 
@@ -467,8 +467,10 @@ impl<'a> Chunker<'a> {
         let m = self.m;
         if i.is_multiple_of(m) {
             let count = m.min(self.frames - i) as u32;
+            let t = &self.template;
+            let seed = FrameSeed::new(&t.session, &t.view, &t.modality, i);
             self.writer
-                .begin_record(self.frame_bytes, count)
+                .begin_record(self.frame_bytes, count, seed)
                 .map_err(|e| e.to_string())?;
         }
         self.writer.push_frame(frame).map_err(|e| e.to_string())?;

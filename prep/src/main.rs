@@ -371,6 +371,9 @@ fn run_verify(cache: &Path, quiet: bool) -> Result<ExitCode> {
     let pb = progress::bar(total, "bytes", quiet);
     let report = mvdrive_schemas::verify::verify(cache, |n| pb.inc(n));
     pb.finish_and_clear();
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if report.ok() {
         println!(
             "ok: {} records, {} checked in {}",

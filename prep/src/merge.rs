@@ -203,7 +203,10 @@ fn link_parts(out: &Path, parts: &[PathBuf]) -> Result<(Vec<String>, Vec<String>
     for (i, p) in parts.iter().enumerate() {
         let target = p.canonicalize().map_err(io(p))?;
         let shown = target.display().to_string();
-        let name = format!("{i}-{:016x}", xxhash_rust::xxh3::xxh3_64(shown.as_bytes()));
+        let name = format!(
+            "{i}-{:016x}",
+            mvdrive_schemas::checksum::xxh3(shown.as_bytes())
+        );
         let link = dir.join(&name);
         let tmp = dir.join(format!("{name}.tmp"));
         let _ = std::fs::remove_file(&tmp);

@@ -3,20 +3,23 @@
 //! protocol so that checksums match and the deep readers are reached, zstd frame tables,
 //! meta.json values), and every reader runs on each mutant in-process: verify, the record
 //! and frame reads the training loader uses, inspect and export-frames. Each must return
-//! an error or a result, never panic.
+//! an error or a result, never panic, and a frame read that succeeds must return exactly
+//! the bytes prep wrote for that (session, view, modality, timeline frame): the frame
+//! checksums let no other bytes through.
 //!
 //! `MVDRIVE_FUZZ_CASES=N` runs N cases per cache (default 60, a few seconds) and
 //! `MVDRIVE_FUZZ_SEED=S` picks other mutations; `make fuzz` runs 2000 per cache.
 
 mod common;
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use common::*;
 use mvdrive_common::rng::Rng;
 use mvdrive_schemas::commit::commit;
-use mvdrive_schemas::record::read_frame_into;
+use mvdrive_schemas::record::{body_len, read_frame_into};
 use mvdrive_schemas::Cache;
 
 fn tiny_cache(dir: &Path, compress: &str) -> PathBuf {
@@ -167,7 +170,8 @@ fn mutate(cache: &Path, zstd: bool, rng: &mut Rng) -> String {
             // A frame-table entry of a record rewritten with a random offset.
             let c = Cache::open(cache).unwrap();
             let r = &c.records[rng.below(c.records.len())];
-            let table = r.offset + r.length - 8 * (r.frame_count as u64 + 1);
+            let body = body_len(r.length, r.frame_count, r.frame_xxh3).unwrap();
+            let table = r.offset + body - 8 * (r.frame_count as u64 + 1);
             let at = table + 8 * rng.below(r.frame_count as usize + 1) as u64;
             let path = cache.join(&r.shard);
             let mut bytes = std::fs::read(&path).unwrap();
@@ -190,12 +194,40 @@ fn mutate(cache: &Path, zstd: bool, rng: &mut Rng) -> String {
     }
 }
 
-/// Every reader on `cache`; returns how many of them said Ok.
-fn read_everything(cache: &Path, out: &Path) -> usize {
+/// (session, view, modality, timeline frame) -> the frame's bytes.
+type Frames = HashMap<(String, String, String, u64), Vec<u8>>;
+
+/// Every frame of a sound cache, as the one frame reader returns it.
+fn frames_of(cache: &Path) -> Frames {
+    let c = Cache::open(cache).unwrap();
+    let mut all = Frames::new();
+    let mut scratch = Vec::new();
+    for r in &c.records {
+        let file = std::fs::File::open(cache.join(&r.shard)).unwrap();
+        for f in 0..r.frame_count as usize {
+            let mut buf = vec![0u8; r.frame_bytes()];
+            read_frame_into(&file, r, f, &mut buf, &mut scratch, true).unwrap();
+            let key = (r.session.clone(), r.view.clone(), r.modality.clone());
+            all.insert((key.0, key.1, key.2, r.frame_start + f as u64), buf);
+        }
+    }
+    all
+}
+
+/// Every reader on `cache`; returns how many of them said Ok, and one line per read that
+/// said Ok with bytes other than `truth`'s for that frame.
+fn read_everything(cache: &Path, out: &Path, truth: &Frames) -> (usize, Vec<String>) {
     let mut ok = 0;
-    ok += mvdrive_schemas::verify::verify(cache, |_| {}).ok() as usize;
-    if let Ok(c) = Cache::open(cache) {
+    let mut wrong = Vec::new();
+    let mut judge = |what: String, key: (String, String, String, u64), got: Option<&[u8]>| {
+        let Some(got) = got else { return };
         ok += 1;
+        if truth.get(&key).map(|v| v.as_slice()) != Some(got) {
+            wrong.push(format!("{what} returned bytes that are not frame {key:?}"));
+        }
+    };
+    let verified = mvdrive_schemas::verify::verify(cache, |_| {}).ok() as usize;
+    if let Ok(c) = Cache::open(cache) {
         let (mut buf, mut scratch) = (Vec::new(), Vec::new());
         for r in c.records.iter().take(64) {
             let Ok(file) = std::fs::File::open(cache.join(&r.shard)) else {
@@ -204,19 +236,30 @@ fn read_everything(cache: &Path, out: &Path) -> usize {
             for f in 0..(r.frame_count as usize).min(8) {
                 // The loader asks for frames of the size the cache declares.
                 buf.resize(r.frame_bytes().min(1 << 20), 0);
-                ok += read_frame_into(&file, r, f, &mut buf, &mut scratch).is_ok() as usize;
+                let read = read_frame_into(&file, r, f, &mut buf, &mut scratch, true);
+                let t = r.frame_start.wrapping_add(f as u64);
+                let key = (r.session.clone(), r.view.clone(), r.modality.clone(), t);
+                judge("read_frame_into".into(), key, read.ok().map(|_| &buf[..]));
             }
         }
         if let (Some(s), Some(v)) = (c.sessions.first(), c.meta.views.first()) {
-            ok += c.read_frame(&s.session, v, 1).is_ok() as usize;
-            ok += c.read_keypoints(&s.session, v, 1).is_ok() as usize;
+            let (s, v) = (s.session.clone(), v.clone());
+            let rgb = c.read_frame(&s, v.as_str(), 1).ok();
+            judge(
+                "Cache::read_frame".into(),
+                (s.clone(), v.clone(), "rgb".into(), 1),
+                rgb.as_deref(),
+            );
+            let kpt = c.read_keypoints(&s, &v, 1);
+            ok += kpt.is_ok() as usize;
         }
     }
+    ok += verified;
     ok += mvdrive_prep::inspect::summary(cache).is_ok() as usize;
     ok += mvdrive_prep::inspect::text(cache).is_ok() as usize;
     let _ = std::fs::remove_dir_all(out);
     ok += mvdrive_prep::export::export_frames(cache, "s001", "front", 0, 2, out).is_ok() as usize;
-    ok
+    (ok, wrong)
 }
 
 #[test]
@@ -228,9 +271,12 @@ fn mutated_caches_give_errors_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let mut classes: std::collections::BTreeMap<String, usize> = Default::default();
     let mut panics = Vec::new();
+    let mut bad_bytes = Vec::new();
     for (k, compress) in ["none", "zstd:3"].into_iter().enumerate() {
         let pristine = tiny_cache(&dir.path().join(format!("p{k}")), compress);
-        assert!(read_everything(&pristine, &dir.path().join("png")) > 0);
+        let truth = frames_of(&pristine);
+        let (ok, wrong) = read_everything(&pristine, &dir.path().join("png"), &truth);
+        assert!(ok > 0 && wrong.is_empty(), "{wrong:?}");
         let seed: u64 = std::env::var("MVDRIVE_FUZZ_SEED")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -242,7 +288,13 @@ fn mutated_caches_give_errors_never_panics() {
             let what = mutate(&cache, compress != "none", &mut rng);
             *classes.entry(what.clone()).or_default() += 1;
             let png = dir.path().join("png");
-            let r = catch_unwind(AssertUnwindSafe(|| read_everything(&cache, &png)));
+            let r = catch_unwind(AssertUnwindSafe(|| read_everything(&cache, &png, &truth)));
+            if let Ok((_, w)) = &r {
+                bad_bytes.extend(
+                    w.iter()
+                        .map(|w| format!("{compress} case {case} ({what}): {w}")),
+                );
+            }
             if let Err(e) = r {
                 let msg = e
                     .downcast_ref::<String>()
@@ -259,5 +311,10 @@ fn mutated_caches_give_errors_never_panics() {
         panics.is_empty(),
         "readers panicked:\n{}",
         panics.join("\n")
+    );
+    assert!(
+        bad_bytes.is_empty(),
+        "reads succeeded with the wrong bytes:\n{}",
+        bad_bytes.join("\n")
     );
 }

@@ -109,7 +109,9 @@ fn verify_checks_every_zstd_frame() {
     // index would need a rebuild, so verify must report both layers).
     let shard = cache.join(&rec.shard);
     let mut data = std::fs::read(&shard).unwrap();
-    let table = (rec.offset + rec.length - 8) as usize;
+    // The table's last entry: just before the frame checksums.
+    let body = mvdrive_schemas::record::body_len(rec.length, rec.frame_count, true).unwrap();
+    let table = (rec.offset + body - 8) as usize;
     data[table] = data[table].wrapping_add(1);
     std::fs::write(&shard, &data).unwrap();
     let err = prep_err(&["verify", "-q", cache.to_str().unwrap()]);
@@ -134,7 +136,11 @@ fn inspect_json_has_the_documented_keys() {
     assert_eq!(v["kpt_bytes"], 0);
     let frames = v["timeline_frames"].as_u64().unwrap();
     assert_eq!(frames, 18, "0.2 .. 2.0 s at 10 fps");
-    assert_eq!(v["rgb_bytes"].as_u64().unwrap(), 2 * frames * 48 * 48 * 3);
+    // Frames and their 8-byte checksums.
+    assert_eq!(
+        v["rgb_bytes"].as_u64().unwrap(),
+        2 * frames * (48 * 48 * 3 + 8)
+    );
     let text = prep_ok(&["inspect", cache.to_str().unwrap()]);
     assert!(
         text.contains("texting") && text.contains("front, side"),

@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 def load(cache):
     with open(os.path.join(cache, "meta.json")) as f:
         meta = json.load(f)
-    if meta["format_version"] not in (1, 2):
-        sys.exit(f"{cache}: format version {meta['format_version']}, this reader knows 1 and 2")
+    if meta["format_version"] not in (1, 2, 3):
+        sys.exit(f"{cache}: format version {meta['format_version']}, this reader knows 1 to 3")
     # The tables are where meta.json's index_files says: index/<name>.parquet (version 1)
-    # or index/<name>.<xxh3>.parquet (version 2).
+    # or index/<name>.<xxh3>.parquet (versions 2 and 3).
     paths = {}
     for f in meta["index_files"]:
         base = os.path.basename(f["path"])
@@ -36,7 +36,10 @@ def load(cache):
 
 
 def record_frames(cache, rec):
-    """All frames of a record as a (T, H, W, C) uint8 array (zero-copy for `none`)."""
+    """All frames of a record as a (T, H, W, C) uint8 array (zero-copy for `none`).
+
+    The frame checksums at the end of a version 3 record (`frame_xxh3`) are not checked
+    here (that needs the xxhash package); `prep verify` checks them."""
     shape = (rec["frame_count"], rec["height"], rec["width"], rec["channels"])
     path = os.path.join(cache, rec["shard"])
     if rec["compression"] == "none":
@@ -46,7 +49,9 @@ def record_frames(cache, rec):
 
         raw = np.memmap(path, dtype=np.uint8, mode="r", offset=rec["offset"], shape=(rec["length"],))
         n = rec["frame_count"]
-        off = np.frombuffer(raw[rec["length"] - 8 * (n + 1):].tobytes(), dtype="<u8")
+        # The record's body: all of it, less the frame checksums when it has them.
+        body = rec["length"] - (8 * n if rec.get("frame_xxh3") else 0)
+        off = np.frombuffer(raw[body - 8 * (n + 1):body].tobytes(), dtype="<u8")
         d = zstandard.ZstdDecompressor()
         frames = [np.frombuffer(d.decompress(raw[off[k]:off[k + 1]].tobytes()), np.uint8) for k in range(n)]
         return np.stack(frames).reshape(shape)

@@ -10,7 +10,7 @@ use crate::checksum::{to_hex, xxh3_file};
 use crate::error::{io, Error, Result};
 use crate::index::{read_table, LabelRow, RecordRow, SegmentRow, SessionRow, Table, ViewRow};
 use crate::meta::Meta;
-use crate::record::decode_keypoints;
+use crate::record::{decode_keypoints, FrameSeed};
 use crate::shard::{Compression, RecordView};
 use crate::INDEX_DIR;
 
@@ -97,6 +97,23 @@ impl Cache {
         })
     }
 
+    /// A warning when some records have no frame checksums (written by a format 1 or 2
+    /// `prep build`): their frames are read unchecked, and only `prep verify` finds damage
+    /// in them. `None` when every record carries them.
+    pub fn checksum_warning(&self) -> Option<String> {
+        let unchecked = self.records.iter().filter(|r| !r.frame_xxh3).count();
+        (unchecked > 0).then(|| {
+            format!(
+                "{}: {unchecked} of {} records have no frame checksums (the cache was written \
+                 by an older prep, format {}), so damage in them is found only by `prep verify`; \
+                 re-run `prep build` to add them",
+                self.dir.display(),
+                self.records.len(),
+                self.meta.format_version
+            )
+        })
+    }
+
     /// The memory map of a shard (relative path as in the records table).
     pub fn shard(&self, rel: &str) -> Result<Arc<Mmap>> {
         let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,7 +156,8 @@ impl Cache {
             Error::format(&path, format!("unknown compression `{}`", rec.compression))
         })?;
         let fb = rec.frame_bytes();
-        let view = RecordView::new(&map[a..b], rec.frame_count, fb, comp, &path)?;
+        let seed = rec.frame_xxh3.then(|| FrameSeed::of(rec));
+        let view = RecordView::new(&map[a..b], rec.frame_count, fb, comp, seed, &path)?;
         f(view, &path)
     }
 

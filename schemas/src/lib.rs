@@ -32,8 +32,9 @@ pub mod verify;
 pub use cache::Cache;
 pub use error::{Error, Result};
 
-/// Version of the on-disk format written into `meta.json`. Readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the on-disk format written into `meta.json` (3: frame checksums). Readers
+/// read 1 to this one and refuse others.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Every record starts at a multiple of this many bytes inside its shard, so a record can
 /// be memory-mapped (and handed to numpy / torch) on its own.

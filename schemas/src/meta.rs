@@ -171,7 +171,8 @@ impl Meta {
             cause,
         })?;
         // Version 1 named its index tables `index/<table>.parquet`; version 2 names them
-        // by content. Both list them in `index_files`, which readers follow.
+        // by content. Both list them in `index_files`, which readers follow. Version 3
+        // adds frame checksums, which each record row says it has (`frame_xxh3`).
         if !(1..=FORMAT_VERSION).contains(&meta.format_version) {
             return Err(Error::format(
                 &path,

@@ -7,20 +7,92 @@
 //! with [`encode_frame_table`].
 //!
 //! The zstd frame table (see `schemas/FORMAT.md`, "Records"): `frame_count + 1`
-//! little-endian `u64` offsets at the end of the record, relative to the record start.
+//! little-endian `u64` offsets after the frames, relative to the record start.
 //! Frame `k` is the standalone zstd frame at bytes `[off[k], off[k+1])`; `off[frame_count]`
-//! is where the table itself starts, so `length = off[frame_count] + 8 * (frame_count + 1)`.
+//! is where the table itself starts, so the record's body is
+//! `off[frame_count] + 8 * (frame_count + 1)` bytes.
+//!
+//! The frame checksums (format 3, [`RecordRow::frame_xxh3`]): after the body, one
+//! little-endian `u64` per frame, the XXH3-64 of the frame's stored bytes (raw or
+//! compressed) with a seed that binds it to its place ([`FrameSeed`]). Every read checks
+//! it, so a flipped byte or an index pointing at other bytes stops the reader.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::checksum::{xxh3, xxh3_seeded};
 use crate::error::{io, Error, Result};
 use crate::index::RecordRow;
 use crate::shard::Compression;
 
 /// Bytes of one offset of the zstd frame table.
 pub const OFFSET_BYTES: usize = 8;
+
+/// Bytes of one frame checksum.
+pub const CHECKSUM_BYTES: usize = 8;
+
+/// What a frame checksum is bound to: its (session, view, modality) and timeline frame.
+/// The checksum of frame `t` is XXH3-64 of the stored bytes with seed
+/// `XXH3-64(session NUL view NUL modality) + t` (wrapping), so bytes of another frame,
+/// record or session never pass as this frame's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSeed {
+    stream: u64,
+    frame_start: u64,
+}
+
+impl FrameSeed {
+    /// The seed of the record of (session, view, modality) that starts at timeline frame
+    /// `frame_start`.
+    pub fn new(session: &str, view: &str, modality: &str, frame_start: u64) -> Self {
+        let key = [session, view, modality].join("\0");
+        FrameSeed {
+            stream: xxh3(key.as_bytes()),
+            frame_start,
+        }
+    }
+
+    /// The seed of record `rec`.
+    pub fn of(rec: &RecordRow) -> Self {
+        FrameSeed::new(&rec.session, &rec.view, &rec.modality, rec.frame_start)
+    }
+
+    /// The checksum of frame `k` of the record, over its `stored` bytes.
+    pub fn checksum(&self, k: usize, stored: &[u8]) -> u64 {
+        let seed = self
+            .stream
+            .wrapping_add(self.frame_start)
+            .wrapping_add(k as u64);
+        xxh3_seeded(stored, seed)
+    }
+}
+
+/// Bytes of the checksum table of a record of `frame_count` frames (format 3).
+pub fn checksum_table_len(frame_count: u32) -> u64 {
+    frame_count as u64 * CHECKSUM_BYTES as u64
+}
+
+/// The bytes of a record before its checksum table: all of them for records without one;
+/// `None` if the record is too short to hold the table.
+pub fn body_len(length: u64, frame_count: u32, frame_xxh3: bool) -> Option<u64> {
+    if frame_xxh3 {
+        length.checked_sub(checksum_table_len(frame_count))
+    } else {
+        Some(length)
+    }
+}
+
+/// The error of a frame whose stored bytes do not match their checksum.
+pub fn checksum_error(path: &Path, what: &str) -> Error {
+    Error::format(
+        path,
+        format!(
+            "{what} does not match its checksum: the shard is damaged or was changed \
+             after the index was written; run `prep verify` (and `prep build --rehash` to repair)"
+        ),
+    )
+}
 
 /// Bytes of the frame table of a zstd record of `frame_count` frames.
 pub fn frame_table_len(frame_count: u32) -> u64 {
@@ -124,16 +196,20 @@ pub fn check_frame_bytes(frame_bytes: usize, path: &Path) -> Result<()> {
 /// Raw records are read straight into `out`. For zstd records the two frame-table entries
 /// of the frame are read, checked against the record and the table, and the compressed
 /// frame is read into `scratch` (grown as needed, reused across calls) and decompressed
-/// into `out`. Errors name `rec.shard`.
+/// into `out`. With `check` (what every reader but a benchmark passes), a record with
+/// frame checksums has the frame's stored bytes checked against theirs before they are
+/// used. Errors name `rec.shard` and the record.
 ///
-/// Returns the number of bytes read from the file (the frame for raw records; the
-/// compressed frame plus its 16 table bytes for zstd).
+/// Returns the number of frame bytes read from the file: the frame for raw records; the
+/// compressed frame plus its 16 table bytes for zstd (the 8 bytes of a checksum are not
+/// counted).
 pub fn read_frame_into(
     file: &File,
     rec: &RecordRow,
     frame: usize,
     out: &mut [u8],
     scratch: &mut Vec<u8>,
+    check: bool,
 ) -> Result<usize> {
     let path = Path::new(&rec.shard);
     let fb = rec.frame_bytes();
@@ -156,9 +232,36 @@ pub fn read_frame_into(
             ),
         ));
     }
+    let body = body_len(rec.length, rec.frame_count, rec.frame_xxh3).ok_or_else(|| {
+        Error::format(
+            path,
+            "record too short for its frame checksums; run `prep verify`",
+        )
+    })?;
+    let check = check && rec.frame_xxh3;
+    let verify = |stored: &[u8]| -> Result<()> {
+        if !check {
+            return Ok(());
+        }
+        let mut want = [0u8; CHECKSUM_BYTES];
+        let at = shard_offset(rec, body + (frame * CHECKSUM_BYTES) as u64)?;
+        file.read_exact_at(&mut want, at).map_err(io(path))?;
+        if FrameSeed::of(rec).checksum(frame, stored) != u64::from_le_bytes(want) {
+            let what = format!(
+                "frame {} of session `{}` view `{}` ({}, chunk {})",
+                rec.frame_start + frame as u64,
+                rec.session,
+                rec.view,
+                rec.modality,
+                rec.chunk
+            );
+            return Err(checksum_error(path, &what));
+        }
+        Ok(())
+    };
     match Compression::from_column(&rec.compression) {
         Some(Compression::None) => {
-            if (rec.frame_count as u64).checked_mul(fb as u64) != Some(rec.length) {
+            if (rec.frame_count as u64).checked_mul(fb as u64) != Some(body) {
                 return Err(Error::format(
                     path,
                     format!(
@@ -169,10 +272,11 @@ pub fn read_frame_into(
             }
             file.read_exact_at(out, shard_offset(rec, (frame * fb) as u64)?)
                 .map_err(io(path))?;
+            verify(out)?;
             Ok(fb)
         }
         Some(Compression::Zstd(_)) => {
-            let table_start = frame_table_start(rec.length, rec.frame_count)
+            let table_start = frame_table_start(body, rec.frame_count)
                 .ok_or_else(|| Error::format(path, "zstd record: bad offset table"))?;
             let mut pair = [0u8; 2 * OFFSET_BYTES];
             let at = shard_offset(rec, table_start + (frame * OFFSET_BYTES) as u64)?;
@@ -181,6 +285,7 @@ pub fn read_frame_into(
             scratch.resize((b - a) as usize, 0);
             file.read_exact_at(scratch, shard_offset(rec, a)?)
                 .map_err(io(path))?;
+            verify(scratch)?;
             decompress_frame(scratch, out, frame, path)?;
             Ok(scratch.len() + pair.len())
         }
@@ -244,8 +349,9 @@ mod tests {
     fn write(dir: &Path, comp: Compression) -> (RecordRow, Vec<Vec<u8>>) {
         let mut w = ShardWriter::new(dir, "rgb-t", 1 << 30, comp);
         let mut last = None;
-        for f in [frames(3, 1000), frames(5, 1000)] {
-            w.begin_record(1000, f.len() as u32).unwrap();
+        for (start, f) in [(0, frames(3, 1000)), (3, frames(5, 1000))] {
+            let seed = FrameSeed::new("s", "v", "rgb", start);
+            w.begin_record(1000, f.len() as u32, seed).unwrap();
             for x in &f {
                 w.push_frame(x).unwrap();
             }
@@ -268,6 +374,7 @@ mod tests {
             channels: 1,
             compression: comp.column_name().into(),
             xxh3: loc.xxh3,
+            frame_xxh3: true,
         };
         (row, f)
     }
@@ -280,10 +387,11 @@ mod tests {
             let file = File::open(&row.shard).unwrap();
             let data = std::fs::read(&row.shard).unwrap();
             let bytes = &data[row.offset as usize..(row.offset + row.length) as usize];
-            let view = RecordView::new(bytes, 5, 1000, comp, dir.path()).unwrap();
+            let seed = Some(FrameSeed::of(&row));
+            let view = RecordView::new(bytes, 5, 1000, comp, seed, dir.path()).unwrap();
             let (mut out, mut scratch) = (vec![0u8; 1000], Vec::new());
             for (i, f) in want.iter().enumerate() {
-                let n = read_frame_into(&file, &row, i, &mut out, &mut scratch).unwrap();
+                let n = read_frame_into(&file, &row, i, &mut out, &mut scratch, true).unwrap();
                 assert_eq!(&out, f);
                 assert_eq!(&*view.frame(i, dir.path()).unwrap(), f.as_slice());
                 match comp {
@@ -300,29 +408,77 @@ mod tests {
         let (row, _) = write(dir.path(), Compression::Zstd(3));
         let file = File::open(&row.shard).unwrap();
         let (mut out, mut scratch) = (vec![0u8; 1000], Vec::new());
-        let e = read_frame_into(&file, &row, 5, &mut out, &mut scratch).unwrap_err();
+        let e = read_frame_into(&file, &row, 5, &mut out, &mut scratch, true).unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
-        let e = read_frame_into(&file, &row, 0, &mut out[..999], &mut scratch).unwrap_err();
+        let e = read_frame_into(&file, &row, 0, &mut out[..999], &mut scratch, true).unwrap_err();
         assert!(e.to_string().contains("cannot take a frame"), "{e}");
         let mut odd = row.clone();
         odd.compression = "lz4".into();
-        assert!(read_frame_into(&file, &odd, 0, &mut out, &mut scratch).is_err());
+        assert!(read_frame_into(&file, &odd, 0, &mut out, &mut scratch, true).is_err());
         let mut short = row.clone();
         short.length = 8;
-        assert!(read_frame_into(&file, &short, 0, &mut out, &mut scratch).is_err());
+        assert!(read_frame_into(&file, &short, 0, &mut out, &mut scratch, true).is_err());
 
         // A table entry pointing past the table: refused by both readers.
         let mut data = std::fs::read(&row.shard).unwrap();
-        let start = frame_table_start(row.length, row.frame_count).unwrap();
+        let body = body_len(row.length, row.frame_count, true).unwrap();
+        let start = frame_table_start(body, row.frame_count).unwrap();
         let at = (row.offset + start) as usize + OFFSET_BYTES;
         data[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         std::fs::write(&row.shard, &data).unwrap();
         let file = File::open(&row.shard).unwrap();
-        let e = read_frame_into(&file, &row, 0, &mut out, &mut scratch).unwrap_err();
+        let e = read_frame_into(&file, &row, 0, &mut out, &mut scratch, true).unwrap_err();
         assert!(e.to_string().contains("bad offset table entry"), "{e}");
         let bytes = &data[row.offset as usize..(row.offset + row.length) as usize];
         let comp = Compression::Zstd(3);
-        assert!(RecordView::new(bytes, 5, 1000, comp, dir.path()).is_err());
+        let seed = Some(FrameSeed::of(&row));
+        assert!(RecordView::new(bytes, 5, 1000, comp, seed, dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_flipped_byte_or_a_moved_offset_fails_the_frame_checksum() {
+        for comp in [Compression::None, Compression::Zstd(3)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (row, want) = write(dir.path(), comp);
+            let (mut out, mut scratch) = (vec![0u8; 1000], Vec::new());
+            // One flipped byte inside frame 2's stored bytes.
+            let mut data = std::fs::read(&row.shard).unwrap();
+            let at = row.offset as usize
+                + match comp {
+                    Compression::None => 2 * 1000 + 17,
+                    Compression::Zstd(_) => {
+                        let body = body_len(row.length, 5, true).unwrap();
+                        let start = (row.offset + frame_table_start(body, 5).unwrap()) as usize;
+                        table_offset(&data[start..], 2).unwrap() as usize + 3
+                    }
+                };
+            data[at] ^= 0x10;
+            std::fs::write(&row.shard, &data).unwrap();
+            let file = File::open(&row.shard).unwrap();
+            let e = read_frame_into(&file, &row, 2, &mut out, &mut scratch, true).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("frame 5 of session `s` view `v` (rgb, chunk 1)"),
+                "{msg}"
+            );
+            assert!(msg.contains("prep verify"), "{msg}");
+            // Without the check (the benchmark's way) the damage goes through for raw.
+            if comp == Compression::None {
+                read_frame_into(&file, &row, 2, &mut out, &mut scratch, false).unwrap();
+                assert_ne!(out, want[2]);
+            }
+            // The other frames still read.
+            read_frame_into(&file, &row, 1, &mut out, &mut scratch, true).unwrap();
+            assert_eq!(out, want[1]);
+            // An index pointing at the first record, whose frames 0..3 hold the same bytes
+            // as this one's: refused, as the checksums are bound to the timeline frame.
+            if comp == Compression::None {
+                let mut moved = row.clone();
+                (moved.offset, moved.frame_count, moved.length) = (0, 3, 3 * 1008);
+                let e = read_frame_into(&file, &moved, 0, &mut out, &mut scratch, true);
+                assert!(e.unwrap_err().to_string().contains("checksum"));
+            }
+        }
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!   byte range `[i * H*W*C, (i+1) * H*W*C)` of the record: a zero-copy slice of the mmap;
 //! - `zstd`: each frame compressed on its own, back to back, followed by a table of
 //!   `frame_count + 1` little-endian `u64` offsets (relative to the record start; the last
-//!   one is the table's own offset), so any frame still decodes in O(1). The table is
-//!   described once, in [`crate::record`].
+//!   one is the table's own offset), so any frame still decodes in O(1).
+//!
+//! Either kind ends with one checksum per frame. The tables are described once, in
+//! [`crate::record`].
 //!
 //! Padding between records is zero bytes. Shards are written under a temporary name and
 //! renamed by [`ShardWriter::finish`], so a shard that exists under its final name is complete.
@@ -18,9 +20,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use xxhash_rust::xxh3::Xxh3;
-
+use crate::checksum::Hasher;
 use crate::error::{io, Error, Result};
+use crate::record::FrameSeed;
 use crate::{page_align, record};
 
 /// How frames are stored inside a record.
@@ -99,8 +101,10 @@ struct OpenRecord {
     frame_bytes: usize,
     frames: u32,
     expected: u32,
-    hasher: Xxh3,
+    hasher: Hasher,
     offsets: Vec<u64>,
+    seed: FrameSeed,
+    sums: Vec<u8>,
 }
 
 /// Writes records into a sequence of size-capped shard files `{prefix}-NNNNN.shard` in one
@@ -133,9 +137,15 @@ impl ShardWriter {
         }
     }
 
-    /// Start a record of `frame_count` frames of `frame_bytes` bytes each. Opens a new
-    /// shard first if this record would push the current one over the cap.
-    pub fn begin_record(&mut self, frame_bytes: usize, frame_count: u32) -> Result<()> {
+    /// Start a record of `frame_count` frames of `frame_bytes` bytes each, whose frame
+    /// checksums are bound to `seed`. Opens a new shard first if this record would push
+    /// the current one over the cap.
+    pub fn begin_record(
+        &mut self,
+        frame_bytes: usize,
+        frame_count: u32,
+        seed: FrameSeed,
+    ) -> Result<()> {
         if self.record.is_some() {
             return Err(Error::format(
                 &self.dir,
@@ -176,8 +186,10 @@ impl ShardWriter {
             frame_bytes,
             frames: 0,
             expected: frame_count,
-            hasher: Xxh3::new(),
+            hasher: Hasher::new(),
             offsets: vec![0],
+            seed,
+            sums: Vec::with_capacity(frame_count as usize * record::CHECKSUM_BYTES),
         });
         Ok(())
     }
@@ -208,6 +220,8 @@ impl ShardWriter {
         };
         shard.file.write_all(bytes).map_err(io(&shard.tmp))?;
         rec.hasher.update(bytes);
+        let sum = rec.seed.checksum(rec.frames as usize, bytes);
+        rec.sums.extend_from_slice(&sum.to_le_bytes());
         shard.len += bytes.len() as u64;
         rec.frames += 1;
         rec.offsets.push(shard.len - rec.start);
@@ -234,6 +248,9 @@ impl ShardWriter {
             rec.hasher.update(&table);
             shard.len += table.len() as u64;
         }
+        shard.file.write_all(&rec.sums).map_err(io(&shard.tmp))?;
+        rec.hasher.update(&rec.sums);
+        shard.len += rec.sums.len() as u64;
         Ok(RecordLocation {
             shard: shard.name.clone(),
             offset: rec.start,
@@ -292,22 +309,30 @@ pub struct RecordView<'a> {
     frame_bytes: usize,
     /// Where the zstd frame table starts; `None` for raw records.
     table_start: Option<usize>,
+    /// Where the frame checksums start, and what they are bound to; `None` for records
+    /// without them (format 1 and 2).
+    sums: Option<(usize, FrameSeed)>,
 }
 
 impl<'a> RecordView<'a> {
     /// Interpret `bytes` (exactly the record's length) as `frame_count` frames of
-    /// `frame_bytes` bytes. Checks the layout (for zstd, the whole frame table; see
-    /// [`crate::record`]), not the checksum.
+    /// `frame_bytes` bytes, ending with frame checksums bound to `seed` when it is given.
+    /// Checks the layout (for zstd, the whole frame table; see [`crate::record`]), not the
+    /// checksums: [`RecordView::frame`] checks each frame's.
     pub fn new(
         bytes: &'a [u8],
         frame_count: u32,
         frame_bytes: usize,
         compression: Compression,
+        seed: Option<FrameSeed>,
         path: &Path,
     ) -> Result<Self> {
         record::check_frame_bytes(frame_bytes, path)?;
+        let body = record::body_len(bytes.len() as u64, frame_count, seed.is_some())
+            .ok_or_else(|| Error::format(path, "record too short for its frame checksums"))?
+            as usize;
         let table_start = if compression == Compression::None {
-            if bytes.len() != frame_count as usize * frame_bytes {
+            if (frame_count as usize).checked_mul(frame_bytes) != Some(body) {
                 return Err(Error::format(
                     path,
                     format!(
@@ -318,9 +343,9 @@ impl<'a> RecordView<'a> {
             }
             None
         } else {
-            let start = record::frame_table_start(bytes.len() as u64, frame_count)
+            let start = record::frame_table_start(body as u64, frame_count)
                 .ok_or_else(|| Error::format(path, "zstd record: bad offset table"))?;
-            record::check_frame_table(&bytes[start as usize..], frame_count, start, path)?;
+            record::check_frame_table(&bytes[start as usize..body], frame_count, start, path)?;
             Some(start as usize)
         };
         Ok(RecordView {
@@ -328,6 +353,7 @@ impl<'a> RecordView<'a> {
             frame_count,
             frame_bytes,
             table_start,
+            sums: seed.map(|s| (body, s)),
         })
     }
 
@@ -351,14 +377,37 @@ impl<'a> RecordView<'a> {
         }
         let fb = self.frame_bytes;
         let Some(start) = self.table_start else {
-            return Ok(Cow::Borrowed(&self.bytes[i * fb..(i + 1) * fb]));
+            let stored = &self.bytes[i * fb..(i + 1) * fb];
+            self.check(i, stored, path)?;
+            return Ok(Cow::Borrowed(stored));
         };
         let at = start + i * record::OFFSET_BYTES;
         let pair = &self.bytes[at..at + 2 * record::OFFSET_BYTES];
         let (a, b) = record::frame_span(pair, i, start as u64, path)?;
+        let stored = &self.bytes[a as usize..b as usize];
+        self.check(i, stored, path)?;
         let mut out = vec![0u8; fb];
-        record::decompress_frame(&self.bytes[a as usize..b as usize], &mut out, i, path)?;
+        record::decompress_frame(stored, &mut out, i, path)?;
         Ok(Cow::Owned(out))
+    }
+
+    /// Check frame `i`'s `stored` bytes against its checksum, if the record has them.
+    fn check(&self, i: usize, stored: &[u8], path: &Path) -> Result<()> {
+        let Some((body, seed)) = self.sums else {
+            return Ok(());
+        };
+        let at = body + i * record::CHECKSUM_BYTES;
+        let want: Option<[u8; record::CHECKSUM_BYTES]> = self
+            .bytes
+            .get(at..at + record::CHECKSUM_BYTES)
+            .and_then(|b| b.try_into().ok());
+        if want.map(u64::from_le_bytes) != Some(seed.checksum(i, stored)) {
+            return Err(record::checksum_error(
+                path,
+                &format!("frame {i} of the record"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -366,6 +415,11 @@ impl<'a> RecordView<'a> {
 pub(crate) mod tests {
     use super::*;
     use crate::checksum::xxh3;
+
+    /// The frame seed of the test records.
+    pub(crate) fn seed() -> FrameSeed {
+        FrameSeed::new("s", "v", "rgb", 0)
+    }
 
     /// `n` distinct test frames of `fb` bytes.
     pub(crate) fn frames(n: usize, fb: usize) -> Vec<Vec<u8>> {
@@ -383,7 +437,7 @@ pub(crate) mod tests {
         let mut w = ShardWriter::new(dir, "rgb-t", cap, comp);
         let mut locs = Vec::new();
         for r in recs {
-            w.begin_record(r[0].len(), r.len() as u32).unwrap();
+            w.begin_record(r[0].len(), r.len() as u32, seed()).unwrap();
             for f in r {
                 w.push_frame(f).unwrap();
             }
@@ -405,7 +459,7 @@ pub(crate) mod tests {
             let data = std::fs::read(dir.path().join(&locs[1].shard)).unwrap();
             let bytes = &data[locs[1].offset as usize..(locs[1].offset + locs[1].length) as usize];
             assert_eq!(xxh3(bytes), locs[1].xxh3);
-            let view = RecordView::new(bytes, 5, 1000, comp, dir.path()).unwrap();
+            let view = RecordView::new(bytes, 5, 1000, comp, Some(seed()), dir.path()).unwrap();
             for (i, f) in recs[1].iter().enumerate() {
                 assert_eq!(&*view.frame(i, dir.path()).unwrap(), f.as_slice());
             }
@@ -413,6 +467,11 @@ pub(crate) mod tests {
                 matches!(view.frame(0, dir.path()).unwrap(), Cow::Borrowed(_)),
                 comp == Compression::None
             );
+            // The same bytes read as another stream's fail their checksums.
+            let other = FrameSeed::new("s", "v", "rgb", 1);
+            let view = RecordView::new(bytes, 5, 1000, comp, Some(other), dir.path()).unwrap();
+            let e = view.frame(2, dir.path()).unwrap_err();
+            assert!(e.to_string().contains("does not match its checksum"), "{e}");
         }
     }
 
@@ -436,7 +495,7 @@ pub(crate) mod tests {
     fn abort_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = ShardWriter::new(dir.path(), "rgb-t", 1 << 20, Compression::None);
-        w.begin_record(10, 2).unwrap();
+        w.begin_record(10, 2, seed()).unwrap();
         w.push_frame(&[1; 10]).unwrap();
         w.abort();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -446,7 +505,7 @@ pub(crate) mod tests {
     fn wrong_frame_sizes_and_counts_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = ShardWriter::new(dir.path(), "rgb-t", 1 << 20, Compression::None);
-        w.begin_record(10, 1).unwrap();
+        w.begin_record(10, 1, seed()).unwrap();
         assert!(w.push_frame(&[1; 9]).is_err());
         assert!(w.end_record().is_err(), "0 of 1 frames");
     }

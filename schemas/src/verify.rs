@@ -19,6 +19,8 @@ pub struct Report {
     pub records_checked: u64,
     /// Record bytes read and hashed.
     pub bytes_checked: u64,
+    /// What is sound but worth knowing (records without frame checksums).
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -39,6 +41,7 @@ pub fn verify(dir: &Path, mut progress: impl FnMut(u64)) -> Report {
             return report;
         }
     };
+    report.warnings.extend(cache.checksum_warning());
     check_tables(&cache, &mut report.problems);
     check_records(&cache, &mut report, &mut progress);
     report

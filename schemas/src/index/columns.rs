@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 
@@ -75,6 +75,14 @@ impl<'a> Cols<'a> {
         Ok((0..a.len())
             .map(|i| (!a.is_null(i)).then(|| a.value(i)))
             .collect())
+    }
+    /// A boolean column that older formats lack: absent reads as all `false`.
+    fn bool_or_false(&self, name: &str) -> Result<Vec<bool>> {
+        if self.batch.column_by_name(name).is_none() {
+            return Ok(vec![false; self.batch.num_rows()]);
+        }
+        let a = self.get::<BooleanArray>(name)?;
+        Ok((0..a.len()).map(|i| !a.is_null(i) && a.value(i)).collect())
     }
     fn u32(&self, name: &str) -> Result<Vec<u32>> {
         Ok(self.get::<UInt32Array>(name)?.values().to_vec())
@@ -228,6 +236,7 @@ impl Table for RecordRow {
             field("channels", DataType::UInt32, false),
             field("compression", DataType::Utf8, false),
             field("xxh3", DataType::UInt64, false),
+            field("frame_xxh3", DataType::Boolean, false),
         ])
     }
     fn columns(rows: &[Self]) -> Vec<ArrayRef> {
@@ -246,6 +255,11 @@ impl Table for RecordRow {
             u32s(rows, |r| r.channels),
             strs(rows, |r| &r.compression),
             u64s(rows, |r| r.xxh3),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.frame_xxh3))
+                    .collect::<BooleanArray>(),
+            ),
         ]
     }
     fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>> {
@@ -265,6 +279,7 @@ impl Table for RecordRow {
             c.u32("channels")?,
             c.u64("xxh3")?,
         );
+        let sums = c.bool_or_false("frame_xxh3")?;
         Ok((0..batch.num_rows())
             .map(|i| RecordRow {
                 session: session[i].clone(),
@@ -281,6 +296,7 @@ impl Table for RecordRow {
                 channels: ch[i],
                 compression: comp[i].clone(),
                 xxh3: xx[i],
+                frame_xxh3: sums[i],
             })
             .collect())
     }

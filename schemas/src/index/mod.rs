@@ -112,6 +112,10 @@ pub struct RecordRow {
     pub compression: String,
     /// XXH3-64 of the record's `length` bytes.
     pub xxh3: u64,
+    /// The record ends with a table of one checksum per frame (format 3; see
+    /// [`crate::record`]), which every read checks. `false` for records of format 1 and 2
+    /// caches, which only `prep verify` checks (whole records).
+    pub frame_xxh3: bool,
 }
 
 impl RecordRow {
@@ -248,6 +252,7 @@ mod tests {
             channels: 3,
             compression: "zstd".into(),
             xxh3: u64::MAX - 3,
+            frame_xxh3: true,
         }];
         write_table(&path, &rows).unwrap();
         assert_eq!(read_table::<RecordRow>(&path).unwrap(), rows);

@@ -50,6 +50,56 @@ pub struct Counters {
     pub kpt_bytes: AtomicU64,
 }
 
+/// When the loader checks a frame against its checksum (records that have them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameChecks {
+    /// The first time this loader reads each frame. A frame that passed is not hashed
+    /// again: its shard is open for the whole run and prep never rewrites a shard in place,
+    /// so only damage after the first read (to bytes already checked) goes unseen, and
+    /// `prep verify` finds it. What training uses.
+    Once,
+    /// Every read.
+    Always,
+    /// Never (the benchmark's baseline).
+    Never,
+}
+
+/// A record and which of its frames this loader has checked.
+struct LoadedRecord {
+    row: RecordRow,
+    /// One bit per frame: checked.
+    checked: Vec<AtomicU64>,
+}
+
+impl LoadedRecord {
+    fn new(row: RecordRow) -> Self {
+        let words = (row.frame_count as usize).div_ceil(64);
+        LoadedRecord {
+            row,
+            checked: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Whether frame `k` is to be checked under `mode`.
+    fn needs_check(&self, k: usize, mode: FrameChecks) -> bool {
+        match mode {
+            FrameChecks::Never => false,
+            FrameChecks::Always => true,
+            FrameChecks::Once => self
+                .checked
+                .get(k / 64)
+                .is_none_or(|w| w.load(Ordering::Relaxed) & (1 << (k % 64)) == 0),
+        }
+    }
+
+    /// Frame `k` passed its check.
+    fn mark_checked(&self, k: usize) {
+        if let Some(w) = self.checked.get(k / 64) {
+            w.fetch_or(1 << (k % 64), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Reads clips of a fixed set of views.
 pub struct Loader {
     cache: Arc<Cache>,
@@ -60,7 +110,7 @@ pub struct Loader {
     load_rgb: bool,
     load_kpt: bool,
     /// (modality, session, view) -> records in chunk order.
-    records: HashMap<(String, String, String), Vec<RecordRow>>,
+    records: HashMap<(String, String, String), Vec<LoadedRecord>>,
     files: Mutex<HashMap<String, Arc<File>>>,
     /// What was read.
     pub counters: Counters,
@@ -68,6 +118,9 @@ pub struct Loader {
     pub kpt_shape: Option<(usize, usize)>,
     /// session -> whether it has each of `views` (records of the modality read first).
     views_of: HashMap<String, Vec<bool>>,
+    /// When frames are checked against their checksums: [`FrameChecks::Once`] unless
+    /// `train bench-loader` measures the others.
+    pub frame_checks: FrameChecks,
 }
 
 impl Loader {
@@ -87,15 +140,15 @@ impl Loader {
                 )));
             }
         }
-        let mut records: HashMap<(String, String, String), Vec<RecordRow>> = HashMap::new();
+        let mut records: HashMap<(String, String, String), Vec<LoadedRecord>> = HashMap::new();
         for r in &cache.records {
             records
                 .entry((r.modality.clone(), r.session.clone(), r.view.clone()))
                 .or_default()
-                .push(r.clone());
+                .push(LoadedRecord::new(r.clone()));
         }
         for list in records.values_mut() {
-            list.sort_by_key(|r| r.chunk);
+            list.sort_by_key(|r| r.row.chunk);
         }
         let mut kpt_shape = None;
         if load_kpt {
@@ -142,6 +195,7 @@ impl Loader {
             files: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             kpt_shape,
+            frame_checks: FrameChecks::Once,
         })
     }
 
@@ -193,14 +247,20 @@ impl Loader {
             return Ok(false);
         };
         let m = self.cache.meta.params.max_video_frames as u64;
-        let rec = list
+        let loaded = list
             .get((t / m) as usize)
-            .filter(|r| r.frame_start <= t && t < r.frame_start + r.frame_count as u64)
+            .filter(|r| r.row.frame_start <= t && t < r.row.frame_start + r.row.frame_count as u64)
             .ok_or_else(|| {
                 format!("no {modality} frame {t} for session `{session}` view `{view}`")
             })?;
+        let rec = &loaded.row;
         let file = self.file(&rec.shard)?;
-        let read = read_frame_into(&file, rec, (t - rec.frame_start) as usize, out, scratch)?;
+        let k = (t - rec.frame_start) as usize;
+        let check = loaded.needs_check(k, self.frame_checks);
+        let read = read_frame_into(&file, rec, k, out, scratch, check)?;
+        if check {
+            loaded.mark_checked(k);
+        }
         let counter = if modality == "kpt" {
             &self.counters.kpt_bytes
         } else {

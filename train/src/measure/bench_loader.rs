@@ -4,15 +4,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Settings, TrainConfig};
-use crate::data::loader::Prefetch;
+use crate::data::loader::{FrameChecks, Loader, Prefetch};
 use crate::data::sampler::Selection;
 use crate::error::Result;
 use crate::run::session::Session;
 
-/// Benchmark: loader clips/s against the memcpy bound of the same bytes (prints JSON).
+/// Benchmark: loader clips/s, with and without the frame checks, against the memcpy bound
+/// of the same bytes (prints JSON).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchLoaderArgs {
     /// Cache folder.
@@ -50,8 +52,15 @@ pub struct LoaderBench {
     pub epochs: u64,
     /// Loader threads.
     pub workers: usize,
-    /// Clips per second through the loader.
+    /// Clips per second through the loader as training runs it: each frame checked
+    /// against its checksum the first time it is read (the warm-up pass), not again.
     pub loader_clips_per_s: f64,
+    /// Clips per second through the loader checking every frame on every read.
+    pub every_read_clips_per_s: f64,
+    /// Clips per second through the same loader with the frame checks off.
+    pub unchecked_clips_per_s: f64,
+    /// Frame checksums in the cache's records (false for format 1 and 2 caches).
+    pub frame_checksums: bool,
     /// Clips per second copying the same bytes from memory (memcpy bound).
     pub memcpy_clips_per_s: f64,
     /// Bytes per clip.
@@ -75,23 +84,41 @@ pub fn loader(
     let items = s.items(&Selection::Split(split.to_string()))?;
     let clips = items.len();
     let sampler = s.train_sampler(items);
-    let loader = s.loader()?;
+    let with = |checks: FrameChecks| -> Result<Arc<Loader>> {
+        let mut l = s.new_loader()?;
+        l.frame_checks = checks;
+        Ok(Arc::new(l))
+    };
+    let (checked, always, unchecked) = (
+        with(FrameChecks::Once)?,
+        with(FrameChecks::Always)?,
+        with(FrameChecks::Never)?,
+    );
     let workers = s.config.data.num_workers;
-    // One untimed pass warms the page cache: both measurements then read from memory.
-    for b in Prefetch::start(loader.clone(), sampler.clone(), 0, 0, true, workers) {
-        b?;
-    }
-    let before = loader.counters.rgb_bytes.load(Ordering::Relaxed);
-    let start = Instant::now();
     let mut sink = 0u64;
-    for e in 1..=epochs {
+    // One untimed pass warms the page cache: every measurement then reads from memory.
+    let mut epoch = |loader: &Arc<Loader>, e: u64| -> Result<f64> {
+        let start = Instant::now();
         for b in Prefetch::start(loader.clone(), sampler.clone(), e, 0, true, workers) {
             let b = b?;
             sink = sink.wrapping_add(b.rgb.as_ref().map_or(0, |r| r[r.len() / 2] as u64));
         }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    epoch(&checked, 0)?;
+    let before = checked.counters.rgb_bytes.load(Ordering::Relaxed);
+    // The three loaders' epochs alternate, in a rotating order, so that drift in the
+    // machine's speed falls on all alike.
+    let mut secs = [0.0f64; 3];
+    let loaders = [&checked, &always, &unchecked];
+    for e in 1..=epochs {
+        for i in 0..3 {
+            let j = (i + e as usize) % 3;
+            secs[j] += epoch(loaders[j], e)?;
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let bytes = loader.counters.rgb_bytes.load(Ordering::Relaxed) - before;
+    let [secs, secs_always, secs_unchecked] = secs;
+    let bytes = checked.counters.rgb_bytes.load(Ordering::Relaxed) - before;
     let bytes_per_clip = bytes / (clips as u64 * epochs).max(1);
     // The memcpy bound: the same number of clip-sized copies from a warm buffer, frame by
     // frame as the loader copies them.
@@ -117,6 +144,9 @@ pub fn loader(
         epochs,
         workers,
         loader_clips_per_s: (clips as u64 * epochs) as f64 / secs,
+        every_read_clips_per_s: (clips as u64 * epochs) as f64 / secs_always,
+        unchecked_clips_per_s: (clips as u64 * epochs) as f64 / secs_unchecked,
+        frame_checksums: s.cache.records.iter().all(|r| r.frame_xxh3),
         memcpy_clips_per_s: (clips as u64 * epochs) as f64 / mem_secs,
         bytes_per_clip,
     })

@@ -66,17 +66,8 @@ pub struct FileHashes {
 
 /// xxh3-64 of a file, as 16 hex digits.
 fn file_hash(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).at(path)?;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:016x}", h.digest()))
+    let h = mvdrive_schemas::checksum::xxh3_file(path)?;
+    Ok(mvdrive_schemas::checksum::to_hex(h))
 }
 
 impl TrainerState {

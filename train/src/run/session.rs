@@ -85,6 +85,9 @@ impl Session {
             )
             .into());
         }
+        if let Some(w) = cache.checksum_warning() {
+            eprintln!("warning: {w}");
+        }
         let device = resolve_device(config.trainer.device)?;
         let precision = config.trainer.precision.check_device(device)?;
         let views = select_views(&cache, &config)?;
@@ -181,13 +184,18 @@ impl Session {
     /// The loader of this session's views and clip length, reading what the model reads
     /// and nothing more (`data.load_*` were checked against the model).
     pub fn loader(&self) -> Result<Arc<Loader>> {
-        Ok(Arc::new(Loader::new(
+        Ok(Arc::new(self.new_loader()?))
+    }
+
+    /// A loader as [`Session::loader`] gives, not yet shared (to change its settings).
+    pub fn new_loader(&self) -> Result<Loader> {
+        Loader::new(
             self.cache.clone(),
             self.views.clone(),
             self.clip().t as usize,
             self.model.input_type.uses_rgb(),
             self.model.input_type.uses_kpt(),
-        )?))
+        )
     }
 
     /// What `train fit` trains on: every fold but `data.fold`, or `data.train_split`.
