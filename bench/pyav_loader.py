@@ -54,8 +54,11 @@ def main():
     with open(os.path.join(a.cache, "meta.json")) as f:
         meta = json.load(f)
     size = (meta["params"]["img_height"], meta["params"]["img_width"])
-    segs = [s for s in pq.read_table(os.path.join(a.cache, "index", "segments.parquet")).to_pylist() if s["split"] == a.split]
-    views = pq.read_table(os.path.join(a.cache, "index", "views.parquet")).to_pylist()
+    # The index tables are where meta.json's index_files says (named by content since
+    # format 2; see schemas/FORMAT.md).
+    tables = {os.path.basename(f["path"]).split(".")[0]: os.path.join(a.cache, f["path"]) for f in meta["index_files"]}
+    segs = [s for s in pq.read_table(tables["segments"]).to_pylist() if s["split"] == a.split]
+    views = pq.read_table(tables["views"]).to_pylist()
     video = {(v["session"], v["view"]): (os.path.join(a.data_root, v["video"]), v["offset_s"]) for v in views}
     names = meta["views"] if a.views == "all" else [a.views]
     start = time.perf_counter()

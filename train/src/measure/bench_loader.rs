@@ -61,6 +61,12 @@ pub struct LoaderBench {
     pub unchecked_clips_per_s: f64,
     /// Frame checksums in the cache's records (false for format 1 and 2 caches).
     pub frame_checksums: bool,
+    /// What checking each frame once costs: 1 - (unchecked epoch time / checked epoch
+    /// time), the median over the epochs (each epoch times the three loaders back to back,
+    /// so the machine's drift between epochs cancels out).
+    pub once_cost: f64,
+    /// The same for checking every read.
+    pub every_read_cost: f64,
     /// Clips per second copying the same bytes from memory (memcpy bound).
     pub memcpy_clips_per_s: f64,
     /// Bytes per clip.
@@ -111,11 +117,16 @@ pub fn loader(
     // machine's speed falls on all alike.
     let mut secs = [0.0f64; 3];
     let loaders = [&checked, &always, &unchecked];
+    let (mut once_ratios, mut always_ratios) = (Vec::new(), Vec::new());
     for e in 1..=epochs {
+        let mut t = [0.0f64; 3];
         for i in 0..3 {
             let j = (i + e as usize) % 3;
-            secs[j] += epoch(loaders[j], e)?;
+            t[j] = epoch(loaders[j], e)?;
+            secs[j] += t[j];
         }
+        once_ratios.push(t[2] / t[0]);
+        always_ratios.push(t[2] / t[1]);
     }
     let [secs, secs_always, secs_unchecked] = secs;
     let bytes = checked.counters.rgb_bytes.load(Ordering::Relaxed) - before;
@@ -147,7 +158,19 @@ pub fn loader(
         every_read_clips_per_s: (clips as u64 * epochs) as f64 / secs_always,
         unchecked_clips_per_s: (clips as u64 * epochs) as f64 / secs_unchecked,
         frame_checksums: s.cache.records.iter().all(|r| r.frame_xxh3),
+        once_cost: 1.0 - median(&mut once_ratios),
+        every_read_cost: 1.0 - median(&mut always_ratios),
         memcpy_clips_per_s: (clips as u64 * epochs) as f64 / mem_secs,
         bytes_per_clip,
     })
+}
+
+/// The median of `v` (0 when empty).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
