@@ -46,6 +46,8 @@ pub const TRAIN_KEY_NAMES: &[&str] = &[
     "train.monitor",
     "train.early_stopping_patience",
     "train.checkpoint_every_n_steps",
+    "eval.clips",
+    "eval.crops",
     "trainer.precision",
     "trainer.device",
     "trainer.experiment",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mvdrive_schemas::commit::commit;
 use mvdrive_schemas::index::RecordRow;
 use mvdrive_schemas::Cache;
-use mvdrive_train::data::loader::{Loader, Prefetch};
+use mvdrive_train::data::loader::{ClipPick, Loader, Prefetch};
 use mvdrive_train::data::sampler::{select, Sampler, Selection};
 
 mod common;
@@ -45,7 +45,7 @@ fn load_all(cache: &Path, rgb: bool, kpt: bool) -> Result<usize, String> {
     });
     let loader = Arc::new(Loader::new(cache, views, 4, rgb, kpt).unwrap());
     let mut clips = 0;
-    for b in Prefetch::start(loader, sampler, 0, 0, true, 1) {
+    for b in Prefetch::start(loader, sampler, 0, 0, ClipPick::Jittered, 1) {
         clips += b.map_err(|e| e.to_string())?.size;
     }
     Ok(clips)

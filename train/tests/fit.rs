@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mvdrive_schemas::Cache;
 use mvdrive_train::config::{Settings, TrainConfig};
-use mvdrive_train::data::loader::{Loader, Prefetch};
+use mvdrive_train::data::loader::{ClipPick, Loader, Prefetch};
 use mvdrive_train::data::sampler::{select, Sampler, Selection};
 use mvdrive_train::run::eval::{eval, EvalArgs};
 use mvdrive_train::run::fit::{fit, FitArgs};
@@ -52,6 +52,8 @@ fn eval_args(ckpt: &Path, cache: &Path, split: &str, out: Option<&Path>) -> Eval
         split: split.to_string(),
         out: out.map(Path::to_path_buf),
         device: "cpu".into(),
+        clips: None,
+        crops: None,
     }
 }
 
@@ -72,7 +74,14 @@ fn the_loader_reads_only_the_modalities_asked_for() {
 
     let rgb_only = Arc::new(Loader::new(cache.clone(), views.clone(), t, true, false).unwrap());
     let mut clips = 0;
-    for b in Prefetch::start(rgb_only.clone(), sampler.clone(), 0, 0, true, 2) {
+    for b in Prefetch::start(
+        rgb_only.clone(),
+        sampler.clone(),
+        0,
+        0,
+        ClipPick::Jittered,
+        2,
+    ) {
         let b = b.unwrap();
         assert!(b.kpt.is_none());
         assert_eq!(
@@ -98,7 +107,14 @@ fn the_loader_reads_only_the_modalities_asked_for() {
     );
 
     let kpt_only = Arc::new(Loader::new(cache.clone(), views.clone(), t, false, true).unwrap());
-    for b in Prefetch::start(kpt_only.clone(), sampler.clone(), 0, 0, true, 0) {
+    for b in Prefetch::start(
+        kpt_only.clone(),
+        sampler.clone(),
+        0,
+        0,
+        ClipPick::Jittered,
+        0,
+    ) {
         let b = b.unwrap();
         assert!(b.rgb.is_none());
         let (vals, mask) = b.kpt.unwrap();
@@ -135,10 +151,10 @@ fn prefetching_gives_the_same_batches_as_loading_inline() {
     });
     let loader =
         Arc::new(Loader::new(cache.clone(), cache.meta.views.clone(), 3, true, false).unwrap());
-    let a: Vec<_> = Prefetch::start(loader.clone(), sampler.clone(), 4, 1, true, 0)
+    let a: Vec<_> = Prefetch::start(loader.clone(), sampler.clone(), 4, 1, ClipPick::Jittered, 0)
         .map(|b| b.unwrap().rgb)
         .collect();
-    let b: Vec<_> = Prefetch::start(loader.clone(), sampler.clone(), 4, 1, true, 3)
+    let b: Vec<_> = Prefetch::start(loader.clone(), sampler.clone(), 4, 1, ClipPick::Jittered, 3)
         .map(|b| b.unwrap().rgb)
         .collect();
     assert_eq!(a, b);

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use mvdrive_schemas::settings::{self, flatten_yaml, nearest};
 
-use super::{Monitor, ViewMode};
+use super::{Crops, Monitor, ViewMode};
 use crate::model::backbones::transformer::TokenPool;
 use crate::model::backbones::BackboneKind;
 use crate::model::{FusionMode, InputType, ModalityFusion};
@@ -80,6 +80,8 @@ pub const KEYS: &[Key] = &[
     key("train.monitor", "val_macro_f1", Kind::Choice(Monitor::NAMES), "metric for best checkpoint and early stopping"),
     key("train.early_stopping_patience", "0", Kind::Int(0), "stop after this many epochs without improvement (0 = never)"),
     key("train.checkpoint_every_n_steps", "0", Kind::Int(0), "also checkpoint every N optimizer steps, mid-epoch (0 = only at epoch end)"),
+    key("eval.clips", "1", Kind::Int(1), "clips per segment when evaluating (validation in fit, and train eval unless --clips): spread uniformly over it, probabilities averaged"),
+    key("eval.crops", "1", Kind::Choice(Crops::NAMES), "spatial crops per clip when evaluating: 1 = the whole frame (as training sees it); 3 = three squares along the frame's long side (left, centre, right), probabilities averaged"),
     key("trainer.precision", "32", Kind::Choice(Precision::NAMES), "32 | 16-mixed (CUDA autocast + loss scaling) | bf16-mixed (bfloat16 compute, float32 master weights; CPU and CUDA); 16 and bf16 are aliases of the mixed ones"),
     key("trainer.device", "auto", Kind::Text, "auto | cpu | cuda:N"),
     key("trainer.experiment", "default", Kind::Text, "runs go to <log_dir>/<experiment>/version_N"),

@@ -57,6 +57,16 @@ impl Monitor {
     }
 }
 
+crate::choice_enum! {
+    /// `eval.crops`: the spatial views of each evaluated clip.
+    pub enum Crops for "eval.crops" {
+        /// The whole frame, as training sees it.
+        One => "1",
+        /// Three squares of the frame's short side along its long side.
+        Three => "3",
+    }
+}
+
 /// `trainer.device` as written: resolved against the machine by the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -181,6 +191,18 @@ pub struct ModelSection {
     pub use_gradient_checkpointing: bool,
 }
 
+/// The most clips per segment `eval.clips` may ask for.
+pub const MAX_EVAL_CLIPS: usize = 64;
+
+/// `eval.*`: how segments are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalConfig {
+    /// Clips per segment, spread uniformly over it.
+    pub clips: usize,
+    /// Spatial crops per clip.
+    pub crops: Crops,
+}
+
 /// The typed training configuration, read once from [`Settings`].
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -192,6 +214,8 @@ pub struct TrainConfig {
     pub trainer: TrainerConfig,
     /// `model.*`.
     pub model: ModelSection,
+    /// `eval.*`.
+    pub eval: EvalConfig,
     settings: Settings,
 }
 
@@ -305,11 +329,16 @@ impl TrainConfig {
                 .transpose()?,
             use_gradient_checkpointing: get(s, "model.use_gradient_checkpointing")?,
         };
+        let eval = EvalConfig {
+            clips: get(s, "eval.clips")?,
+            crops: choice(s, "eval.crops")?,
+        };
         let c = TrainConfig {
             data,
             train,
             trainer,
             model,
+            eval,
             settings: s.clone(),
         };
         c.check_rules()?;
@@ -338,6 +367,12 @@ impl TrainConfig {
 
     /// Every rule that spans keys, checked here and nowhere else.
     fn check_rules(&self) -> Result<(), ConfigError> {
+        if self.eval.clips > MAX_EVAL_CLIPS {
+            return Err(ConfigError(format!(
+                "eval.clips={} is more than mvdrive evaluates per segment (at most {MAX_EVAL_CLIPS}; 1-10 is usual)",
+                self.eval.clips
+            )));
+        }
         let t = self.data.uniform_temporal_subsample_num;
         if t > MAX_FRAMES {
             return Err(ConfigError(format!(

@@ -1,25 +1,65 @@
 //! A `u8` batch becomes the model input on the device: RGB bytes to a Kinetics-normalised
-//! float `[B, V, 3, T, H, W]` (resized on the device when the model's size differs from the
-//! cache's), keypoints to `[B, V, C + 1, T, K]` with the validity channel last. Each part
+//! float `[B, V, 3, T, H, W]` (an evaluation crop cut out, and resized on the device when
+//! the model's size differs from the cache's), keypoints to `[B, V, C + 1, T, K]` with the validity channel last. Each part
 //! is built only when the model reads it.
 
 use tch::{Device, Kind, Tensor};
 
+use crate::config::Crops;
 use crate::data::loader::Batch;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::model::backbones::normalize_kinetics;
 use crate::model::{Input, KeypointSpec, ModelConfig};
 
+/// A rectangle of the cached frame, in pixels: what an evaluation crop shows the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Top row.
+    pub y: i64,
+    /// Left column.
+    pub x: i64,
+    /// Height.
+    pub h: i64,
+    /// Width.
+    pub w: i64,
+}
+
+/// The spatial views `crops` takes of frames of `cache_hw` (height, width): `None` for the
+/// whole frame; for three crops, squares of the short side at the start, centre and end
+/// of the long side. Three crops of a square frame would be one crop three times: an error.
+pub fn crop_windows(cache_hw: (i64, i64), crops: Crops) -> Result<Vec<Option<Window>>> {
+    let (h, w) = cache_hw;
+    match crops {
+        Crops::One => Ok(vec![None]),
+        Crops::Three if h == w => Err(TrainError::Other(format!(
+            "eval.crops=3 takes three squares along the frame's long side, but the cache's frames are square ({h}x{w}); use eval.crops=1, or build a cache that keeps the aspect (e.g. prep data.img_size=128x171)"
+        ))),
+        Crops::Three => {
+            let side = h.min(w);
+            let slack = h.max(w) - side;
+            Ok([0, slack / 2, slack]
+                .into_iter()
+                .map(|at| {
+                    let (y, x) = if w > h { (0, at) } else { (at, 0) };
+                    Some(Window { y, x, h: side, w: side })
+                })
+                .collect())
+        }
+    }
+}
+
 /// `batch` as the input of a model of `model`, on `device`. `cache_hw` is the cache's
-/// frame size (height, width).
+/// frame size (height, width); `window`, when given, is the part of each frame shown
+/// (resized to the model's input size).
 pub fn to_input(
     batch: &Batch,
     model: &ModelConfig,
     cache_hw: (i64, i64),
     device: Device,
+    window: Option<Window>,
 ) -> Result<Input> {
     let rgb = if model.input_type.uses_rgb() {
-        Some(rgb_input(batch, model, cache_hw, device)?)
+        Some(rgb_input(batch, model, cache_hw, device, window)?)
     } else {
         None
     };
@@ -69,6 +109,7 @@ fn rgb_input(
     model: &ModelConfig,
     cache_hw: (i64, i64),
     device: Device,
+    window: Option<Window>,
 ) -> Result<Tensor> {
     let rgb = batch
         .rgb
@@ -77,10 +118,15 @@ fn rgb_input(
     let (ch, cw) = cache_hw;
     let (b, v, t) = (batch.size as i64, model.num_views, model.clip.t);
     // Stays u8 until it is on the device.
-    let x = Tensor::from_slice(rgb)
+    let mut x = Tensor::from_slice(rgb)
         .to_device(device)
         .view([b, v, t, ch, cw, 3])
         .permute([0, 1, 5, 2, 3, 4]);
+    let (mut ch, mut cw) = (ch, cw);
+    if let Some(r) = window {
+        x = x.narrow(4, r.y, r.h).narrow(5, r.x, r.w);
+        (ch, cw) = (r.h, r.w);
+    }
     let mut x = x.to_kind(Kind::Float) / 255.0;
     let (h, w) = (model.clip.h, model.clip.w);
     if (h, w) != (ch, cw) {
@@ -90,4 +136,34 @@ fn rgb_input(
             .view([b, v, 3, t, h, w]);
     }
     Ok(normalize_kinetics(&x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_crops_run_along_the_long_side_and_refuse_square_frames() {
+        assert_eq!(crop_windows((16, 16), Crops::One).unwrap(), vec![None]);
+        let along_w = crop_windows((16, 24), Crops::Three).unwrap();
+        let xs: Vec<(i64, i64, i64, i64)> = along_w
+            .iter()
+            .map(|r| r.map(|r| (r.y, r.x, r.h, r.w)).unwrap())
+            .collect();
+        assert_eq!(xs, vec![(0, 0, 16, 16), (0, 4, 16, 16), (0, 8, 16, 16)]);
+        let along_h = crop_windows((30, 20), Crops::Three).unwrap();
+        assert_eq!(
+            along_h[2].unwrap(),
+            Window {
+                y: 10,
+                x: 0,
+                h: 20,
+                w: 20
+            }
+        );
+        let e = crop_windows((16, 16), Crops::Three)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("square") && e.contains("eval.crops=1"), "{e}");
+    }
 }

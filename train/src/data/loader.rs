@@ -18,7 +18,7 @@ use mvdrive_schemas::index::RecordRow;
 use mvdrive_schemas::record::{decode_keypoints, read_frame_into};
 use mvdrive_schemas::Cache;
 
-use crate::data::sampler::{clip_frames, Item, Sampler};
+use crate::data::sampler::{clip_frames, eval_clip_frames, Item, Sampler};
 use crate::error::{Result, TrainError};
 
 /// One batch, still in bytes.
@@ -48,6 +48,26 @@ pub struct Counters {
     pub rgb_bytes: AtomicU64,
     /// Keypoint record bytes read.
     pub kpt_bytes: AtomicU64,
+}
+
+/// Which frames of its segment each clip of a batch takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipPick {
+    /// Training: a random position inside each of the clip's `T` parts of the segment,
+    /// drawn from (seed, epoch, position in the epoch).
+    Jittered,
+    /// Evaluation clip `k` of `n` (see [`eval_clip_frames`]); `k = 0, n = 1` is the middles.
+    Fixed {
+        /// This clip.
+        k: usize,
+        /// Clips per segment.
+        n: usize,
+    },
+}
+
+impl ClipPick {
+    /// The one centred clip.
+    pub const CENTRE: ClipPick = ClipPick::Fixed { k: 0, n: 1 };
 }
 
 /// When the loader checks a frame against its checksum (records that have them).
@@ -320,39 +340,39 @@ impl Loader {
         })
     }
 
-    /// The frames of each item of a batch: deterministic for evaluation, jittered for
-    /// training from (seed, epoch, position).
+    /// The frames of each item of a batch, as `pick` says.
     pub fn frames_for(
         &self,
         sampler: &Sampler,
         items: &[Item],
         epoch: u64,
         first_position: usize,
-        train: bool,
+        pick: ClipPick,
     ) -> Vec<Vec<u64>> {
         items
             .iter()
             .enumerate()
             .map(|(n, it)| {
                 let seg = &self.cache.segments[it.segment];
-                let mut rng = Rng::for_item(
-                    sampler.seed ^ 0x6a17_7e12,
-                    epoch,
-                    (first_position + n) as u64,
-                );
-                clip_frames(
-                    seg.frame_start,
-                    seg.frame_end,
-                    self.frames,
-                    train.then_some(&mut rng),
-                )
+                let (start, end) = (seg.frame_start, seg.frame_end);
+                match pick {
+                    ClipPick::Jittered => {
+                        let mut rng = Rng::for_item(
+                            sampler.seed ^ 0x6a17_7e12,
+                            epoch,
+                            (first_position + n) as u64,
+                        );
+                        clip_frames(start, end, self.frames, Some(&mut rng))
+                    }
+                    ClipPick::Fixed { k, n } => eval_clip_frames(start, end, self.frames, k, n),
+                }
             })
             .collect()
     }
 }
 
 /// What the caller's thread needs to make batches itself (no worker threads).
-type Inline = (Arc<Loader>, Arc<Sampler>, Vec<Item>, u64, bool);
+type Inline = (Arc<Loader>, Arc<Sampler>, Vec<Item>, u64, ClipPick);
 
 /// Batches of one epoch from `start` on, prepared by `workers` threads (0: on demand in the
 /// caller's thread). Each worker is at most two batches ahead; batches come out in order.
@@ -366,13 +386,13 @@ pub struct Prefetch {
 }
 
 impl Prefetch {
-    /// Start producing the batches `start..` of `epoch`.
+    /// Start producing the batches `start..` of `epoch`, their clips picked as `pick` says.
     pub fn start(
         loader: Arc<Loader>,
         sampler: Arc<Sampler>,
         epoch: u64,
         start: usize,
-        train: bool,
+        pick: ClipPick,
         workers: usize,
     ) -> Prefetch {
         let order = sampler.epoch_order(epoch);
@@ -383,7 +403,7 @@ impl Prefetch {
                 first: start,
                 next: start,
                 end,
-                inline: Some((loader, sampler, order, epoch, train)),
+                inline: Some((loader, sampler, order, epoch, pick)),
                 handles: Vec::new(),
             };
         }
@@ -398,7 +418,7 @@ impl Prefetch {
                 while b < end {
                     let items = sampler.batch(&order, b);
                     let frames =
-                        loader.frames_for(&sampler, &items, epoch, b * sampler.batch_size, train);
+                        loader.frames_for(&sampler, &items, epoch, b * sampler.batch_size, pick);
                     if tx.send(loader.load(b, &items, &frames)).is_err() {
                         return; // the consumer stopped
                     }
@@ -426,9 +446,9 @@ impl Iterator for Prefetch {
         }
         let b = self.next;
         self.next += 1;
-        if let Some((loader, sampler, order, epoch, train)) = &self.inline {
+        if let Some((loader, sampler, order, epoch, pick)) = &self.inline {
             let items = sampler.batch(order, b);
-            let frames = loader.frames_for(sampler, &items, *epoch, b * sampler.batch_size, *train);
+            let frames = loader.frames_for(sampler, &items, *epoch, b * sampler.batch_size, *pick);
             return Some(loader.load(b, &items, &frames));
         }
         // Worker w makes batches first + w, first + w + W, ...: read them round-robin.

@@ -140,15 +140,27 @@ impl Sampler {
 /// `t` timeline frames spread uniformly over `[start, end)`: the middle of each of `t`
 /// equal parts, or with `jitter` a uniformly random position inside each part.
 pub fn clip_frames(start: u64, end: u64, t: usize, jitter: Option<&mut Rng>) -> Vec<u64> {
-    let len = end.saturating_sub(start).max(1) as f64;
     let mut jitter = jitter;
+    frames_at(start, end, t, || match jitter.as_deref_mut() {
+        Some(r) => r.unit(),
+        None => 0.5,
+    })
+}
+
+/// Evaluation clip `k` of `n` of `[start, end)`: `t` frames at position `(k + 0.5) / n`
+/// inside each of `t` equal parts, so the `n` clips tile the segment evenly (`n = 1`: the
+/// middles, as [`clip_frames`] without jitter).
+pub fn eval_clip_frames(start: u64, end: u64, t: usize, k: usize, n: usize) -> Vec<u64> {
+    let u = (k as f64 + 0.5) / n.max(1) as f64;
+    frames_at(start, end, t, || u)
+}
+
+/// `t` frames of `[start, end)`, frame `j` at `j + u()` parts of `t` (`u` in `[0, 1)`).
+fn frames_at(start: u64, end: u64, t: usize, mut u: impl FnMut() -> f64) -> Vec<u64> {
+    let len = end.saturating_sub(start).max(1) as f64;
     (0..t)
         .map(|j| {
-            let u = match jitter.as_deref_mut() {
-                Some(r) => r.unit(),
-                None => 0.5,
-            };
-            let f = start + ((j as f64 + u) * len / t as f64).floor() as u64;
+            let f = start + ((j as f64 + u()) * len / t as f64).floor() as u64;
             f.min(end.saturating_sub(1)).max(start)
         })
         .collect()
@@ -157,6 +169,23 @@ pub fn clip_frames(start: u64, end: u64, t: usize, jitter: Option<&mut Rng>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evaluation_clips_tile_the_segment_and_one_clip_is_the_middles() {
+        assert_eq!(
+            eval_clip_frames(10, 50, 4, 0, 1),
+            clip_frames(10, 50, 4, None)
+        );
+        // 40 frames, 4 parts of 10: clip k of 5 sits at 1, 3, 5, 7, 9 within each part.
+        let clips: Vec<Vec<u64>> = (0..5).map(|k| eval_clip_frames(10, 50, 4, k, 5)).collect();
+        assert_eq!(clips[0], vec![11, 21, 31, 41]);
+        assert_eq!(clips[4], vec![19, 29, 39, 49]);
+        for c in &clips {
+            assert!(c.iter().all(|&f| (10..50).contains(&f)));
+        }
+        // A segment shorter than the clip repeats frames, never leaves the segment.
+        assert_eq!(eval_clip_frames(7, 9, 4, 1, 2), vec![7, 7, 8, 8]);
+    }
 
     fn items(n: usize) -> Vec<Item> {
         (0..n)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Settings, TrainConfig};
-use crate::data::loader::{FrameChecks, Loader, Prefetch};
+use crate::data::loader::{ClipPick, FrameChecks, Loader, Prefetch};
 use crate::data::sampler::Selection;
 use crate::error::Result;
 use crate::run::session::Session;
@@ -105,7 +105,14 @@ pub fn loader(
     // One untimed pass warms the page cache: every measurement then reads from memory.
     let mut epoch = |loader: &Arc<Loader>, e: u64| -> Result<f64> {
         let start = Instant::now();
-        for b in Prefetch::start(loader.clone(), sampler.clone(), e, 0, true, workers) {
+        for b in Prefetch::start(
+            loader.clone(),
+            sampler.clone(),
+            e,
+            0,
+            ClipPick::Jittered,
+            workers,
+        ) {
             let b = b?;
             sink = sink.wrapping_add(b.rgb.as_ref().map_or(0, |r| r[r.len() / 2] as u64));
         }

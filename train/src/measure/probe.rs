@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::config::{Settings, TrainConfig, KEYS};
+use crate::data::loader::ClipPick;
 use crate::data::sampler::{Item, Sampler};
 use crate::error::{Result, TrainError};
 use crate::optim::precision::Precision;
@@ -243,7 +244,7 @@ pub fn probe(cache: &Path, settings: &Settings, steps: usize) -> Result<ProbeRep
     let mut window = Vec::with_capacity(accum);
     for k in 0..accum {
         let its: Vec<Item> = (0..bs).map(|i| order[(k * bs + i) % order.len()]).collect();
-        let frames = loader.frames_for(&sampler, &its, 0, k * bs, true);
+        let frames = loader.frames_for(&sampler, &its, 0, k * bs, ClipPick::Jittered);
         window.push(loader.load(k, &its, &frames)?);
     }
 

@@ -8,7 +8,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Settings, TrainConfig};
-use crate::data::loader::{Loader, Prefetch};
+use crate::data::loader::{ClipPick, Loader, Prefetch};
 use crate::data::sampler::{Sampler, Selection};
 use crate::error::{IoAt, Result, TrainError};
 use crate::model::MultiViewModel;
@@ -16,49 +16,84 @@ use crate::report::metrics::ConfusionMatrix;
 use crate::report::plot;
 use crate::run::checkpoint;
 use crate::run::session::Session;
-use crate::run::trainer::loss_of;
 
 /// Result of evaluating a model on a split.
 pub struct Evaluation {
     /// Confusion matrix.
     pub confusion: ConfusionMatrix,
-    /// Mean loss.
+    /// Mean cross-entropy of the averaged probabilities.
     pub loss: f64,
-    /// (segment id, target, prediction, probabilities) per segment.
+    /// (segment id, target, prediction, averaged probabilities) per segment.
     pub predictions: Vec<(u64, usize, usize, Vec<f64>)>,
+    /// Top-5 accuracy, when there are more than 5 classes.
+    pub top5: Option<f64>,
+    /// Clips and crops averaged per segment.
+    pub views: (usize, usize),
 }
 
-/// Evaluates deterministically (centre frames, no jitter) over every item of `sampler`.
+/// Evaluates every item of `sampler`, deterministically: `eval.clips` clips spread over
+/// each segment x `eval.crops` crops of each clip, their class probabilities averaged
+/// (1 x 1: the centred clip of whole frames).
 pub fn evaluate(
     model: &MultiViewModel,
     loader: &Arc<Loader>,
     sampler: &Arc<Sampler>,
     s: &Session,
 ) -> Result<Evaluation> {
-    let mut cm = ConfusionMatrix::new(s.classes.len());
-    let (mut loss, mut n) = (0.0, 0usize);
-    let mut predictions = Vec::new();
+    let classes = s.classes.len();
+    let clips = s.config.eval.clips;
+    let windows = s.eval_windows()?;
     let workers = s.config.data.num_workers;
-    for batch in Prefetch::start(loader.clone(), sampler.clone(), 0, 0, false, workers) {
-        let batch = batch?;
-        let x = s.input(&batch)?;
-        let y = Tensor::from_slice(&batch.labels).to_device(s.device);
-        let scores = tch::no_grad(|| model.forward_t(&x, false));
-        loss += loss_of(&scores, &y, 0.0).double_value(&[]) * batch.size as f64;
-        n += batch.size;
-        let probs = scores.softmax(-1, Kind::Double).to_device(Device::Cpu);
-        let pred: Vec<i64> = Vec::try_from(probs.argmax(-1, false))?;
-        for (i, (&target, &p)) in batch.labels.iter().zip(&pred).enumerate() {
-            cm.add(target as usize, p as usize)
-                .map_err(|e| TrainError::Other(e.to_string()))?;
-            let row: Vec<f64> = Vec::try_from(probs.get(i as i64))?;
-            predictions.push((batch.segments[i], target as usize, p as usize, row));
+    // Per segment, in the sampler's (fixed) order: id, target and summed probabilities.
+    let mut rows: Vec<(u64, usize, Vec<f64>)> = Vec::new();
+    for k in 0..clips {
+        let pick = ClipPick::Fixed { k, n: clips };
+        let mut at = 0;
+        for batch in Prefetch::start(loader.clone(), sampler.clone(), 0, 0, pick, workers) {
+            let batch = batch?;
+            let mut sum = Tensor::zeros(
+                [batch.size as i64, classes as i64],
+                (Kind::Double, Device::Cpu),
+            );
+            for w in &windows {
+                let x = s.input_window(&batch, *w)?;
+                let scores = tch::no_grad(|| model.forward_t(&x, false));
+                sum += scores.softmax(-1, Kind::Double).to_device(Device::Cpu);
+            }
+            let sum: Vec<f64> = Vec::try_from(sum.flatten(0, -1))?;
+            for (i, p) in sum.chunks_exact(classes).enumerate() {
+                let (seg, target) = (batch.segments[i], batch.labels[i] as usize);
+                match rows.get_mut(at + i) {
+                    Some(row) if row.0 == seg => row.2.iter_mut().zip(p).for_each(|(a, b)| *a += b),
+                    Some(_) => return Err("evaluation clips came in different orders".into()),
+                    None => rows.push((seg, target, p.to_vec())),
+                }
+            }
+            at += batch.size;
         }
     }
+    let views = (clips * windows.len()) as f64;
+    let mut cm = ConfusionMatrix::new(classes);
+    let (mut loss, mut in_top5) = (0.0, 0usize);
+    let mut predictions = Vec::with_capacity(rows.len());
+    for (seg, target, mut probs) in rows {
+        probs.iter_mut().for_each(|p| *p /= views);
+        let mut ranked: Vec<usize> = (0..classes).collect();
+        ranked.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let pred = ranked.first().copied().unwrap_or(0);
+        in_top5 += ranked.iter().take(5).any(|&c| c == target) as usize;
+        loss -= probs.get(target).copied().unwrap_or(0.0).max(1e-12).ln();
+        cm.add(target, pred)
+            .map_err(|e| TrainError::Other(e.to_string()))?;
+        predictions.push((seg, target, pred, probs));
+    }
+    let n = predictions.len().max(1) as f64;
     Ok(Evaluation {
         confusion: cm,
-        loss: loss / n.max(1) as f64,
+        loss: loss / n,
+        top5: (classes > 5).then(|| in_top5 as f64 / n),
         predictions,
+        views: (clips, windows.len()),
     })
 }
 
@@ -80,6 +115,14 @@ pub struct EvalArgs {
     /// auto | cpu | cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Clips per segment, spread uniformly over it; their probabilities are averaged
+    /// (default: the checkpoint's eval.clips, 1 unless set).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub clips: Option<u32>,
+    /// Spatial crops per clip: 1 = the whole frame; 3 = left, centre and right squares
+    /// along the long side (default: the checkpoint's eval.crops).
+    #[arg(long, value_parser = ["1", "3"])]
+    pub crops: Option<String>,
 }
 
 /// What `train eval` wrote.
@@ -92,6 +135,10 @@ pub struct EvalSummary {
     pub top1: f64,
     /// Macro-F1.
     pub macro_f1: f64,
+    /// Top-5 accuracy, when there are more than 5 classes.
+    pub top5: Option<f64>,
+    /// Clips and crops averaged per segment.
+    pub views: (usize, usize),
     /// Segments evaluated.
     pub segments: usize,
 }
@@ -99,10 +146,13 @@ pub struct EvalSummary {
 /// Runs `train eval` and prints where its outputs went.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let s = eval(args)?;
+    let top5 = s.top5.map(|t| format!(", top5 {t:.3}")).unwrap_or_default();
     println!(
-        "train eval: {} segments of split `{}`: top1 {:.3}, macro-F1 {:.3} -> {}, {}",
+        "train eval: {} segments of split `{}` ({} clip(s) x {} crop(s) each): top1 {:.3}{top5}, macro-F1 {:.3} -> {}, {}",
         s.segments,
         args.split,
+        s.views.0,
+        s.views.1,
         s.top1,
         s.macro_f1,
         s.predictions.display(),
@@ -120,6 +170,12 @@ pub fn eval(args: &EvalArgs) -> Result<EvalSummary> {
         .apply_yaml(&st.config_yaml)
         .map_err(|e| format!("{}: its saved configuration: {e}", ckpt.display()))?;
     settings.set("trainer.device", &args.device, false)?;
+    if let Some(k) = args.clips {
+        settings.set("eval.clips", &k.to_string(), false)?;
+    }
+    if let Some(c) = &args.crops {
+        settings.set("eval.crops", c, false)?;
+    }
     let s = Session::open(cache_dir, TrainConfig::new(&settings)?)?;
     if s.classes != st.classes {
         return Err(format!(
@@ -167,6 +223,8 @@ pub fn eval(args: &EvalArgs) -> Result<EvalSummary> {
         metrics: metrics_path,
         top1: cm.accuracy(),
         macro_f1: cm.macro_f1(),
+        top5: ev.top5,
+        views: ev.views,
         segments: ev.predictions.len(),
     })
 }
@@ -204,7 +262,7 @@ fn metrics_json(s: &Session, ev: &Evaluation, args: &EvalArgs) -> serde_json::Va
         .per_class()
         .iter()
         .zip(&s.classes)
-        .map(|(m, c)| serde_json::json!({"class": c, "support": m.support, "precision": m.precision, "recall": m.recall, "f1": m.f1}))
+        .map(|(m, c)| serde_json::json!({"class": c, "support": m.support, "accuracy": m.recall, "precision": m.precision, "recall": m.recall, "f1": m.f1}))
         .collect();
     let confusion: Vec<Vec<u64>> = (0..s.classes.len()).map(|r| cm.row(r).to_vec()).collect();
     serde_json::json!({
@@ -212,8 +270,11 @@ fn metrics_json(s: &Session, ev: &Evaluation, args: &EvalArgs) -> serde_json::Va
         "cache": args.cache.display().to_string(),
         "split": args.split,
         "segments": ev.predictions.len(),
+        "clips": ev.views.0,
+        "crops": ev.views.1,
         "loss": ev.loss,
         "top1": cm.accuracy(),
+        "top5": ev.top5,
         "mean_class_acc": cm.mean_class_accuracy(),
         "macro_f1": cm.macro_f1(),
         "classes": s.classes,

@@ -13,7 +13,7 @@ use mvdrive_common::sys::{peak_rss_bytes, rss_bytes};
 use tch::{Device, Tensor};
 
 use crate::config::{Monitor, TrainConfig};
-use crate::data::loader::{Loader, Prefetch};
+use crate::data::loader::{ClipPick, Loader, Prefetch};
 use crate::data::sampler::Sampler;
 use crate::error::{IoAt, Result};
 use crate::model::summary;
@@ -291,7 +291,7 @@ impl Run {
             self.train.clone(),
             epoch,
             self.st.next_batch,
-            true,
+            ClipPick::Jittered,
             workers,
         );
         for batch in prefetch {

@@ -11,7 +11,7 @@ use mvdrive_schemas::Cache;
 use tch::Device;
 
 use crate::config::{DeviceChoice, TrainConfig, ViewMode};
-use crate::data::input::to_input;
+use crate::data::input::{crop_windows, to_input, Window};
 use crate::data::loader::{Batch, Loader};
 use crate::data::sampler::{select, Item, Sampler, Selection};
 use crate::error::{Result, TrainError};
@@ -144,6 +144,9 @@ impl Session {
             settings: m.backbones.clone(),
         };
         check_batch_memory(&config, &model, cache_hw)?;
+        if model.input_type.uses_rgb() {
+            crop_windows(cache_hw, config.eval.crops)?;
+        }
         Ok(Session {
             config,
             device,
@@ -278,7 +281,23 @@ impl Session {
 
     /// A batch as the model's input on this session's device.
     pub fn input(&self, batch: &Batch) -> Result<Input> {
-        to_input(batch, &self.model, self.cache_hw(), self.device)
+        to_input(batch, &self.model, self.cache_hw(), self.device, None)
+    }
+
+    /// The evaluation crops of this session's frames (`eval.crops`; one whole frame for a
+    /// keypoint-only model).
+    pub fn eval_windows(&self) -> Result<Vec<Option<Window>>> {
+        if self.model.input_type.uses_rgb() {
+            crop_windows(self.cache_hw(), self.config.eval.crops)
+        } else {
+            Ok(vec![None])
+        }
+    }
+
+    /// `batch` as the model's input, showing only `window` of each frame (an evaluation
+    /// crop; `None`: the whole frame).
+    pub fn input_window(&self, batch: &Batch, window: Option<Window>) -> Result<Input> {
+        to_input(batch, &self.model, self.cache_hw(), self.device, window)
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use tch::{Device, Tensor};
 
 use crate::config::{Settings, TrainConfig, KEYS};
-use crate::data::loader::Batch;
+use crate::data::loader::{Batch, ClipPick};
 use crate::data::sampler::{Item, Sampler};
 use crate::error::{IoAt, Result, TrainError};
 use crate::measure::probe::{config_overrides, probe_in_child, ProbeOutcome, ProbeReport};
@@ -260,7 +260,7 @@ fn agreements(
     };
     let pick = |n: usize| -> Vec<Item> { (0..n).map(|i| items[i % items.len()]).collect() };
     let load = |its: &[Item]| -> Result<Batch> {
-        let frames = loader.frames_for(&sampler, its, 0, 0, false);
+        let frames = loader.frames_for(&sampler, its, 0, 0, ClipPick::CENTRE);
         loader.load(0, its, &frames)
     };
     let g = Grads { s: &s };
