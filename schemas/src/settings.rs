@@ -43,6 +43,8 @@ pub const TRAIN_KEY_NAMES: &[&str] = &[
     "train.warmup_epochs",
     "train.grad_clip",
     "train.label_smoothing",
+    "train.backbone_lr_mult",
+    "train.freeze_backbone_epochs",
     "train.monitor",
     "train.early_stopping_patience",
     "train.checkpoint_every_n_steps",
@@ -71,6 +73,7 @@ pub const TRAIN_KEY_NAMES: &[&str] = &[
     "model.stgcn_temporal_kernel",
     "model.stgcn_dropout",
     "model.model_class_num",
+    "model.pretrained",
     "model.use_gradient_checkpointing",
 ];
 

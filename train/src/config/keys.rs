@@ -77,6 +77,8 @@ pub const KEYS: &[Key] = &[
     key("train.warmup_epochs", "1", Kind::Float(0.0), "linear warm-up, then cosine decay to 0 (counted in optimizer steps)"),
     key("train.grad_clip", "1.0", Kind::Float(0.0), "clip the gradient norm to this (0 = off)"),
     key("train.label_smoothing", "0.0", Kind::Float(0.0), "cross-entropy label smoothing"),
+    key("train.backbone_lr_mult", "1.0", Kind::Float(0.0), "learning-rate factor of the backbone against the classifier (e.g. 0.1 when fine-tuning model.pretrained weights)"),
+    key("train.freeze_backbone_epochs", "0", Kind::Int(0), "train only the classifier for this many first epochs: the backbone is not updated and its BatchNorm statistics stay as loaded"),
     key("train.monitor", "val_macro_f1", Kind::Choice(Monitor::NAMES), "metric for best checkpoint and early stopping"),
     key("train.early_stopping_patience", "0", Kind::Int(0), "stop after this many epochs without improvement (0 = never)"),
     key("train.checkpoint_every_n_steps", "0", Kind::Int(0), "also checkpoint every N optimizer steps, mid-epoch (0 = only at epoch end)"),
@@ -105,6 +107,7 @@ pub const KEYS: &[Key] = &[
     key("model.stgcn_temporal_kernel", "9", Kind::Int(1), "stgcn: temporal convolution kernel (odd)"),
     key("model.stgcn_dropout", "0.1", Kind::Float(0.0), "stgcn: dropout in each unit"),
     key("model.model_class_num", "null", Kind::OptInt, "number of classes; null = the cache's labels (a mismatch is an error)"),
+    key("model.pretrained", "null", Kind::Text, "a .safetensors file to start from: a torchvision export (scripts/export_torchvision.py) or an mvdrive checkpoint; tensors load by name, a classifier of another shape is re-initialised (null = random initialisation)"),
     key("model.use_gradient_checkpointing", "false", Kind::Bool, "recompute each backbone segment in backward instead of storing its activations (less memory, more time)"),
 ];
 

@@ -157,6 +157,10 @@ pub struct LoopConfig {
     pub early_stopping_patience: u64,
     /// Mid-epoch checkpoint every N optimizer steps (0 = off).
     pub checkpoint_every_n_steps: u64,
+    /// `train.backbone_lr_mult`.
+    pub backbone_lr_mult: f64,
+    /// `train.freeze_backbone_epochs`.
+    pub freeze_backbone_epochs: u64,
 }
 
 /// `trainer.*`: where and how precisely the run happens, and where it is written.
@@ -189,6 +193,8 @@ pub struct ModelSection {
     pub model_class_num: Option<u32>,
     /// Recompute backbone segments in backward.
     pub use_gradient_checkpointing: bool,
+    /// `model.pretrained`: weights to start from.
+    pub pretrained: Option<PathBuf>,
 }
 
 /// The most clips per segment `eval.clips` may ask for.
@@ -288,6 +294,8 @@ impl TrainConfig {
             monitor: choice(s, "train.monitor")?,
             early_stopping_patience: get(s, "train.early_stopping_patience")?,
             checkpoint_every_n_steps: get(s, "train.checkpoint_every_n_steps")?,
+            backbone_lr_mult: get(s, "train.backbone_lr_mult")?,
+            freeze_backbone_epochs: get(s, "train.freeze_backbone_epochs")?,
         };
         let trainer = TrainerConfig {
             precision: choice(s, "trainer.precision")?,
@@ -328,6 +336,7 @@ impl TrainConfig {
                 .map(|_| get(s, "model.model_class_num"))
                 .transpose()?,
             use_gradient_checkpointing: get(s, "model.use_gradient_checkpointing")?,
+            pretrained: opt_text(s, "model.pretrained").map(PathBuf::from),
         };
         let eval = EvalConfig {
             clips: get(s, "eval.clips")?,

@@ -25,6 +25,7 @@
 //! `scripts/export_torchvision.py` loads by name and gives torchvision's logits.
 
 pub mod backbones;
+pub mod pretrained;
 pub mod summary;
 
 pub use summary::summary;
@@ -157,6 +158,9 @@ pub enum ModelError {
     /// A backbone's settings or weights.
     #[error(transparent)]
     Backbone(#[from] BackboneError),
+    /// `model.pretrained`.
+    #[error(transparent)]
+    Pretrained(#[from] pretrained::PretrainedError),
 }
 
 /// What [`MultiViewModel::new`] builds.

@@ -23,6 +23,9 @@ pub struct AdamW {
     pub eps: f64,
     /// Decoupled weight decay.
     pub weight_decay: f64,
+    /// Learning-rate factor of each parameter (1 unless set; 0 leaves it alone: no
+    /// update, no decay, no moments).
+    pub lr_mult: Vec<f64>,
 }
 
 impl AdamW {
@@ -31,7 +34,9 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
+        let lr_mult = vec![1.0; params.len()];
         AdamW {
+            lr_mult,
             params,
             m,
             v,
@@ -41,6 +46,11 @@ impl AdamW {
             eps: 1e-8,
             weight_decay,
         }
+    }
+
+    /// Set each parameter's learning-rate factor from its name.
+    pub fn set_lr_mult(&mut self, mult: impl Fn(&str) -> f64) {
+        self.lr_mult = self.params.iter().map(|(n, _)| mult(n)).collect();
     }
 
     /// Zero every gradient.
@@ -78,15 +88,17 @@ impl AdamW {
         let c1 = 1.0 - b1.powi(t);
         let c2 = 1.0 - b2.powi(t);
         tch::no_grad(|| {
-            for (((_, p), (m, v)), g) in self
+            for ((((_, p), (m, v)), g), &mult) in self
                 .params
                 .iter_mut()
                 .zip(self.m.iter_mut().zip(self.v.iter_mut()))
                 .zip(grads)
+                .zip(&self.lr_mult)
             {
-                if !g.defined() {
+                if !g.defined() || mult == 0.0 {
                     continue;
                 }
+                let lr = lr * mult;
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 let _ = m.g_mul_scalar_(b1).g_add_(&(g * (1.0 - b1)));
                 let _ = v.g_mul_scalar_(b2).g_add_(&(g * g * (1.0 - b2)));

@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub autocast: bool,
     /// Seed of this micro-batch's dropout masks (see [`segment_seed`]).
     pub seed: i64,
+    /// Train the classifier only: the backbones run in evaluation mode (BatchNorm
+    /// statistics used, not updated; no dropout) without a graph.
+    pub frozen_backbone: bool,
 }
 
 /// The torch seed set before segment `i` of a micro-batch seeded `seed`.
@@ -92,6 +95,27 @@ pub fn forward_backward(
     let streams = model.streams(x);
     // Segment `i` of stream `s` is seeded by index `s * STREAM_STRIDE + i`.
     const STREAM_STRIDE: usize = 1000;
+    if opts.frozen_backbone {
+        let lasts: Vec<Tensor> = tch::no_grad(|| {
+            streams
+                .iter()
+                .map(|stream| {
+                    let mut h = stream.input.shallow_clone();
+                    for seg in &stream.segments {
+                        h = autocast(opts.autocast, || seg.forward_t(&h, false));
+                    }
+                    h
+                })
+                .collect()
+        });
+        let scores = autocast(opts.autocast, || {
+            model.head(&lasts, b, v, x.present.as_ref())
+        })
+        .to_kind(Kind::Float);
+        let loss = loss_of(&scores);
+        (&loss * scale).backward();
+        return loss.detach();
+    }
     if !opts.checkpointing {
         let mut lasts = Vec::with_capacity(streams.len());
         for (si, stream) in streams.iter().enumerate() {

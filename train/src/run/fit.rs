@@ -16,7 +16,9 @@ use crate::config::{Monitor, TrainConfig};
 use crate::data::loader::{ClipPick, Loader, Prefetch};
 use crate::data::sampler::Sampler;
 use crate::error::{IoAt, Result};
+use crate::model::pretrained::load_pretrained;
 use crate::model::summary;
+use crate::model::ModelError;
 use crate::optim::adamw::lr_at;
 use crate::optim::loss_scale::GradScaler;
 use crate::optim::precision::Precision;
@@ -170,6 +172,11 @@ impl Run {
         )?;
         if let Some((ckpt, st)) = &resume {
             restore(&mut tr, ckpt, st)?;
+        } else if let Some(file) = &c.model.pretrained {
+            let report = load_pretrained(&mut tr.vs, file).map_err(ModelError::from)?;
+            if !quiet {
+                eprintln!("{report}");
+            }
         }
         let resumed = resume.map(|(_, st)| st);
         let train = s.train_sampler(s.items(&s.train_selection())?);
@@ -233,8 +240,10 @@ impl Run {
         let (mut rows, mut last_ckpt, mut stopped_early) = (Vec::new(), None, false);
         let c = &self.s.config.train;
         let (max_epochs, patience, monitor) = (c.max_epochs, c.early_stopping_patience, c.monitor);
+        let (lr_mult, freeze) = (c.backbone_lr_mult, c.freeze_backbone_epochs);
         while self.st.epoch < max_epochs {
             let started = Instant::now();
+            self.tr.set_backbone(lr_mult, self.st.epoch < freeze);
             let lr = self.one_epoch()?;
             let (row, improved) = self.end_epoch(lr, started)?;
             rows.push(row);

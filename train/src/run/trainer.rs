@@ -17,6 +17,7 @@ use tch::nn::VarStore;
 use tch::{Device, Reduction, Tensor};
 
 use crate::error::Result;
+use crate::model::pretrained::is_head;
 use crate::model::{Input, ModelConfig, MultiViewModel};
 use crate::optim::adamw::{clip_grads, AdamW};
 use crate::optim::loss_scale::GradScaler;
@@ -54,6 +55,8 @@ pub struct Trainer {
     pub precision: Precision,
     /// `model.use_gradient_checkpointing`.
     pub checkpointing: bool,
+    /// Only the classifier trains (see [`Trainer::set_backbone`]).
+    pub frozen_backbone: bool,
     half: Option<HalfCopy>,
     half_grads: Vec<Tensor>,
     fresh_copy: bool,
@@ -90,10 +93,21 @@ impl Trainer {
             scaler,
             precision,
             checkpointing,
+            frozen_backbone: false,
             half: None,
             half_grads: Vec::new(),
             fresh_copy: false,
         })
+    }
+
+    /// Fine-tuning: the backbone learns at `lr_mult` times the classifier's rate, or not at
+    /// all while `frozen` (then it also runs in evaluation mode, so its BatchNorm statistics
+    /// stay as they are, and without a graph).
+    pub fn set_backbone(&mut self, lr_mult: f64, frozen: bool) {
+        self.frozen_backbone = frozen;
+        let backbone = if frozen { 0.0 } else { lr_mult };
+        self.opt
+            .set_lr_mult(|name| if is_head(name) { 1.0 } else { backbone });
     }
 
     /// Forward and backward of one batch `x` (float32) with class targets
@@ -110,6 +124,7 @@ impl Trainer {
             checkpointing: self.checkpointing,
             autocast: self.precision == Precision::Fp16Mixed,
             seed,
+            frozen_backbone: self.frozen_backbone,
         };
         let scale = self.scaler.scale / window.max(1) as f64;
         let loss_fn = |s: &Tensor| loss_of(s, y, smoothing);

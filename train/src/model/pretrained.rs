@@ -1,0 +1,213 @@
+//! Fine-tuning from pretrained weights (`model.pretrained=FILE`): a `.safetensors` file of
+//! a torchvision export (`scripts/export_torchvision.py`: the video ResNets' own names,
+//! which the model uses too) or of an mvdrive checkpoint of any backbone.
+//!
+//! Loading is by variable name. A variable whose tensor in the file has its shape is
+//! loaded. The classifier (`fc.*`, and `kpt_proj.*`, which maps keypoint features for
+//! `modality_fusion=mean`) is the part that depends on the task: when its shape differs
+//! (another number of classes, fusion or feature width) it keeps its fresh initialisation,
+//! and the report says so. A backbone tensor of another shape means the file is of
+//! another architecture: an error naming the first such tensor and both shapes.
+//! Variables the file lacks keep their initialisation (e.g. the keypoint branch when the
+//! file is an RGB model), tensors of the file that nothing uses are ignored; both are
+//! listed, on one line each, in [`PretrainedReport`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use tch::nn::VarStore;
+use tch::Tensor;
+
+/// What [`load_pretrained`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PretrainedReport {
+    /// The file.
+    pub file: PathBuf,
+    /// Variables loaded from the file.
+    pub loaded: Vec<String>,
+    /// Classifier variables kept fresh: (name, shape in the file, shape here).
+    pub head_reinitialised: Vec<(String, Vec<i64>, Vec<i64>)>,
+    /// Variables the file does not have (kept as initialised).
+    pub not_loaded: Vec<String>,
+    /// Tensors of the file no variable uses (BatchNorm `num_batches_tracked` counters
+    /// aside, which tch has no variable for).
+    pub ignored: Vec<String>,
+}
+
+impl fmt::Display for PretrainedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pretrained {}: {} tensors loaded",
+            self.file.display(),
+            self.loaded.len()
+        )?;
+        if !self.head_reinitialised.is_empty() {
+            let heads: Vec<String> = self
+                .head_reinitialised
+                .iter()
+                .map(|(n, a, b)| format!("{n} {a:?} in the file, {b:?} here"))
+                .collect();
+            write!(f, "\n  classifier re-initialised: {}", heads.join("; "))?;
+        }
+        if !self.not_loaded.is_empty() {
+            let n = self.not_loaded.len();
+            write!(
+                f,
+                "\n  not in the file ({n}, kept as initialised): {}",
+                self.not_loaded.join(", ")
+            )?;
+        }
+        if !self.ignored.is_empty() {
+            let n = self.ignored.len();
+            write!(
+                f,
+                "\n  ignored ({n}, no such variable): {}",
+                self.ignored.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of [`load_pretrained`]; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainedError {
+    /// The file cannot be read as safetensors.
+    #[error("model.pretrained: cannot read {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: tch::TchError,
+    },
+    /// A backbone tensor of another shape: another architecture.
+    #[error("model.pretrained: {}: tensor `{key}` has shape {found:?} in the file but {expected:?} in this model (model.backbone and its sizes must match the file's; is it a file of another backbone?)", file.display())]
+    Shape {
+        /// The file.
+        file: PathBuf,
+        /// The first mismatched tensor, in name order.
+        key: String,
+        /// Its shape in the model.
+        expected: Vec<i64>,
+        /// Its shape in the file.
+        found: Vec<i64>,
+    },
+    /// Nothing of the file matches the model.
+    #[error("model.pretrained: no tensor of {} has a name of this model (its first: {file_first}; the model's first: {model_first}); export the weights for this model.backbone (scripts/export_torchvision.py writes torchvision's names)", file.display())]
+    NothingMatches {
+        /// The file.
+        file: PathBuf,
+        /// The file's first tensor names.
+        file_first: String,
+        /// The model's first variable names.
+        model_first: String,
+    },
+    /// Copying a tensor failed.
+    #[error("model.pretrained: {}: cannot copy tensor `{key}`: {source}", file.display())]
+    Copy {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        key: String,
+        /// Why.
+        source: tch::TchError,
+    },
+}
+
+/// Whether `name` is a classifier variable (task-specific, re-initialised when its shape
+/// differs).
+pub fn is_head(name: &str) -> bool {
+    ["fc", "kpt_proj"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// Load `file` into `vs` by name, as the module documentation says. Checks everything
+/// before copying anything, so an error leaves `vs` as it was.
+pub fn load_pretrained(
+    vs: &mut VarStore,
+    file: &Path,
+) -> Result<PretrainedReport, PretrainedError> {
+    let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(file)
+        .map_err(|source| PretrainedError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?
+        .into_iter()
+        .collect();
+    let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut report = PretrainedReport {
+        file: file.to_path_buf(),
+        ..Default::default()
+    };
+    let mut plan = Vec::new();
+    for (name, var) in &variables {
+        let Some(src) = tensors.get(name) else {
+            report.not_loaded.push(name.clone());
+            continue;
+        };
+        if src.size() == var.size() {
+            plan.push((name, var, src));
+        } else if is_head(name) {
+            report
+                .head_reinitialised
+                .push((name.clone(), src.size(), var.size()));
+        } else {
+            return Err(PretrainedError::Shape {
+                file: file.to_path_buf(),
+                key: name.clone(),
+                expected: var.size(),
+                found: src.size(),
+            });
+        }
+    }
+    if plan.iter().all(|(n, _, _)| is_head(n)) {
+        let first = |names: Vec<&String>| {
+            names
+                .into_iter()
+                .take(3)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(PretrainedError::NothingMatches {
+            file: file.to_path_buf(),
+            file_first: first(tensors.keys().collect()),
+            model_first: first(variables.keys().collect()),
+        });
+    }
+    let used: BTreeSet<&String> = variables.keys().collect();
+    report.ignored = tensors
+        .keys()
+        .filter(|k| !used.contains(k) && !k.ends_with(".num_batches_tracked"))
+        .cloned()
+        .collect();
+    tch::no_grad(|| {
+        for (name, var, src) in plan {
+            let src = src.to_kind(var.kind()).to_device(var.device());
+            let mut var = var.shallow_clone();
+            var.f_copy_(&src).map_err(|source| PretrainedError::Copy {
+                file: file.to_path_buf(),
+                key: name.clone(),
+                source,
+            })?;
+            report.loaded.push(name.clone());
+        }
+        Ok::<(), PretrainedError>(())
+    })?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classifier_is_fc_and_kpt_proj_only() {
+        assert!(is_head("fc.weight") && is_head("kpt_proj.bias"));
+        assert!(!is_head("fcx.weight") && !is_head("layer1.0.fc.weight") && !is_head("fc"));
+    }
+}
