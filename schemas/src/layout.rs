@@ -31,6 +31,24 @@ impl Layout {
             .iter()
             .position(|j| j.eq_ignore_ascii_case(name))
     }
+
+    /// The joint each joint becomes in a mirror image: `left_*` and `right_*` swap, the
+    /// others stay (`mirror[j]` for joint `j`).
+    pub fn mirror(&self) -> Vec<usize> {
+        (0..self.len())
+            .map(|j| {
+                let name = self.joints[j];
+                let other = if let Some(rest) = name.strip_prefix("left_") {
+                    format!("right_{rest}")
+                } else if let Some(rest) = name.strip_prefix("right_") {
+                    format!("left_{rest}")
+                } else {
+                    return j;
+                };
+                self.joint(&other).unwrap_or(j)
+            })
+            .collect()
+    }
 }
 
 /// COCO-17 (MS COCO keypoints; also MMPose/Detectron2 output).
@@ -313,6 +331,28 @@ pub fn layout_names() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_left_joint_has_a_right_partner_and_the_mirror_is_an_involution() {
+        for l in LAYOUTS {
+            let m = l.mirror();
+            for (j, &k) in m.iter().enumerate() {
+                assert_eq!(m[k], j, "{}: {}", l.name, l.joints[j]);
+                let side = |n: &str| n.starts_with("left_") || n.starts_with("right_");
+                assert_eq!(
+                    k != j,
+                    side(l.joints[j]),
+                    "{}: {} has no partner",
+                    l.name,
+                    l.joints[j]
+                );
+            }
+        }
+        assert_eq!(
+            COCO17.mirror()[COCO17.joint("left_wrist").unwrap()],
+            COCO17.joint("right_wrist").unwrap()
+        );
+    }
 
     #[test]
     fn layouts_have_the_documented_sizes_and_valid_edges() {

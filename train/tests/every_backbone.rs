@@ -22,16 +22,7 @@ const HW: i64 = 32;
 
 /// Tests here seed torch's global generator and rely on it: one at a time.
 fn coco17() -> KeypointSpec {
-    let l = mvdrive_schemas::layout::layout("coco17").unwrap();
-    KeypointSpec {
-        joints: l.len() as i64,
-        channels: 3,
-        edges: l
-            .edges
-            .iter()
-            .map(|&(a, b)| (a as usize, b as usize))
-            .collect(),
-    }
+    KeypointSpec::from_layout(&mvdrive_schemas::layout::layout("coco17").unwrap(), 3)
 }
 
 /// Small versions of every configuration a user can pick.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use mvdrive_schemas::settings::{self, flatten_yaml, nearest};
 
-use super::{Crops, Monitor, ViewMode};
+use super::{Crops, FlipMode, Monitor, ViewMode};
 use crate::model::backbones::transformer::TokenPool;
 use crate::model::backbones::BackboneKind;
 use crate::model::{FusionMode, InputType, ModalityFusion};
@@ -67,6 +67,20 @@ pub const KEYS: &[Key] = &[
     key("data.val_split", "val", Kind::Text, "split evaluated each epoch; null = none"),
     key("data.fold", "null", Kind::OptInt, "cross-validation: fold k is validation, the other folds train (overrides the splits)"),
     key("data.balanced_sampler", "false", Kind::Bool, "draw training segments class-balanced instead of one pass over them"),
+    key("data.aug.enabled", "true", Kind::Bool, "augment training clips (evaluation always sees plain frames)"),
+    key("data.aug.crop_scale", "0.8", Kind::Float(0.0), "random resized crop: smallest area kept, as a fraction in (0, 1] of the cached frame (1 = no crop); store the cache a little larger than data.img_size (e.g. 128 for 112)"),
+    key("data.aug.crop_ratio", "1.333", Kind::Float(1.0), "random resized crop: aspect ratios from 1/r to r"),
+    key("data.aug.flip", "auto", Kind::Choice(FlipMode::NAMES), "horizontal flip of half the clips: auto = on unless a class names a side (left/right) and data.aug.flip_pairs does not pair it; on; off"),
+    key("data.aug.flip_pairs", "null", Kind::Text, "classes that swap under a flip, `a:b,c:d` (e.g. texting_left:texting_right)"),
+    key("data.aug.brightness", "0.2", Kind::Float(0.0), "brightness factor drawn from [1 - x, 1 + x]"),
+    key("data.aug.contrast", "0.2", Kind::Float(0.0), "contrast factor drawn from [1 - x, 1 + x]"),
+    key("data.aug.saturation", "0.2", Kind::Float(0.0), "saturation factor drawn from [1 - x, 1 + x] (not with data.aug.grey)"),
+    key("data.aug.grey", "false", Kind::Bool, "grey (NIR, single-channel) footage: jitter brightness and contrast only, so frames stay grey"),
+    key("data.aug.per_view", "false", Kind::Bool, "each view draws its own crop and jitter (the flip is always the sample's)"),
+    key("data.aug.kpt_rotate", "10", Kind::Float(0.0), "keypoints: rotation drawn from [-x, x] degrees about the skeleton's centre"),
+    key("data.aug.kpt_scale", "0.1", Kind::Float(0.0), "keypoints: scale drawn from [1 - x, 1 + x]"),
+    key("data.aug.kpt_shift", "0.05", Kind::Float(0.0), "keypoints: shift drawn from [-x, x] of the skeleton's extent"),
+    key("data.aug.kpt_jitter", "0.005", Kind::Float(0.0), "keypoints: Gaussian noise per joint, std x the skeleton's extent"),
     key("train.max_epochs", "10", Kind::Int(1), "epochs"),
     key("train.accumulate_grad_batches", "1", Kind::Int(1), "batches per optimizer step (1 = no accumulation); a short last window at epoch end steps with the batches it has"),
     key("train.view", "multi", Kind::Choice(ViewMode::NAMES), "single: one view (train.view_name); multi: every view, fused"),
@@ -354,7 +368,8 @@ mod tests {
         );
         let text = std::fs::read_to_string(root.join("configs/config.yaml")).unwrap();
         for k in KEYS {
-            let leaf = k.name.split_once('.').unwrap().1;
+            // The last part: `data.aug.flip` is `flip:` under `aug:` under `data:`.
+            let leaf = k.name.rsplit('.').next().unwrap();
             assert!(
                 text.contains(&format!("{leaf}:")),
                 "configs/config.yaml lacks {}",

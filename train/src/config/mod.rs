@@ -67,6 +67,69 @@ crate::choice_enum! {
     }
 }
 
+crate::choice_enum! {
+    /// `data.aug.flip`.
+    pub enum FlipMode for "data.aug.flip" {
+        /// On unless a class names a side that `data.aug.flip_pairs` does not pair.
+        Auto => "auto",
+        /// On.
+        On => "on",
+        /// Off.
+        Off => "off",
+    }
+}
+
+/// `data.aug.*`: training-time augmentation (see [`crate::data::augment`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugConfig {
+    /// `data.aug.enabled`.
+    pub enabled: bool,
+    /// Smallest area fraction of the random resized crop, in (0, 1].
+    pub crop_scale: f64,
+    /// Aspect ratios from `1 / crop_ratio` to `crop_ratio`.
+    pub crop_ratio: f64,
+    /// `data.aug.flip`.
+    pub flip: FlipMode,
+    /// Classes that swap under a flip.
+    pub flip_pairs: Vec<(String, String)>,
+    /// Jitter amounts.
+    pub brightness: f64,
+    /// See `brightness`.
+    pub contrast: f64,
+    /// See `brightness`.
+    pub saturation: f64,
+    /// Grey footage: no saturation jitter.
+    pub grey: bool,
+    /// Crop and jitter drawn per view.
+    pub per_view: bool,
+    /// Keypoint rotation, degrees.
+    pub kpt_rotate: f64,
+    /// Keypoint scale amount.
+    pub kpt_scale: f64,
+    /// Keypoint shift, fraction of the skeleton's extent.
+    pub kpt_shift: f64,
+    /// Keypoint noise, fraction of the skeleton's extent.
+    pub kpt_jitter: f64,
+}
+
+/// `data.aug.flip_pairs` (`a:b,c:d`) as pairs.
+fn flip_pairs(s: &Settings) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(text) = opt_text(s, "data.aug.flip_pairs") else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| match p.split_once(':') {
+            Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() => {
+                Ok((a.trim().to_string(), b.trim().to_string()))
+            }
+            _ => Err(ConfigError(format!(
+                "data.aug.flip_pairs: `{p}` is not a pair `label_a:label_b` (pairs are separated by commas)"
+            ))),
+        })
+        .collect()
+}
+
 /// `trainer.device` as written: resolved against the machine by the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -126,6 +189,8 @@ pub struct DataConfig {
     pub fold: Option<u32>,
     /// Class-balanced draws instead of one pass.
     pub balanced_sampler: bool,
+    /// `data.aug.*`.
+    pub aug: AugConfig,
 }
 
 /// `train.*`: the loop and the optimizer.
@@ -279,6 +344,22 @@ impl TrainConfig {
                 .map(|_| get(s, "data.fold"))
                 .transpose()?,
             balanced_sampler: get(s, "data.balanced_sampler")?,
+            aug: AugConfig {
+                enabled: get(s, "data.aug.enabled")?,
+                crop_scale: get(s, "data.aug.crop_scale")?,
+                crop_ratio: get(s, "data.aug.crop_ratio")?,
+                flip: choice(s, "data.aug.flip")?,
+                flip_pairs: flip_pairs(s)?,
+                brightness: get(s, "data.aug.brightness")?,
+                contrast: get(s, "data.aug.contrast")?,
+                saturation: get(s, "data.aug.saturation")?,
+                grey: get(s, "data.aug.grey")?,
+                per_view: get(s, "data.aug.per_view")?,
+                kpt_rotate: get(s, "data.aug.kpt_rotate")?,
+                kpt_scale: get(s, "data.aug.kpt_scale")?,
+                kpt_shift: get(s, "data.aug.kpt_shift")?,
+                kpt_jitter: get(s, "data.aug.kpt_jitter")?,
+            },
         };
         let train = LoopConfig {
             max_epochs: get(s, "train.max_epochs")?,
@@ -376,6 +457,25 @@ impl TrainConfig {
 
     /// Every rule that spans keys, checked here and nowhere else.
     fn check_rules(&self) -> Result<(), ConfigError> {
+        let a = &self.data.aug;
+        if !(a.crop_scale > 0.0 && a.crop_scale <= 1.0) {
+            return Err(ConfigError(format!(
+                "data.aug.crop_scale={} is not in (0, 1]: it is the smallest fraction of the frame's area a crop keeps (1 = no crop)",
+                a.crop_scale
+            )));
+        }
+        for (key, v) in [
+            ("data.aug.brightness", a.brightness),
+            ("data.aug.contrast", a.contrast),
+            ("data.aug.saturation", a.saturation),
+            ("data.aug.kpt_scale", a.kpt_scale),
+        ] {
+            if v >= 1.0 {
+                return Err(ConfigError(format!(
+                    "{key}={v}: factors are drawn from [1 - x, 1 + x], so x must be below 1"
+                )));
+            }
+        }
         if self.eval.clips > MAX_EVAL_CLIPS {
             return Err(ConfigError(format!(
                 "eval.clips={} is more than mvdrive evaluates per segment (at most {MAX_EVAL_CLIPS}; 1-10 is usual)",

@@ -6,6 +6,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::config::Crops;
+use crate::data::augment::{apply_kpt, apply_rgb, ClipDraw};
 use crate::data::loader::Batch;
 use crate::error::{Result, TrainError};
 use crate::model::backbones::normalize_kinetics;
@@ -48,23 +49,50 @@ pub fn crop_windows(cache_hw: (i64, i64), crops: Crops) -> Result<Vec<Option<Win
     }
 }
 
+/// What part of each frame the model is shown.
+#[derive(Debug, Clone, Copy)]
+pub enum Spatial<'a> {
+    /// The whole frame.
+    Whole,
+    /// One window of every frame (an evaluation crop).
+    Window(Window),
+    /// Training augmentation: one draw per clip (sample-major, views inner), with
+    /// `grey` footage and keypoint noise `kpt_jitter` (see [`crate::data::augment`]).
+    Augmented {
+        /// The draws.
+        draws: &'a [ClipDraw],
+        /// `data.aug.grey`.
+        grey: bool,
+        /// `data.aug.kpt_jitter`.
+        kpt_jitter: f64,
+    },
+}
+
 /// `batch` as the input of a model of `model`, on `device`. `cache_hw` is the cache's
-/// frame size (height, width); `window`, when given, is the part of each frame shown
-/// (resized to the model's input size).
+/// frame size (height, width); `spatial` says what part of each frame is shown (resized
+/// to the model's input size).
 pub fn to_input(
     batch: &Batch,
     model: &ModelConfig,
     cache_hw: (i64, i64),
     device: Device,
-    window: Option<Window>,
+    spatial: Spatial,
 ) -> Result<Input> {
     let rgb = if model.input_type.uses_rgb() {
-        Some(rgb_input(batch, model, cache_hw, device, window)?)
+        Some(rgb_input(batch, model, cache_hw, device, spatial)?)
     } else {
         None
     };
     let kpt = match (&model.keypoints, model.input_type.uses_kpt()) {
-        (Some(k), true) => Some(kpt_input(batch, model, k, device)?),
+        (Some(k), true) => {
+            let x = kpt_input(batch, model, k, device)?;
+            Some(match spatial {
+                Spatial::Augmented {
+                    draws, kpt_jitter, ..
+                } => per_clip(&x, draws, |c, d| apply_kpt(c, d, &k.mirror, kpt_jitter))?,
+                _ => x,
+            })
+        }
         _ => None,
     };
     // Which views each sample has: only when a camera is missing somewhere in the batch
@@ -104,12 +132,38 @@ fn kpt_input(
     Ok(Tensor::cat(&[x, m], 2).contiguous())
 }
 
+/// `f` applied to each clip of `x` (`[B, V, ...]`) with its draw.
+fn per_clip(
+    x: &Tensor,
+    draws: &[ClipDraw],
+    f: impl Fn(&Tensor, &ClipDraw) -> Tensor,
+) -> Result<Tensor> {
+    let size = x.size();
+    let (b, v) = (size[0], size[1]);
+    if draws.len() as i64 != b * v {
+        return Err(TrainError::Other(format!(
+            "{} augmentation draws for {b} x {v} clips",
+            draws.len()
+        )));
+    }
+    let flat = x.flatten(0, 1);
+    let clips: Vec<Tensor> = draws
+        .iter()
+        .enumerate()
+        .map(|(i, d)| f(&flat.get(i as i64), d))
+        .collect();
+    let out = Tensor::stack(&clips, 0);
+    let mut shape = vec![b, v];
+    shape.extend_from_slice(&out.size()[1..]);
+    Ok(out.view(shape.as_slice()))
+}
+
 fn rgb_input(
     batch: &Batch,
     model: &ModelConfig,
     cache_hw: (i64, i64),
     device: Device,
-    window: Option<Window>,
+    spatial: Spatial,
 ) -> Result<Tensor> {
     let rgb = batch
         .rgb
@@ -123,12 +177,27 @@ fn rgb_input(
         .view([b, v, t, ch, cw, 3])
         .permute([0, 1, 5, 2, 3, 4]);
     let (mut ch, mut cw) = (ch, cw);
-    if let Some(r) = window {
-        x = x.narrow(4, r.y, r.h).narrow(5, r.x, r.w);
-        (ch, cw) = (r.h, r.w);
+    let (h, w) = (model.clip.h, model.clip.w);
+    match spatial {
+        Spatial::Whole => {}
+        Spatial::Window(r) => {
+            x = x.narrow(4, r.y, r.h).narrow(5, r.x, r.w);
+            (ch, cw) = (r.h, r.w);
+        }
+        Spatial::Augmented { draws, grey, .. } => {
+            let x = x.to_kind(Kind::Float) / 255.0;
+            let x = per_clip(&x, draws, |c, d| {
+                let r = d.window;
+                let c = c.narrow(2, r.y, r.h).narrow(3, r.x, r.w).unsqueeze(0);
+                let c = c
+                    .upsample_trilinear3d([t, h, w], false, None, None, None)
+                    .squeeze_dim(0);
+                apply_rgb(&c, d, grey)
+            })?;
+            return Ok(normalize_kinetics(&x));
+        }
     }
     let mut x = x.to_kind(Kind::Float) / 255.0;
-    let (h, w) = (model.clip.h, model.clip.w);
     if (h, w) != (ch, cw) {
         x = x
             .reshape([b * v, 3, t, ch, cw])

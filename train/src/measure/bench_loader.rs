@@ -9,9 +9,11 @@ use std::time::Instant;
 
 use crate::config::{Settings, TrainConfig};
 use crate::data::loader::{ClipPick, FrameChecks, Loader, Prefetch};
-use crate::data::sampler::Selection;
+use crate::data::sampler::{Sampler, Selection};
 use crate::error::Result;
+use crate::optim::precision::Precision;
 use crate::run::session::Session;
+use crate::run::trainer::Trainer;
 
 /// Benchmark: loader clips/s, with and without the frame checks, against the memcpy bound
 /// of the same bytes (prints JSON).
@@ -71,6 +73,58 @@ pub struct LoaderBench {
     pub memcpy_clips_per_s: f64,
     /// Bytes per clip.
     pub bytes_per_clip: u64,
+    /// What training-time augmentation costs on this device, next to a training step.
+    pub augment: AugmentCost,
+}
+
+/// Milliseconds per batch of turning a `u8` batch into the model's input, plain and with
+/// the default augmentation (`data.aug.*`), and seconds of one training step of the
+/// session's model on that batch (fp32, after a warm-up step).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AugmentCost {
+    /// Plain input (conversion, normalisation), ms per batch.
+    pub plain_ms: f64,
+    /// Augmented input (crop + resize, flip, jitter, conversion, normalisation), ms.
+    pub augmented_ms: f64,
+    /// One optimizer step of the session's model (`model.backbone`) on the batch, s.
+    pub step_s: f64,
+    /// The backbone of that step.
+    pub backbone: String,
+}
+
+/// Times the input with and without augmentation over a few batches, and one step.
+fn augment_cost(s: &Session, loader: &Arc<Loader>, sampler: &Arc<Sampler>) -> Result<AugmentCost> {
+    let batches: Vec<_> =
+        Prefetch::start(loader.clone(), sampler.clone(), 1, 0, ClipPick::Jittered, 0)
+            .take(4)
+            .collect::<Result<_>>()?;
+    let time = |f: &dyn Fn(&crate::data::loader::Batch) -> Result<()>| -> Result<f64> {
+        let start = Instant::now();
+        for b in &batches {
+            f(b)?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e3 / batches.len().max(1) as f64)
+    };
+    let plain_ms = time(&|b| s.input(b).map(|_| ()))?;
+    let augmented_ms = time(&|b| s.train_input(b, 1).map(|_| ()))?;
+    tch::manual_seed(0);
+    let mut tr = Trainer::new(&s.model, s.device, Precision::Fp32, false, 0.0)?;
+    let (x, y) = s.train_input(&batches[0], 1)?;
+    let y = tch::Tensor::from_slice(&y).to_device(s.device);
+    let mut step = || -> Result<f64> {
+        let start = Instant::now();
+        tr.micro_batch(&x, &y, 0.0, 1, 0)?;
+        tr.step(1e-4, 0.0);
+        Ok(start.elapsed().as_secs_f64())
+    };
+    step()?;
+    let step_s = step()?;
+    Ok(AugmentCost {
+        plain_ms,
+        augmented_ms,
+        step_s,
+        backbone: s.config.settings().raw("model.backbone").to_string(),
+    })
 }
 
 /// Time `epochs` passes of the training loader over `split`, then memcpy of the same bytes.
@@ -136,6 +190,7 @@ pub fn loader(
         always_ratios.push(t[2] / t[1]);
     }
     let [secs, secs_always, secs_unchecked] = secs;
+    let augment = augment_cost(&s, &checked, &sampler)?;
     let bytes = checked.counters.rgb_bytes.load(Ordering::Relaxed) - before;
     let bytes_per_clip = bytes / (clips as u64 * epochs).max(1);
     // The memcpy bound: the same number of clip-sized copies from a warm buffer, frame by
@@ -169,6 +224,7 @@ pub fn loader(
         every_read_cost: 1.0 - median(&mut always_ratios),
         memcpy_clips_per_s: (clips as u64 * epochs) as f64 / mem_secs,
         bytes_per_clip,
+        augment,
     })
 }
 

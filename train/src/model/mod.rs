@@ -144,6 +144,24 @@ pub struct KeypointSpec {
     pub channels: i64,
     /// Skeleton edges (joint index pairs), from the cache's layout.
     pub edges: Vec<(usize, usize)>,
+    /// The joint each joint becomes in a mirror image (left and right swapped).
+    pub mirror: Vec<i64>,
+}
+
+impl KeypointSpec {
+    /// The joints, edges and mirror of `layout`, with `channels` values per joint.
+    pub fn from_layout(layout: &mvdrive_schemas::layout::Layout, channels: i64) -> Self {
+        KeypointSpec {
+            joints: layout.len() as i64,
+            channels,
+            edges: layout
+                .edges
+                .iter()
+                .map(|&(a, b)| (a as usize, b as usize))
+                .collect(),
+            mirror: layout.mirror().into_iter().map(|j| j as i64).collect(),
+        }
+    }
 }
 
 /// Errors a user can cause through the model config or the input shape.

@@ -307,8 +307,8 @@ impl Run {
             let batch = batch?;
             self.s.check_cache()?;
             let b = batch.index;
-            let x = self.s.input(&batch)?;
-            let y = Tensor::from_slice(&batch.labels).to_device(self.s.device);
+            let (x, labels) = self.s.train_input(&batch, epoch)?;
+            let y = Tensor::from_slice(&labels).to_device(self.s.device);
             let window_start = (b / accum) * accum;
             // Each accumulation window averages its batches; the last window of an epoch
             // may be shorter (it steps with what it has, see `crate::run::trainer`).

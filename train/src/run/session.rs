@@ -11,7 +11,8 @@ use mvdrive_schemas::Cache;
 use tch::Device;
 
 use crate::config::{DeviceChoice, TrainConfig, ViewMode};
-use crate::data::input::{crop_windows, to_input, Window};
+use crate::data::augment::Augment;
+use crate::data::input::{crop_windows, to_input, Spatial, Window};
 use crate::data::loader::{Batch, Loader};
 use crate::data::sampler::{select, Item, Sampler, Selection};
 use crate::error::{Result, TrainError};
@@ -58,6 +59,8 @@ pub struct Session {
     pub classes: Vec<String>,
     /// The model to build.
     pub model: ModelConfig,
+    /// Training-time augmentation (`None`: `data.aug.enabled=false`).
+    pub augment: Option<Augment>,
     /// Identity of the cache's `meta.json` when it was opened (see [`Session::check_cache`]).
     meta_id: Option<(u64, i64)>,
 }
@@ -147,7 +150,12 @@ impl Session {
         if model.input_type.uses_rgb() {
             crop_windows(cache_hw, config.eval.crops)?;
         }
+        let (augment, note) = Augment::new(&config.data.aug, &classes, config.train.seed)?;
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
         Ok(Session {
+            augment,
             config,
             device,
             precision,
@@ -281,7 +289,31 @@ impl Session {
 
     /// A batch as the model's input on this session's device.
     pub fn input(&self, batch: &Batch) -> Result<Input> {
-        to_input(batch, &self.model, self.cache_hw(), self.device, None)
+        to_input(
+            batch,
+            &self.model,
+            self.cache_hw(),
+            self.device,
+            Spatial::Whole,
+        )
+    }
+
+    /// A training batch as the model's input, augmented as `data.aug.*` says (draws from
+    /// the batch's position in `epoch`), and its labels (swapped where a flip swaps them).
+    pub fn train_input(&self, batch: &Batch, epoch: u64) -> Result<(Input, Vec<i64>)> {
+        let Some(aug) = &self.augment else {
+            return Ok((self.input(batch)?, batch.labels.clone()));
+        };
+        let views = self.model.num_views as usize;
+        let bs = self.config.data.batch_size;
+        let draws = aug.draw(epoch, batch.index, bs, batch.size, views, self.cache_hw());
+        let spatial = Spatial::Augmented {
+            draws: &draws,
+            grey: aug.config.grey,
+            kpt_jitter: aug.config.kpt_jitter,
+        };
+        let x = to_input(batch, &self.model, self.cache_hw(), self.device, spatial)?;
+        Ok((x, aug.labels(&batch.labels, &draws, views)))
     }
 
     /// The evaluation crops of this session's frames (`eval.crops`; one whole frame for a
@@ -297,7 +329,8 @@ impl Session {
     /// `batch` as the model's input, showing only `window` of each frame (an evaluation
     /// crop; `None`: the whole frame).
     pub fn input_window(&self, batch: &Batch, window: Option<Window>) -> Result<Input> {
-        to_input(batch, &self.model, self.cache_hw(), self.device, window)
+        let spatial = window.map_or(Spatial::Whole, Spatial::Window);
+        to_input(batch, &self.model, self.cache_hw(), self.device, spatial)
     }
 }
 
@@ -399,11 +432,6 @@ fn keypoint_spec(cache: &Cache, views: &[String]) -> Result<KeypointSpec> {
         .ok_or_else(|| format!("{} has no keypoint records", cache.dir.display()))?;
     Ok(KeypointSpec {
         joints: rec.height as i64,
-        channels: rec.width as i64,
-        edges: l
-            .edges
-            .iter()
-            .map(|&(a, b)| (a as usize, b as usize))
-            .collect(),
+        ..KeypointSpec::from_layout(&l, rec.width as i64)
     })
 }
