@@ -57,7 +57,7 @@ fn weights_load_by_name_and_a_classifier_of_another_size_stays_fresh() {
     // Same classes: the model computes exactly what the source does.
     tch::manual_seed(2);
     let (mut vs, model) = build(BackboneKind::R3d18, FusionMode::LogitMean, 4, 1);
-    let report = load_pretrained(&mut vs, &file).unwrap();
+    let report = load_pretrained(&mut vs, &file, None).unwrap();
     assert!(report.head_reinitialised.is_empty() && report.not_loaded.is_empty());
     assert_eq!(report.ignored, vec!["extra.weight".to_string()]);
     let x = clip();
@@ -70,7 +70,7 @@ fn weights_load_by_name_and_a_classifier_of_another_size_stays_fresh() {
     tch::manual_seed(3);
     let (mut vs, _) = build(BackboneKind::R3d18, FusionMode::LogitMean, 7, 1);
     let before = vars(&vs);
-    let report = load_pretrained(&mut vs, &file).unwrap();
+    let report = load_pretrained(&mut vs, &file, None).unwrap();
     let heads: Vec<&str> = report
         .head_reinitialised
         .iter()
@@ -103,7 +103,7 @@ fn a_file_of_another_architecture_is_refused_naming_the_tensor() {
     save(&src_vs, &file);
     let (mut vs, _) = build(BackboneKind::R3d18, FusionMode::LogitMean, 4, 1);
     let before = vars(&vs);
-    let e = load_pretrained(&mut vs, &file).unwrap_err();
+    let e = load_pretrained(&mut vs, &file, None).unwrap_err();
     assert!(matches!(e, PretrainedError::Shape { .. }), "{e}");
     let msg = e.to_string();
     assert!(
@@ -117,12 +117,14 @@ fn a_file_of_another_architecture_is_refused_naming_the_tensor() {
     );
 
     let (mut vs, _) = build(BackboneKind::X3d, FusionMode::LogitMean, 4, 1);
-    let e = load_pretrained(&mut vs, &file).unwrap_err().to_string();
+    let e = load_pretrained(&mut vs, &file, None)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("no tensor of") && e.contains("model.backbone"),
         "{e}"
     );
-    let e = load_pretrained(&mut vs, &dir.path().join("missing.safetensors")).unwrap_err();
+    let e = load_pretrained(&mut vs, &dir.path().join("missing.safetensors"), None).unwrap_err();
     assert!(e.to_string().contains("missing.safetensors"), "{e}");
 }
 
@@ -205,4 +207,56 @@ fn a_frozen_backbone_keeps_its_weights_and_statistics_and_the_classifier_learns(
     // Unfrozen at the full rate, the backbone learns.
     let free = fine_tune(&dir.path().join("c"), &cache, &file, &[]);
     assert!(!free["layer1.0.conv1.0.weight"].equal(&want["layer1.0.conv1.0.weight"]));
+}
+
+#[test]
+fn positional_embeddings_are_interpolated_to_another_clip_shape() {
+    use mvdrive_train::model::{ClipShape, ModelConfig, MultiViewModel};
+    let _g = support::lock();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tf.safetensors");
+    let model = |clip: ClipShape| {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig {
+            backbone: BackboneKind::Transformer,
+            num_classes: 4,
+            clip,
+            ..Default::default()
+        };
+        let grid = config.token_grid();
+        MultiViewModel::new(&vs.root(), config).unwrap();
+        (vs, grid)
+    };
+    // 4 frames of 32 x 32: 2 x (2 x 2) tokens. Time embedding a ramp 0, 1 per channel.
+    let (src, _) = model(ClipShape::new(4, 32, 32));
+    let find = |vs: &tch::nn::VarStore, end: &str| {
+        vs.variables()
+            .into_iter()
+            .find(|(n, _)| n.ends_with(end))
+            .unwrap()
+    };
+    let (time_name, time) = find(&src, "pos_time");
+    tch::no_grad(|| {
+        let ramp = Tensor::from_slice(&[0f32, 1.0])
+            .view([2, 1])
+            .expand_as(&time);
+        time.shallow_clone().copy_(&ramp);
+    });
+    save(&src, &file);
+    // 8 frames of 64 x 32: 4 x (4 x 2) tokens.
+    let (mut vs, grid) = model(ClipShape::new(8, 64, 32));
+    assert_eq!(grid, Some((4, 2)));
+    let report = load_pretrained(&mut vs, &file, grid).unwrap();
+    let names: Vec<&str> = report.interpolated.iter().map(|i| i.0.as_str()).collect();
+    assert_eq!(names.len(), 2, "{report}");
+    assert!(report.to_string().contains("interpolated"));
+    let (_, t) = find(&vs, "pos_time");
+    assert_eq!(t.size()[0], 4);
+    // Linear, half-pixel centres: 2 -> 4 samples of the ramp 0, 1 are 0, 0.25, 0.75, 1.
+    let got: Vec<f64> = (0..4).map(|i| t.double_value(&[i, 0])).collect();
+    for (g, w) in got.iter().zip([0.0, 0.25, 0.75, 1.0]) {
+        assert!((g - w).abs() < 1e-6, "{got:?} ({time_name})");
+    }
+    let (_, s) = find(&vs, "pos_space");
+    assert_eq!(s.size()[0], 8);
 }

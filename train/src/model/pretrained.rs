@@ -6,8 +6,12 @@
 //! loaded. The classifier (`fc.*`, and `kpt_proj.*`, which maps keypoint features for
 //! `modality_fusion=mean`) is the part that depends on the task: when its shape differs
 //! (another number of classes, fusion or feature width) it keeps its fresh initialisation,
-//! and the report says so. A backbone tensor of another shape means the file is of
-//! another architecture: an error naming the first such tensor and both shapes.
+//! and the report says so. The transformer's and Mamba's positional embeddings of another
+//! clip shape are interpolated: `pos_time` linearly over time, `pos_space` bilinearly over
+//! the token grid (the file's grid is taken square, or else the factorisation of its token
+//! count closest to the model's aspect). Any other backbone tensor of another shape means
+//! the file is of another architecture: an error naming the first such tensor and both
+//! shapes.
 //! Variables the file lacks keep their initialisation (e.g. the keypoint branch when the
 //! file is an RGB model), tensors of the file that nothing uses are ignored; both are
 //! listed, on one line each, in [`PretrainedReport`].
@@ -28,6 +32,8 @@ pub struct PretrainedReport {
     pub loaded: Vec<String>,
     /// Classifier variables kept fresh: (name, shape in the file, shape here).
     pub head_reinitialised: Vec<(String, Vec<i64>, Vec<i64>)>,
+    /// Positional embeddings resized to this model's clip: (name, from, to).
+    pub interpolated: Vec<(String, Vec<i64>, Vec<i64>)>,
     /// Variables the file does not have (kept as initialised).
     pub not_loaded: Vec<String>,
     /// Tensors of the file no variable uses (BatchNorm `num_batches_tracked` counters
@@ -50,6 +56,18 @@ impl fmt::Display for PretrainedReport {
                 .map(|(n, a, b)| format!("{n} {a:?} in the file, {b:?} here"))
                 .collect();
             write!(f, "\n  classifier re-initialised: {}", heads.join("; "))?;
+        }
+        if !self.interpolated.is_empty() {
+            let pos: Vec<String> = self
+                .interpolated
+                .iter()
+                .map(|(n, a, b)| format!("{n} {a:?} -> {b:?}"))
+                .collect();
+            write!(
+                f,
+                "\n  positional embeddings interpolated: {}",
+                pos.join("; ")
+            )?;
         }
         if !self.not_loaded.is_empty() {
             let n = self.not_loaded.len();
@@ -125,11 +143,53 @@ pub fn is_head(name: &str) -> bool {
     })
 }
 
-/// Load `file` into `vs` by name, as the module documentation says. Checks everything
-/// before copying anything, so an error leaves `vs` as it was.
+/// `src` (a positional embedding `[n, dim]` of the file) resized to `want` (`[m, dim]`),
+/// when `name` is one; `space` is the model's token grid (height, width).
+fn interpolate(
+    name: &str,
+    src: &Tensor,
+    want: &[i64],
+    space: Option<(i64, i64)>,
+) -> Option<Tensor> {
+    let have = src.size();
+    if have.len() != 2 || want.len() != 2 || have[1] != want[1] || have[0] < 1 {
+        return None;
+    }
+    let x = src.to_kind(tch::Kind::Float).transpose(0, 1).unsqueeze(0); // [1, dim, n]
+    if name.ends_with("pos_time") {
+        let y = x.upsample_linear1d([want[0]], false, None);
+        return Some(y.squeeze_dim(0).transpose(0, 1));
+    }
+    if !name.ends_with("pos_space") {
+        return None;
+    }
+    let (gh, gw) = space.filter(|(h, w)| h * w == want[0])?;
+    let n = have[0];
+    let side = (n as f64).sqrt().round() as i64;
+    let (a, b) = if side * side == n {
+        (side, side)
+    } else {
+        let aspect = (gh as f64 / gw as f64).ln();
+        (1..=n)
+            .filter(|a| n % a == 0)
+            .map(|a| (a, n / a))
+            .min_by(|p, q| {
+                let d = |&(a, b): &(i64, i64)| ((a as f64 / b as f64).ln() - aspect).abs();
+                d(p).total_cmp(&d(q))
+            })?
+    };
+    let grid = x.view([1, have[1], a, b]);
+    let y = grid.upsample_bilinear2d([gh, gw], false, None, None);
+    Some(y.view([have[1], gh * gw]).transpose(0, 1))
+}
+
+/// Load `file` into `vs` by name, as the module documentation says; `space` is the token
+/// grid (height, width) of the model's tubelet embedding, when it has one. Checks
+/// everything before copying anything, so an error leaves `vs` as it was.
 pub fn load_pretrained(
     vs: &mut VarStore,
     file: &Path,
+    space: Option<(i64, i64)>,
 ) -> Result<PretrainedReport, PretrainedError> {
     let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(file)
         .map_err(|source| PretrainedError::Read {
@@ -143,14 +203,19 @@ pub fn load_pretrained(
         file: file.to_path_buf(),
         ..Default::default()
     };
-    let mut plan = Vec::new();
+    let mut plan: Vec<(&String, &Tensor, Tensor)> = Vec::new();
     for (name, var) in &variables {
         let Some(src) = tensors.get(name) else {
             report.not_loaded.push(name.clone());
             continue;
         };
         if src.size() == var.size() {
-            plan.push((name, var, src));
+            plan.push((name, var, src.shallow_clone()));
+        } else if let Some(resized) = interpolate(name, src, &var.size(), space) {
+            report
+                .interpolated
+                .push((name.clone(), src.size(), var.size()));
+            plan.push((name, var, resized));
         } else if is_head(name) {
             report
                 .head_reinitialised

@@ -173,7 +173,8 @@ impl Run {
         if let Some((ckpt, st)) = &resume {
             restore(&mut tr, ckpt, st)?;
         } else if let Some(file) = &c.model.pretrained {
-            let report = load_pretrained(&mut tr.vs, file).map_err(ModelError::from)?;
+            let report = load_pretrained(&mut tr.vs, file, s.model.token_grid())
+                .map_err(ModelError::from)?;
             if !quiet {
                 eprintln!("{report}");
             }
