@@ -47,6 +47,8 @@ pub const TRAIN_KEY_NAMES: &[&str] = &[
     "data.aug.kpt_scale",
     "data.aug.kpt_shift",
     "data.aug.kpt_jitter",
+    "data.aug.mixup",
+    "data.aug.cutmix",
     "train.max_epochs",
     "train.accumulate_grad_batches",
     "train.view",

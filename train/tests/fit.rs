@@ -180,6 +180,9 @@ fn a_resumed_run_continues_bit_for_bit_and_eval_writes_its_outputs() {
         &[
             "train.checkpoint_every_n_steps=1",
             "trainer.experiment=full",
+            // Mixing draws by position too: each batch takes mixup or cutmix.
+            "data.aug.mixup=0.4",
+            "data.aug.cutmix=1.0",
         ],
     );
     let full = fit(&args(&cache, cfg, None), true).unwrap();

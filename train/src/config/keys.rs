@@ -81,6 +81,8 @@ pub const KEYS: &[Key] = &[
     key("data.aug.kpt_scale", "0.1", Kind::Float(0.0), "keypoints: scale drawn from [1 - x, 1 + x]"),
     key("data.aug.kpt_shift", "0.05", Kind::Float(0.0), "keypoints: shift drawn from [-x, x] of the skeleton's extent"),
     key("data.aug.kpt_jitter", "0.005", Kind::Float(0.0), "keypoints: Gaussian noise per joint, std x the skeleton's extent"),
+    key("data.aug.mixup", "0", Kind::Float(0.0), "mixup: blend each clip and its label with another of the batch, weight ~ Beta(x, x) (0 = off; 0.2 is usual; RGB models, data.batch_size >= 2)"),
+    key("data.aug.cutmix", "0", Kind::Float(0.0), "cutmix: paste a box of another clip of the batch into every frame, area ~ Beta(x, x), labels weighed by area (0 = off; 1.0 is usual); with mixup, each batch uses one of the two"),
     key("train.max_epochs", "10", Kind::Int(1), "epochs"),
     key("train.accumulate_grad_batches", "1", Kind::Int(1), "batches per optimizer step (1 = no accumulation); a short last window at epoch end steps with the batches it has"),
     key("train.view", "multi", Kind::Choice(ViewMode::NAMES), "single: one view (train.view_name); multi: every view, fused"),

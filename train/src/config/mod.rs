@@ -110,6 +110,10 @@ pub struct AugConfig {
     pub kpt_shift: f64,
     /// Keypoint noise, fraction of the skeleton's extent.
     pub kpt_jitter: f64,
+    /// Mixup's Beta alpha (0 = off).
+    pub mixup: f64,
+    /// CutMix's Beta alpha (0 = off).
+    pub cutmix: f64,
 }
 
 /// `data.aug.flip_pairs` (`a:b,c:d`) as pairs.
@@ -359,6 +363,8 @@ impl TrainConfig {
                 kpt_scale: get(s, "data.aug.kpt_scale")?,
                 kpt_shift: get(s, "data.aug.kpt_shift")?,
                 kpt_jitter: get(s, "data.aug.kpt_jitter")?,
+                mixup: get(s, "data.aug.mixup")?,
+                cutmix: get(s, "data.aug.cutmix")?,
             },
         };
         let train = LoopConfig {
@@ -455,6 +461,28 @@ impl TrainConfig {
         self.data.img_size.unwrap_or(cache)
     }
 
+    /// Mixup and CutMix mix samples of a batch of RGB clips.
+    fn check_mix(&self) -> Result<(), ConfigError> {
+        let a = &self.data.aug;
+        for (key, alpha) in [("data.aug.mixup", a.mixup), ("data.aug.cutmix", a.cutmix)] {
+            if alpha <= 0.0 || !a.enabled {
+                continue;
+            }
+            if self.model.input_type != InputType::Rgb {
+                return Err(ConfigError(format!(
+                    "{key}={alpha} mixes RGB clips, but model.input_type={} also reads keypoints (a blend of two skeletons is not a skeleton); set {key}=0 or model.input_type=rgb",
+                    self.model.input_type
+                )));
+            }
+            if self.data.batch_size < 2 {
+                return Err(ConfigError(format!(
+                    "{key}={alpha} mixes the samples of a batch, but data.batch_size=1; use data.batch_size >= 2 (with train.accumulate_grad_batches for memory) or {key}=0"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Every rule that spans keys, checked here and nowhere else.
     fn check_rules(&self) -> Result<(), ConfigError> {
         let a = &self.data.aug;
@@ -476,6 +504,7 @@ impl TrainConfig {
                 )));
             }
         }
+        self.check_mix()?;
         if self.eval.clips > MAX_EVAL_CLIPS {
             return Err(ConfigError(format!(
                 "eval.clips={} is more than mvdrive evaluates per segment (at most {MAX_EVAL_CLIPS}; 1-10 is usual)",
@@ -597,6 +626,29 @@ mod tests {
         assert!(e.contains("must be odd"), "{e}");
         // Sizes of another backbone are not checked.
         assert!(with(&["model.transformer_heads=5"]).is_ok());
+        let kpt = [
+            "model.input_type=rgb_kpt",
+            "data.load_kpt=true",
+            "data.aug.cutmix=1",
+        ];
+        let e = with(&kpt).unwrap_err().0;
+        assert!(
+            e.contains("data.aug.cutmix=1") && e.contains("rgb_kpt"),
+            "{e}"
+        );
+        let e = with(&["data.aug.mixup=0.2", "data.batch_size=1"])
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("data.aug.mixup") && e.contains("batch_size=1"),
+            "{e}"
+        );
+        assert!(with(&[
+            "data.aug.mixup=0.2",
+            "data.batch_size=1",
+            "data.aug.enabled=false"
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -110,7 +110,6 @@ fn augment_cost(s: &Session, loader: &Arc<Loader>, sampler: &Arc<Sampler>) -> Re
     tch::manual_seed(0);
     let mut tr = Trainer::new(&s.model, s.device, Precision::Fp32, false, 0.0)?;
     let (x, y) = s.train_input(&batches[0], 1)?;
-    let y = tch::Tensor::from_slice(&y).to_device(s.device);
     let mut step = || -> Result<f64> {
         let start = Instant::now();
         tr.micro_batch(&x, &y, 0.0, 1, 0)?;

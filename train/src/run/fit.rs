@@ -10,7 +10,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use mvdrive_common::progress;
 use mvdrive_common::sys::{peak_rss_bytes, rss_bytes};
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::config::{Monitor, TrainConfig};
 use crate::data::loader::{ClipPick, Loader, Prefetch};
@@ -308,8 +308,7 @@ impl Run {
             let batch = batch?;
             self.s.check_cache()?;
             let b = batch.index;
-            let (x, labels) = self.s.train_input(&batch, epoch)?;
-            let y = Tensor::from_slice(&labels).to_device(self.s.device);
+            let (x, y) = self.s.train_input(&batch, epoch)?;
             let window_start = (b / accum) * accum;
             // Each accumulation window averages its batches; the last window of an epoch
             // may be shorter (it steps with what it has, see `crate::run::trainer`).

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use mvdrive_common::bytes::format_bytes;
 use mvdrive_schemas::Cache;
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::config::{DeviceChoice, TrainConfig, ViewMode};
 use crate::data::augment::Augment;
 use crate::data::input::{crop_windows, to_input, Spatial, Window};
 use crate::data::loader::{Batch, Loader};
+use crate::data::mix;
 use crate::data::sampler::{select, Item, Sampler, Selection};
 use crate::error::{Result, TrainError};
 use crate::model::{ClipShape, Input, KeypointSpec, ModelConfig};
@@ -299,10 +300,13 @@ impl Session {
     }
 
     /// A training batch as the model's input, augmented as `data.aug.*` says (draws from
-    /// the batch's position in `epoch`), and its labels (swapped where a flip swaps them).
-    pub fn train_input(&self, batch: &Batch, epoch: u64) -> Result<(Input, Vec<i64>)> {
+    /// the batch's position in `epoch`), and its targets on the device: class indices
+    /// `[B]` (swapped where a flip swaps them), or class probabilities `[B, classes]` when
+    /// the batch is mixed (`data.aug.mixup` / `data.aug.cutmix`).
+    pub fn train_input(&self, batch: &Batch, epoch: u64) -> Result<(Input, Tensor)> {
         let Some(aug) = &self.augment else {
-            return Ok((self.input(batch)?, batch.labels.clone()));
+            let y = Tensor::from_slice(&batch.labels).to_device(self.device);
+            return Ok((self.input(batch)?, y));
         };
         let views = self.model.num_views as usize;
         let bs = self.config.data.batch_size;
@@ -312,8 +316,22 @@ impl Session {
             grey: aug.config.grey,
             kpt_jitter: aug.config.kpt_jitter,
         };
-        let x = to_input(batch, &self.model, self.cache_hw(), self.device, spatial)?;
-        Ok((x, aug.labels(&batch.labels, &draws, views)))
+        let mut x = to_input(batch, &self.model, self.cache_hw(), self.device, spatial)?;
+        let labels = aug.labels(&batch.labels, &draws, views);
+        let mixing = mix::draw(&aug.config, aug.seed, epoch, batch.index, batch.size);
+        match (mixing, &x.rgb) {
+            (Some(d), Some(rgb)) => {
+                let (rgb, y) = mix::apply(rgb, &labels, self.model.num_classes, &d);
+                if let Some(p) = &x.present {
+                    // A view is present in the blend when either sample has it.
+                    let partner = Tensor::from_slice(&d.partner).to_device(self.device);
+                    x.present = Some(p.maximum(&p.index_select(0, &partner)));
+                }
+                x.rgb = Some(rgb);
+                Ok((x, y))
+            }
+            _ => Ok((x, Tensor::from_slice(&labels).to_device(self.device))),
+        }
     }
 
     /// The evaluation crops of this session's frames (`eval.crops`; one whole frame for a

@@ -24,8 +24,20 @@ use crate::optim::loss_scale::GradScaler;
 use crate::optim::precision::{HalfCopy, Precision};
 use crate::optim::recompute::{forward_backward, RunOptions};
 
-/// Cross-entropy with label smoothing, the training loss of every model.
+/// Cross-entropy with label smoothing, the training loss of every model. `targets` are
+/// class indices `[B]`, or class probabilities `[B, classes]` (a mixed batch, computed in
+/// float32 whatever the scores' precision).
 pub fn loss_of(scores: &Tensor, targets: &Tensor, smoothing: f64) -> Tensor {
+    if targets.is_floating_point() {
+        let scores = scores.to_kind(tch::Kind::Float);
+        return scores.cross_entropy_loss::<Tensor>(
+            targets,
+            None,
+            Reduction::Mean,
+            -100,
+            smoothing,
+        );
+    }
     scores.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, smoothing)
 }
 
@@ -110,8 +122,8 @@ impl Trainer {
             .set_lr_mult(|name| if is_head(name) { 1.0 } else { backbone });
     }
 
-    /// Forward and backward of one batch `x` (float32) with class targets
-    /// `y`, as `1 / window` of the current step's loss. Returns the batch's loss.
+    /// Forward and backward of one batch `x` (float32) with targets `y` (class indices,
+    /// or probabilities for a mixed batch, see [`loss_of`]), as `1 / window` of the current step's loss. Returns the batch's loss.
     pub fn micro_batch(
         &mut self,
         x: &Input,
