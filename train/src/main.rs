@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mvdrive_train::measure::{bench_loader, bench_memory, plan, probe};
-use mvdrive_train::run::{eval, fit, score};
+use mvdrive_train::run::{eval, fit, predict, score};
 
 /// Train driver-behaviour models on an mvdrive cache (written by `prep build`).
 #[derive(Parser)]
@@ -24,6 +24,7 @@ struct Cli {
 enum Command {
     Fit(fit::FitArgs),
     Eval(eval::EvalArgs),
+    Predict(predict::PredictArgs),
     Score(score::ScoreArgs),
     Plan(plan::PlanArgs),
     #[command(hide = true)]
@@ -56,6 +57,7 @@ fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Fit(a) => fit::run(a, quiet).context("train fit")?,
         Command::Eval(a) => eval::run(a).context("train eval")?,
+        Command::Predict(a) => predict::run(a, quiet).context("train predict")?,
         Command::Score(a) => score::run(a).context("train score")?,
         Command::Plan(a) => plan::run(a, quiet).context("train plan")?,
         Command::Probe(a) => probe::run(a).context("train probe")?,

@@ -30,6 +30,8 @@ pub enum Kind {
     Text,
     /// Whole number or `null`.
     OptInt,
+    /// Number greater than the given bound, or `null`.
+    OptFloat(f64),
     /// Size `N` or `HxW`, or `null` (= the cache's).
     Size,
 }
@@ -100,6 +102,13 @@ pub const KEYS: &[Key] = &[
     key("train.checkpoint_every_n_steps", "0", Kind::Int(0), "also checkpoint every N optimizer steps, mid-epoch (0 = only at epoch end)"),
     key("eval.clips", "1", Kind::Int(1), "clips per segment when evaluating (validation in fit, and train eval unless --clips): spread uniformly over it, probabilities averaged"),
     key("eval.crops", "1", Kind::Choice(Crops::NAMES), "spatial crops per clip when evaluating: 1 = the whole frame (as training sees it); 3 = three squares along the frame's long side (left, centre, right), probabilities averaged"),
+    key("predict.window_s", "null", Kind::OptFloat(0.0), "train predict: window length in seconds (null = the median labelled segment of the training cache, saved in the checkpoint)"),
+    key("predict.stride_s", "null", Kind::OptFloat(0.0), "train predict: step between windows in seconds (null = half a window)"),
+    key("predict.smooth_s", "1.0", Kind::Float(0.0), "train predict: moving average of the per-frame scores over this many seconds before segmenting (0 = none)"),
+    key("predict.min_gap_s", "0.5", Kind::Float(0.0), "train predict: join segments of one class separated by less than this"),
+    key("predict.min_len_s", "0.5", Kind::Float(0.0), "train predict: drop segments shorter than this"),
+    key("predict.background", "null", Kind::Text, "train predict: the class meaning 'nothing happening' (no segments are written for it; null = a class named background, if any)"),
+    key("predict.threshold", "null", Kind::OptFloat(0.0), "train predict: null = one class per frame (the argmax); a number = multi-label, every class scoring at least this"),
     key("trainer.precision", "32", Kind::Choice(Precision::NAMES), "32 | 16-mixed (CUDA autocast + loss scaling) | bf16-mixed (bfloat16 compute, float32 master weights; CPU and CUDA); 16 and bf16 are aliases of the mixed ones"),
     key("trainer.device", "auto", Kind::Text, "auto | cpu | cuda:N"),
     key("trainer.experiment", "default", Kind::Text, "runs go to <log_dir>/<experiment>/version_N"),
@@ -185,6 +194,11 @@ fn check(k: &Key, v: &str) -> Result<String, ConfigError> {
                 return Err(bad("a whole number or null".into()));
             }
         }
+        Kind::OptFloat(above) => match v.parse::<f64>() {
+            _ if v == "null" => v.to_string(),
+            Ok(f) if f.is_finite() && f > above => v.to_string(),
+            _ => return Err(bad(format!("a number > {above}, or null ({})", k.doc))),
+        },
         Kind::Size => {
             let dim = |d: &str| {
                 d.trim()

@@ -278,6 +278,25 @@ pub struct EvalConfig {
     pub crops: Crops,
 }
 
+/// `predict.*`: how `train predict` windows whole recordings and cuts segments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictConfig {
+    /// Window length, seconds (`None`: the checkpoint's training segments' median).
+    pub window_s: Option<f64>,
+    /// Step between windows, seconds (`None`: half a window).
+    pub stride_s: Option<f64>,
+    /// Moving-average length of the per-frame scores, seconds.
+    pub smooth_s: f64,
+    /// Shorter gaps between segments of a class are joined.
+    pub min_gap_s: f64,
+    /// Shorter segments are dropped.
+    pub min_len_s: f64,
+    /// The class of "nothing happening".
+    pub background: Option<String>,
+    /// Multi-label threshold (`None`: the argmax class per frame).
+    pub threshold: Option<f64>,
+}
+
 /// The typed training configuration, read once from [`Settings`].
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -291,6 +310,8 @@ pub struct TrainConfig {
     pub model: ModelSection,
     /// `eval.*`.
     pub eval: EvalConfig,
+    /// `predict.*`.
+    pub predict: PredictConfig,
     settings: Settings,
 }
 
@@ -429,12 +450,25 @@ impl TrainConfig {
             clips: get(s, "eval.clips")?,
             crops: choice(s, "eval.crops")?,
         };
+        let opt_f64 = |key: &str| -> Result<Option<f64>, ConfigError> {
+            opt_text(s, key).map(|_| get(s, key)).transpose()
+        };
+        let predict = PredictConfig {
+            window_s: opt_f64("predict.window_s")?,
+            stride_s: opt_f64("predict.stride_s")?,
+            smooth_s: get(s, "predict.smooth_s")?,
+            min_gap_s: get(s, "predict.min_gap_s")?,
+            min_len_s: get(s, "predict.min_len_s")?,
+            background: opt_text(s, "predict.background"),
+            threshold: opt_f64("predict.threshold")?,
+        };
         let c = TrainConfig {
             data,
             train,
             trainer,
             model,
             eval,
+            predict,
             settings: s.clone(),
         };
         c.check_rules()?;

@@ -292,7 +292,26 @@ impl Loader {
 
     /// Load one batch: for each item, `frames` timeline frames of every view.
     pub fn load(&self, index: usize, items: &[Item], frames: &[Vec<u64>]) -> Result<Batch> {
-        let (b, v, t) = (items.len(), self.views.len(), self.frames);
+        let segs: Vec<_> = items
+            .iter()
+            .map(|i| &self.cache.segments[i.segment])
+            .collect();
+        let sessions: Vec<&str> = segs.iter().map(|g| g.session.as_str()).collect();
+        let mut batch = self.fill(index, &sessions, frames)?;
+        batch.labels = items.iter().map(|i| i.label as i64).collect();
+        batch.segments = segs.iter().map(|g| g.segment_id).collect();
+        Ok(batch)
+    }
+
+    /// Load clips of one session at any timeline frames (`train predict`'s windows): one
+    /// clip per entry of `frames`, without labels.
+    pub fn load_windows(&self, index: usize, session: &str, frames: &[Vec<u64>]) -> Result<Batch> {
+        let sessions = vec![session; frames.len()];
+        self.fill(index, &sessions, frames)
+    }
+
+    fn fill(&self, index: usize, sessions: &[&str], frames: &[Vec<u64>]) -> Result<Batch> {
+        let (b, v, t) = (sessions.len(), self.views.len(), self.frames);
         let p = &self.cache.meta.params;
         let fb = (p.img_height * p.img_width * 3) as usize;
         let mut rgb = self.load_rgb.then(|| vec![0u8; b * v * t * fb]);
@@ -302,10 +321,9 @@ impl Loader {
             .map(|(k, c)| (vec![0f32; b * v * t * k * c], vec![0u8; b * v * t], k * c));
         let (mut kbuf, mut scratch) = (Vec::new(), Vec::new());
         let mut present = vec![1u8; b * v];
-        for (bi, (item, fr)) in items.iter().zip(frames).enumerate() {
-            let seg = &self.cache.segments[item.segment];
+        for (bi, (session, fr)) in sessions.iter().zip(frames).enumerate() {
             for (vi, view) in self.views.iter().enumerate() {
-                if !self.has_view(&seg.session, vi) {
+                if !self.has_view(session, vi) {
                     present[bi * v + vi] = 0;
                     continue;
                 }
@@ -313,11 +331,11 @@ impl Loader {
                     let slot = (bi * v + vi) * t + ti;
                     if let Some(buf) = rgb.as_mut() {
                         let out = &mut buf[slot * fb..(slot + 1) * fb];
-                        self.read_frame("rgb", &seg.session, view, f, out, &mut scratch)?;
+                        self.read_frame("rgb", session, view, f, out, &mut scratch)?;
                     }
                     if let Some((vals, mask, kc)) = kpt.as_mut() {
                         kbuf.resize((*kc + 1) * 4, 0);
-                        if self.read_frame("kpt", &seg.session, view, f, &mut kbuf, &mut scratch)? {
+                        if self.read_frame("kpt", session, view, f, &mut kbuf, &mut scratch)? {
                             let values = &mut vals[slot * *kc..(slot + 1) * *kc];
                             let shard = Path::new(&self.cache.dir);
                             mask[slot] = decode_keypoints(&kbuf, values, shard)? as u8;
@@ -332,11 +350,8 @@ impl Loader {
             rgb,
             kpt: kpt.map(|(v, m, _)| (v, m)),
             present,
-            labels: items.iter().map(|i| i.label as i64).collect(),
-            segments: items
-                .iter()
-                .map(|i| self.cache.segments[i.segment].segment_id)
-                .collect(),
+            labels: vec![0; b],
+            segments: vec![0; b],
         })
     }
 

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod plot;
 pub mod run_dir;
 pub mod segments;
+pub mod timeline;
 
 use std::path::Path;
 

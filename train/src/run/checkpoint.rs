@@ -53,6 +53,10 @@ pub struct TrainerState {
     /// before it existed, which load unchecked.
     #[serde(default)]
     pub files: Option<FileHashes>,
+    /// Median length of the training segments, seconds: the span a clip covered in
+    /// training, `train predict`'s default window. Absent in older checkpoints.
+    #[serde(default)]
+    pub segment_s: Option<f64>,
 }
 
 /// The hashes that tie a checkpoint's three files into one unit.
@@ -91,8 +95,21 @@ impl TrainerState {
             clip: s.clip(),
             scaler: None,
             files: None,
+            segment_s: median_segment_s(s),
         }
     }
+}
+
+/// Median length of the segments `s` trains on (`None` when it has none).
+fn median_segment_s(s: &crate::run::session::Session) -> Option<f64> {
+    let items = s.items(&s.train_selection()).ok()?;
+    let mut lens: Vec<f64> = items
+        .iter()
+        .filter_map(|i| s.cache.segments.get(i.segment))
+        .map(|g| g.end_s - g.start_s)
+        .collect();
+    lens.sort_by(f64::total_cmp);
+    lens.get(lens.len() / 2).copied()
 }
 
 /// The three files of a checkpoint, from any one of them.

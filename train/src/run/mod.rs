@@ -1,11 +1,12 @@
 //! Running a model: the [`session`] every command shares (device, cache, views, classes,
 //! model settings), one training step ([`trainer`]), the loop ([`fit`]), evaluation
-//! ([`eval`]), resume checks ([`resume`]), checkpoint files ([`checkpoint`]) and localisation
+//! ([`eval`]), whole recordings ([`predict`]), resume checks ([`resume`]), checkpoint files ([`checkpoint`]) and localisation
 //! scoring ([`score`]).
 
 pub mod checkpoint;
 pub mod eval;
 pub mod fit;
+pub mod predict;
 pub mod resume;
 pub mod score;
 pub mod session;

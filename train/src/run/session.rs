@@ -77,6 +77,16 @@ fn file_id(path: &Path) -> Option<(u64, i64)> {
 impl Session {
     /// Opens and verifies the cache, and resolves device, views, classes and the model.
     pub fn open(cache_dir: &Path, config: TrainConfig) -> Result<Session> {
+        Session::open_with_classes(cache_dir, config, None)
+    }
+
+    /// [`Session::open`] for a trained model's `classes` (`train predict`: the cache may
+    /// have other labels, or none).
+    pub fn open_with_classes(
+        cache_dir: &Path,
+        config: TrainConfig,
+        classes: Option<Vec<String>>,
+    ) -> Result<Session> {
         let meta_id = file_id(&cache_dir.join("meta.json"));
         let cache = Cache::open(cache_dir)?;
         let problems = mvdrive_schemas::verify::verify_index(&cache);
@@ -105,8 +115,10 @@ impl Session {
             )
             .into());
         }
-        let classes: Vec<String> = cache.labels.iter().map(|l| l.label.clone()).collect();
-        if let Some(n) = config.model.model_class_num {
+        let model_classes = classes.is_some();
+        let classes: Vec<String> =
+            classes.unwrap_or_else(|| cache.labels.iter().map(|l| l.label.clone()).collect());
+        if let Some(n) = config.model.model_class_num.filter(|_| !model_classes) {
             if n as usize != classes.len() {
                 return Err(format!(
                     "model.model_class_num={n} but the cache has {} classes ({}); set it to {} or to null",

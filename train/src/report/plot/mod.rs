@@ -358,5 +358,6 @@ fn draw_panel<DB: DrawingBackend>(
 // ---------------------------------------------------------------------------------------
 // Confusion matrix
 mod confusion;
+pub mod timeline;
 
 pub use confusion::{confusion_size, draw_confusion, plot_confusion};

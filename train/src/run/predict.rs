@@ -1,0 +1,417 @@
+//! `train predict`: a trained model over whole recordings. Sliding windows over each
+//! session's timeline (the model's own T frames, spread over the window as in training,
+//! its size and views, fused as in training), window probabilities spread to the frames
+//! they cover ([`crate::report::timeline`]), then segments, pictures and files.
+//!
+//! Memory stays flat in recording length: windows are read from the cache a batch at a
+//! time; what grows with the recording is only its per-frame scores (frames x classes
+//! floats).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tch::nn::VarStore;
+use tch::{Device, Kind};
+
+use crate::config::{Settings, TrainConfig};
+use crate::data::sampler::eval_clip_frames;
+use crate::error::{IoAt, Result, TrainError};
+use crate::model::MultiViewModel;
+use crate::report::localisation::{score, LocalisationReport};
+use crate::report::plot::timeline::{plot_timeline, TimelinePlot};
+use crate::report::segments::{write_segments, Segment};
+use crate::report::timeline::{segments, window_starts, Accumulator, SegmentRules};
+use crate::run::checkpoint::{self, TrainerState};
+use crate::run::session::Session;
+
+/// Run a trained model over whole recordings: per-frame class scores
+/// (`scores/<session>.npy`, float32 [frames, classes], with `predict.json`), segments
+/// (`segments.csv`: session,start_s,end_s,label,score, which `prep build` reads back as
+/// labels; `aicity.txt` with --aicity-ids) and a picture per session
+/// (`timeline/<session>.png`). Windows, smoothing and segment rules are the `predict.*`
+/// keys (`train keys`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PredictArgs {
+    /// Checkpoint (`.safetensors`).
+    #[arg(long)]
+    pub ckpt: PathBuf,
+    /// Cache whose sessions to run over (with or without labelled segments).
+    #[arg(long, required_unless_present = "manifest")]
+    pub cache: Option<PathBuf>,
+    /// Raw videos: a manifest without segments. Not built yet: build a cache of it with
+    /// `prep build` (the same settings as the training cache) and pass --cache.
+    #[arg(long, conflicts_with = "cache")]
+    pub manifest: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these sessions (comma-separated; default: every session of the cache).
+    #[arg(long, value_delimiter = ',')]
+    pub sessions: Vec<String>,
+    /// auto | cpu | cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// AI City ids: a CSV `kind,name,id` with kind `session` (name: session, id: video
+    /// id) or `class` (name: label, id: activity id); writes aicity.txt.
+    #[arg(long)]
+    pub aicity_ids: Option<PathBuf>,
+    /// Settings over the checkpoint's, e.g. predict.stride_s=1 data.batch_size=16.
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+/// What `train predict` did.
+#[derive(Debug)]
+pub struct PredictSummary {
+    /// Sessions run over.
+    pub sessions: usize,
+    /// Windows scored.
+    pub windows: usize,
+    /// Window and stride, seconds.
+    pub window_s: (f64, f64),
+    /// Segments written.
+    pub segments: Vec<Segment>,
+    /// Scores against the cache's labelled segments of those sessions, when it has some.
+    pub against_truth: Option<LocalisationReport>,
+    /// Seconds of recording per second of wall time.
+    pub realtime: f64,
+}
+
+/// The checkpoint's settings with `args`' over them, as a session on `cache`.
+fn open(args: &PredictArgs, cache: &Path) -> Result<(Session, TrainerState)> {
+    let st = checkpoint::load_state(&args.ckpt)?;
+    let mut settings = Settings::default();
+    settings
+        .apply_yaml(&st.config_yaml)
+        .map_err(|e| format!("{}: its saved configuration: {e}", args.ckpt.display()))?;
+    settings.set("trainer.device", &args.device, false)?;
+    settings.set("data.aug.enabled", "false", false)?;
+    for o in &args.overrides {
+        let (k, v) = o.split_once('=').ok_or_else(|| {
+            format!("`{o}` is not a setting; write key=value, e.g. predict.stride_s=1")
+        })?;
+        settings.set(k.trim(), v, false)?;
+    }
+    let s = Session::open_with_classes(
+        cache,
+        TrainConfig::new(&settings)?,
+        Some(st.classes.clone()),
+    )?;
+    if s.views != st.views {
+        return Err(TrainError::Other(format!(
+            "{}: the model reads views {} but {} gives {} (views: {}); predict on a cache with the model's cameras",
+            args.ckpt.display(),
+            st.views.join(", "),
+            cache.display(),
+            s.views.join(", "),
+            s.cache.meta.views.join(", ")
+        )));
+    }
+    Ok((s, st))
+}
+
+/// Window and stride in frames at `fps`, checked against the model's clip length.
+fn window_frames(s: &Session, st: &TrainerState, fps: f64) -> Result<(u64, u64, f64, f64)> {
+    let p = &s.config.predict;
+    let window_s = p.window_s.or(st.segment_s).ok_or_else(|| {
+        "the checkpoint does not say how long its training segments were (it predates train predict); set predict.window_s".to_string()
+    })?;
+    let stride_s = p.stride_s.unwrap_or(window_s / 2.0);
+    let w = (window_s * fps).round() as u64;
+    let t = s.clip().t as u64;
+    if w < t {
+        return Err(TrainError::Other(format!(
+            "predict.window_s={window_s} is {w} frames at the cache's {fps} fps, fewer than the model's {t} frames per clip; use predict.window_s >= {:.2}",
+            t as f64 / fps
+        )));
+    }
+    Ok((
+        w,
+        ((stride_s * fps).round() as u64).max(1),
+        window_s,
+        stride_s,
+    ))
+}
+
+/// `--aicity-ids`: (session -> video id, class -> activity id).
+type AiCityIds = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+fn read_aicity_ids(path: &Path) -> Result<AiCityIds> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let (mut sessions, mut classes) = (BTreeMap::new(), BTreeMap::new());
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        match f.as_slice() {
+            ["kind", ..] if i == 0 => {}
+            ["session", name, id] => drop(sessions.insert(name.to_string(), id.to_string())),
+            ["class", name, id] => drop(classes.insert(name.to_string(), id.to_string())),
+            _ => {
+                return Err(TrainError::Other(format!(
+                    "{}: line {}: `{line}` is not `session,NAME,ID` or `class,NAME,ID`",
+                    path.display(),
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok((sessions, classes))
+}
+
+/// AI City Track 3 lines: `video_id activity_id start end` (whole seconds).
+fn aicity_lines(segs: &[Segment], ids: &AiCityIds, path: &Path) -> Result<String> {
+    let mut out = String::new();
+    for g in segs {
+        let missing = |what: &str, name: &str| {
+            TrainError::Other(format!(
+                "{}: no {what} `{name}`; add a line `{what},{name},ID`",
+                path.display()
+            ))
+        };
+        let video = ids
+            .0
+            .get(&g.session)
+            .ok_or_else(|| missing("session", &g.session))?;
+        let activity = ids
+            .1
+            .get(&g.label)
+            .ok_or_else(|| missing("class", &g.label))?;
+        out += &format!(
+            "{video} {activity} {} {}\n",
+            g.start.round() as i64,
+            g.end.round() as i64
+        );
+    }
+    Ok(out)
+}
+
+/// Runs `train predict` (see [`PredictArgs`]).
+pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
+    let Some(cache) = &args.cache else {
+        return Err(
+            "train predict --manifest (raw videos) is not built yet: build a cache of the videos with `prep build` using the training cache's prep settings, then pass --cache"
+                .into(),
+        );
+    };
+    let ids = args
+        .aicity_ids
+        .as_deref()
+        .map(read_aicity_ids)
+        .transpose()?;
+    let (s, st) = open(args, cache)?;
+    let mut vs = VarStore::new(s.device);
+    let model = MultiViewModel::new(&vs.root(), s.model.clone())?;
+    checkpoint::load_weights(&args.ckpt, &mut vs)?;
+    let rows: Vec<_> = if args.sessions.is_empty() {
+        s.cache.sessions.iter().collect()
+    } else {
+        args.sessions
+            .iter()
+            .map(|name| {
+                s.cache
+                    .sessions
+                    .iter()
+                    .find(|r| &r.session == name)
+                    .ok_or_else(|| {
+                        TrainError::Other(format!(
+                            "--sessions: `{name}` is not a session of {}",
+                            cache.display()
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    let fps = rows.first().map(|r| r.fps).unwrap_or(1.0);
+    let (w, stride, window_s, stride_s) = window_frames(&s, &st, fps)?;
+    if let Some(r) = rows.iter().find(|r| r.timeline_frames == 0) {
+        return Err(TrainError::Other(format!(
+            "session `{}` of {} has no frames (an empty recording); leave it out with --sessions",
+            r.session,
+            cache.display()
+        )));
+    }
+    for dir in ["scores", "timeline"] {
+        std::fs::create_dir_all(args.out.join(dir)).at(&args.out.join(dir))?;
+    }
+    let total: u64 = rows
+        .iter()
+        .map(|r| window_starts(r.timeline_frames, w, stride).len() as u64)
+        .sum();
+    let pb = mvdrive_common::progress::bar(total, "windows", quiet);
+    let loader = s.loader()?;
+    let bg = background(&s)?;
+    let frames_of = |sec: f64| (sec * fps).round() as usize;
+    let rules = SegmentRules {
+        min_gap: frames_of(s.config.predict.min_gap_s),
+        min_len: frames_of(s.config.predict.min_len_s),
+        background: bg,
+        threshold: s.config.predict.threshold.map(|t| t as f32),
+    };
+    let started = std::time::Instant::now();
+    let (mut all, mut truth, mut windows, mut seconds) = (Vec::new(), Vec::new(), 0, 0.0);
+    let mut sessions_json = Vec::new();
+    for row in &rows {
+        let n = row.timeline_frames;
+        let starts = window_starts(n, w, stride);
+        let mut acc = Accumulator::new(n as usize, s.classes.len());
+        let t = s.clip().t as usize;
+        for (bi, chunk) in starts.chunks(s.config.data.batch_size.max(1)).enumerate() {
+            let frames: Vec<Vec<u64>> = chunk
+                .iter()
+                .map(|&a| eval_clip_frames(a, (a + w).min(n), t, 0, 1))
+                .collect();
+            let batch = loader.load_windows(bi, &row.session, &frames)?;
+            let x = s.input(&batch)?;
+            let probs = tch::no_grad(|| model.forward_t(&x, false))
+                .softmax(-1, Kind::Double)
+                .to_device(Device::Cpu);
+            let probs: Vec<f64> = Vec::try_from(probs.flatten(0, -1))?;
+            for (&a, p) in chunk.iter().zip(probs.chunks_exact(s.classes.len())) {
+                acc.add(a as usize, (a + w) as usize, p);
+            }
+            pb.inc(chunk.len() as u64);
+        }
+        windows += starts.len();
+        seconds += n as f64 / row.fps;
+        let raw = acc.finish();
+        raw.write_npy(&args.out.join("scores").join(format!("{}.npy", row.session)))?;
+        let smooth = raw.smoothed(frames_of(s.config.predict.smooth_s).max(1));
+        let time = |f: usize| row.timeline_start_s + f as f64 / row.fps;
+        let found: Vec<Segment> = segments(&smooth, &rules)
+            .into_iter()
+            .map(|(c, a, b, sc)| Segment {
+                session: row.session.clone(),
+                start: time(a),
+                end: time(b),
+                label: s.classes[c].clone(),
+                score: sc,
+            })
+            .collect();
+        let known: Vec<Segment> = s
+            .cache
+            .segments
+            .iter()
+            .filter(|g| g.session == row.session)
+            .map(|g| Segment {
+                session: g.session.clone(),
+                start: g.start_s,
+                end: g.end_s,
+                label: g.label.clone(),
+                score: 1.0,
+            })
+            .collect();
+        let class_of = |l: &str| s.classes.iter().position(|c| c == l);
+        let spans = |v: &[Segment]| -> Vec<(usize, f64, f64)> {
+            v.iter()
+                .filter_map(|g| Some((class_of(&g.label)?, g.start, g.end)))
+                .collect()
+        };
+        let (pred_spans, true_spans) = (spans(&found), spans(&known));
+        plot_timeline(
+            &TimelinePlot {
+                session: &row.session,
+                classes: &s.classes,
+                scores: &smooth,
+                fps: row.fps,
+                start_s: row.timeline_start_s,
+                predicted: &pred_spans,
+                truth: (!known.is_empty()).then_some(&true_spans[..]),
+            },
+            &args
+                .out
+                .join("timeline")
+                .join(format!("{}.png", row.session)),
+        )?;
+        sessions_json.push(serde_json::json!({
+            "session": row.session, "frames": n, "fps": row.fps,
+            "timeline_start_s": row.timeline_start_s, "windows": starts.len(),
+            "scores": format!("scores/{}.npy", row.session),
+        }));
+        all.extend(found);
+        truth.extend(known);
+    }
+    pb.finish_and_clear();
+    write_segments(&args.out.join("segments.csv"), &all)?;
+    if let (Some(ids), Some(path)) = (&ids, &args.aicity_ids) {
+        let text = aicity_lines(&all, ids, path)?;
+        crate::report::write_whole(&args.out.join("aicity.txt"), text.as_bytes())?;
+    }
+    let against_truth = (!truth.is_empty()).then(|| score(&all, &truth, &[0.3, 0.5, 0.7]));
+    if !truth.is_empty() {
+        write_segments(&args.out.join("truth.csv"), &truth)?;
+    }
+    let json = serde_json::json!({
+        "checkpoint": args.ckpt.display().to_string(),
+        "cache": cache.display().to_string(),
+        "classes": s.classes,
+        "background": bg.map(|b| s.classes[b].clone()),
+        "window_s": window_s, "stride_s": stride_s, "window_frames": w, "frames_per_clip": s.clip().t,
+        "predict": predict_keys(&s),
+        "sessions": sessions_json,
+        "against_truth": against_truth,
+    });
+    crate::report::write_whole(
+        &args.out.join("predict.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    Ok(PredictSummary {
+        sessions: rows.len(),
+        windows,
+        window_s: (window_s, stride_s),
+        segments: all,
+        against_truth,
+        realtime: seconds / started.elapsed().as_secs_f64().max(1e-9),
+    })
+}
+
+/// The `predict.*` settings as given (text), for predict.json.
+fn predict_keys(s: &Session) -> BTreeMap<&'static str, String> {
+    crate::config::KEYS
+        .iter()
+        .filter(|k| k.name.starts_with("predict."))
+        .map(|k| (k.name, s.config.settings().raw(k.name).to_string()))
+        .collect()
+}
+
+/// `predict.background`, or a class named `background`.
+fn background(s: &Session) -> Result<Option<usize>> {
+    match &s.config.predict.background {
+        Some(name) => s
+            .classes
+            .iter()
+            .position(|c| c == name)
+            .map(Some)
+            .ok_or_else(|| {
+                TrainError::Other(format!(
+                    "predict.background=`{name}` is not one of the model's classes ({})",
+                    s.classes.join(", ")
+                ))
+            }),
+        None => Ok(s.classes.iter().position(|c| c == "background")),
+    }
+}
+
+/// Runs `train predict` and says where its outputs went.
+pub fn run(args: &PredictArgs, quiet: bool) -> Result<()> {
+    let r = predict(args, quiet)?;
+    println!(
+        "train predict: {} sessions, {} windows of {:.2} s every {:.2} s ({:.1}x real time): {} segments -> {}",
+        r.sessions,
+        r.windows,
+        r.window_s.0,
+        r.window_s.1,
+        r.realtime,
+        r.segments.len(),
+        args.out.join("segments.csv").display()
+    );
+    if let Some(t) = &r.against_truth {
+        print!(
+            "against the cache's labelled segments:\n{}",
+            crate::run::score::table(t)
+        );
+    }
+    Ok(())
+}
