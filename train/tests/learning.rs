@@ -6,8 +6,12 @@
 //! R(2+1)D-18 is `make demo`'s model and is covered there and in `tests/fit.rs`.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
+use mvdrive_train::report::localisation::score;
+use mvdrive_train::report::segments::read_segments;
 use mvdrive_train::run::fit::{fit, FitArgs};
+use mvdrive_train::run::predict::{predict, PredictArgs};
 
 mod common;
 use common::{synth_cache, synth_cache_relabelled};
@@ -150,16 +154,28 @@ fn x3d_run(cache: &Path, logs: &Path, name: &str, extra: &[String]) -> (f64, Pat
     (best, summary.run_dir.join("checkpoints/best.safetensors"))
 }
 
+/// X3D trained for 6 epochs on the demo cache, once for the tests that need a trained
+/// model: (folder kept alive, cache, best checkpoint, its validation top-1).
+fn pretrained_x3d() -> &'static (tempfile::TempDir, PathBuf, PathBuf, f64) {
+    static PRE: OnceLock<(tempfile::TempDir, PathBuf, PathBuf, f64)> = OnceLock::new();
+    PRE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = demo_cache(&dir.path().join("pre"));
+        let extra = ["train.max_epochs=6".to_string(), "train.lr=0.001".into()];
+        let (top1, ckpt) = x3d_run(&cache, &dir.path().join("logs"), "pretrain", &extra);
+        (dir, cache, ckpt, top1)
+    })
+}
+
 /// Pre-training on one synthetic dataset, then fine-tuning on a small, different one (other
 /// drivers, three renamed classes, so a classifier of another size) beats training that
 /// small dataset from scratch with the same budget.
 #[test]
 fn fine_tuning_pretrained_weights_beats_training_from_scratch() {
+    let (_, _, weights, pre_top1) = pretrained_x3d();
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let pre_cache = demo_cache(&dir.path().join("pre"));
     let epochs = |n: usize| vec![format!("train.max_epochs={n}"), "train.lr=0.001".into()];
-    let (pre_top1, weights) = x3d_run(&pre_cache, &logs, "pretrain", &epochs(6));
     // 8 sessions of 4 new drivers: 2 drivers train, 1 validates.
     let small = synth_cache_relabelled(
         &dir.path().join("small"),
@@ -182,5 +198,49 @@ fn fine_tuning_pretrained_weights_beats_training_from_scratch() {
     assert!(
         fine > scratch,
         "fine-tuned top-1 {fine} is not above from-scratch {scratch}"
+    );
+}
+
+/// `train predict` over the held-out sessions finds their segments: F1 at tIoU 0.5 well
+/// above the same predicted segments with their labels shuffled.
+#[test]
+fn predicted_timelines_find_the_segments_of_held_out_drivers() {
+    let (_, cache, ckpt, _) = pretrained_x3d();
+    let dir = tempfile::tempdir().unwrap();
+    let args = PredictArgs {
+        ckpt: ckpt.clone(),
+        cache: Some(cache.clone()),
+        manifest: None,
+        out: dir.path().join("pred"),
+        // The validation (p05) and test (p06) drivers.
+        sessions: ["s005", "s006", "s011", "s012"].map(String::from).to_vec(),
+        device: "cpu".into(),
+        aicity_ids: None,
+        overrides: vec![],
+    };
+    let r = predict(&args, true).unwrap();
+    let truth = read_segments(&dir.path().join("pred/truth.csv"), None).unwrap();
+    let f1 = score(&r.segments, &truth, &[0.5]).at_iou[0].f1;
+    // The same segments with their labels shuffled (a fixed permutation, several seeds).
+    let mut shuffled_f1 = 0.0;
+    for seed in 0..5u64 {
+        let mut labels: Vec<String> = r.segments.iter().map(|g| g.label.clone()).collect();
+        mvdrive_common::rng::Rng::new(seed).shuffle(&mut labels);
+        let mut shuffled = r.segments.clone();
+        shuffled
+            .iter_mut()
+            .zip(labels)
+            .for_each(|(g, l)| g.label = l);
+        shuffled_f1 += score(&shuffled, &truth, &[0.5]).at_iou[0].f1 / 5.0;
+    }
+    eprintln!(
+        "predict on 4 held-out sessions: {} segments ({} true), F1@0.5 {f1:.3}, with shuffled labels {shuffled_f1:.3}; {:.0}x real time",
+        r.segments.len(),
+        truth.len(),
+        r.realtime
+    );
+    assert!(
+        f1 > shuffled_f1 + 0.2,
+        "F1@0.5 {f1} is not well above the shuffled-label baseline {shuffled_f1}"
     );
 }
