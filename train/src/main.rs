@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mvdrive_train::measure::{bench_loader, bench_memory, plan, probe};
-use mvdrive_train::run::{eval, fit, predict, score};
+use mvdrive_train::run::{eval, export, fit, predict, score};
 
 /// Train driver-behaviour models on an mvdrive cache (written by `prep build`).
 #[derive(Parser)]
@@ -26,6 +26,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Predict(predict::PredictArgs),
     Score(score::ScoreArgs),
+    Export(export::ExportArgs),
     Plan(plan::PlanArgs),
     #[command(hide = true)]
     Probe(probe::ProbeArgs),
@@ -58,6 +59,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit::run(a, quiet).context("train fit")?,
         Command::Eval(a) => eval::run(a).context("train eval")?,
         Command::Predict(a) => predict::run(a, quiet).context("train predict")?,
+        Command::Export(a) => export::run(a).context("train export")?,
         Command::Score(a) => score::run(a).context("train score")?,
         Command::Plan(a) => plan::run(a, quiet).context("train plan")?,
         Command::Probe(a) => probe::run(a).context("train probe")?,

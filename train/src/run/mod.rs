@@ -1,10 +1,11 @@
 //! Running a model: the [`session`] every command shares (device, cache, views, classes,
 //! model settings), one training step ([`trainer`]), the loop ([`fit`]), evaluation
-//! ([`eval`]), whole recordings ([`predict`]), resume checks ([`resume`]), checkpoint files ([`checkpoint`]) and localisation
+//! ([`eval`]), whole recordings ([`predict`]), TorchScript ([`export`]), resume checks ([`resume`]), checkpoint files ([`checkpoint`]) and localisation
 //! scoring ([`score`]).
 
 pub mod checkpoint;
 pub mod eval;
+pub mod export;
 pub mod fit;
 pub mod predict;
 pub mod resume;
