@@ -52,8 +52,9 @@ enum Command {
         #[arg(long)]
         manifest: PathBuf,
         /// segments.csv or .parquet: session, start_s, end_s, label [, split] (or start_frame, end_frame [, frame_view]).
+        /// Without it the cache has no labels: for `train predict` on new recordings.
         #[arg(long)]
-        segments: PathBuf,
+        segments: Option<PathBuf>,
         /// Cache folder to create or update.
         #[arg(long)]
         out: PathBuf,
@@ -252,7 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             cfg.apply_overrides(&overrides)?;
             let labels = labels.or_else(|| {
-                let p = segments.parent()?.join("labels.txt");
+                let p = segments.as_ref()?.parent()?.join("labels.txt");
                 p.is_file().then_some(p)
             });
             let args = BuildArgs {

@@ -32,8 +32,9 @@ use mvdrive_common::progress;
 pub struct BuildArgs {
     /// manifest.csv / .parquet.
     pub manifest: PathBuf,
-    /// segments.csv / .parquet.
-    pub segments: PathBuf,
+    /// segments.csv / .parquet (`None`: a cache without labels, e.g. of recordings to run
+    /// `train predict` over).
+    pub segments: Option<PathBuf>,
     /// Cache folder.
     pub out: PathBuf,
     /// Root that video paths are relative to (default: the manifest's folder).
@@ -103,8 +104,12 @@ pub fn build(args: &BuildArgs) -> Result<BuildSummary, PrepError> {
         args.allow_missing_views,
     )
     .map_err(PrepError::Invalid)?;
-    let segments = Segments::load(&args.segments, &manifest, args.labels.as_deref())
-        .map_err(PrepError::Invalid)?;
+    let segments = match &args.segments {
+        Some(path) => {
+            Segments::load(path, &manifest, args.labels.as_deref()).map_err(PrepError::Invalid)?
+        }
+        None => Segments::none(),
+    };
     let views_total: usize = manifest.sessions.iter().map(|s| s.views.len()).sum();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads().clamp(1, views_total.max(1)))

@@ -60,6 +60,15 @@ pub struct Segments {
 }
 
 impl Segments {
+    /// No segments and no classes: a cache of unlabelled recordings.
+    pub fn none() -> Segments {
+        Segments {
+            path: PathBuf::from("(no segments file)"),
+            rows: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
     /// Read and validate segments against a validated manifest. `labels_txt` (one label
     /// per line) fixes the class order.
     pub fn load(

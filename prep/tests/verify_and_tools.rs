@@ -414,3 +414,29 @@ fn a_commit_switches_the_whole_index_at_once() {
     assert_eq!(index_files(&cache), listed(&after.meta));
     prep_ok(&["verify", "-q", c]);
 }
+
+#[test]
+fn a_cache_without_segments_has_no_labels_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_cache(d, &[]);
+    let cache = d.join("unlabelled");
+    prep_ok(&[
+        "build",
+        "-q",
+        "--manifest",
+        d.join("manifest.csv").to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+        "data.img_size=48",
+    ]);
+    prep_ok(&["verify", cache.to_str().unwrap()]);
+    let v: serde_json::Value =
+        serde_json::from_str(&prep_ok(&["inspect", "--json", cache.to_str().unwrap()])).unwrap();
+    assert_eq!(
+        (v["sessions"].as_u64(), v["segments"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let c = Cache::open(&cache).unwrap();
+    assert!(c.labels.is_empty() && c.segments.is_empty());
+}

@@ -197,14 +197,20 @@ fn check_tables(c: &Cache, problems: &mut Vec<String>) {
 fn check_meaning(c: &Cache, problems: &mut Vec<String>) {
     let mut ids: Vec<u32> = c.labels.iter().map(|l| l.label_id).collect();
     ids.sort_unstable();
-    if c.labels.is_empty() || ids.iter().enumerate().any(|(i, &id)| id as usize != i) {
+    // A cache built without a segments file has neither labels nor segments (recordings
+    // for `train predict`); one with labels needs segments.
+    let unlabelled = c.labels.is_empty() && c.segments.is_empty();
+    if (c.labels.is_empty() && !unlabelled)
+        || ids.iter().enumerate().any(|(i, &id)| id as usize != i)
+    {
         problems.push(format!(
             "labels.parquet: label ids must be 0..{} once each, found {ids:?}",
             c.labels.len()
         ));
     }
-    if c.segments.is_empty() {
-        problems.push("segments.parquet: no segments; a cache needs at least one".into());
+    if c.segments.is_empty() && !unlabelled {
+        problems
+            .push("segments.parquet: no segments; a cache with labels needs at least one".into());
     }
     let mut seen = HashSet::new();
     for seg in &c.segments {

@@ -491,7 +491,7 @@ fn a_rebuild_under_a_running_fit_stops_it_with_a_message() {
     let data = dir.path().join("data");
     mvdrive_prep::pipeline::build(&mvdrive_prep::pipeline::BuildArgs {
         manifest: data.join("manifest.csv"),
-        segments: data.join("segments.csv"),
+        segments: Some(data.join("segments.csv")),
         out: cache.clone(),
         config,
         quiet: true,
@@ -541,7 +541,7 @@ fn a_cache_with_a_missing_camera_trains_over_the_views_present() {
     let cache = dir.path().join("cache");
     mvdrive_prep::pipeline::build(&mvdrive_prep::pipeline::BuildArgs {
         manifest,
-        segments: data.join("segments.csv"),
+        segments: Some(data.join("segments.csv")),
         out: cache.clone(),
         config: prep_config,
         quiet: true,

@@ -183,10 +183,6 @@ fn predict_refuses_bad_windows_sessions_views_and_ids() {
         e.contains("predict.background") && e.contains("nothing"),
         "{e}"
     );
-    let mut a = args(&ckpt, &cache, &out, &[]);
-    a.cache = None;
-    a.manifest = Some(dir.path().join("data/manifest.csv"));
-    assert!(err(&a).contains("not built yet"));
     let ids = dir.path().join("ids.csv");
     std::fs::write(&ids, "session,s001,1\n").unwrap();
     let mut a = args(&ckpt, &cache, &out, &["predict.min_len_s=0"]);
@@ -213,7 +209,7 @@ fn predict_refuses_bad_windows_sessions_views_and_ids() {
         .unwrap();
     mvdrive_prep::pipeline::build(&mvdrive_prep::pipeline::BuildArgs {
         manifest: data.join("no-front.csv"),
-        segments: data.join("segments.csv"),
+        segments: Some(data.join("segments.csv")),
         out: other.clone(),
         config,
         quiet: true,
@@ -222,4 +218,50 @@ fn predict_refuses_bad_windows_sessions_views_and_ids() {
     .unwrap();
     let e = err(&args(&ckpt, &other, &out, &[]));
     assert!(e.contains("front"), "{e}");
+    // The same videos as raw recordings: refused before anything is decoded.
+    let mut a = args(&ckpt, &cache, &out, &[]);
+    a.cache = None;
+    a.manifest = Some(data.join("no-front.csv"));
+    let e = err(&a);
+    assert!(
+        e.contains("no-front.csv") && e.contains("view `front`"),
+        "{e}"
+    );
+    assert!(!out.join(".predict-cache").exists());
+}
+
+#[test]
+fn raw_videos_predict_exactly_like_their_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tiny_cache(dir.path());
+    let ckpt = trained(&cache, dir.path());
+    let from_cache = dir.path().join("from-cache");
+    predict(&args(&ckpt, &cache, &from_cache, &[]), true).unwrap();
+    // The manifest alone: no segments file, a temporary cache through the prep binary.
+    let from_videos = dir.path().join("from-videos");
+    let mut a = args(&ckpt, &cache, &from_videos, &[]);
+    a.cache = None;
+    a.manifest = Some(dir.path().join("data/manifest.csv"));
+    let r = predict(&a, true).unwrap();
+    assert_eq!(r.sessions, 4);
+    assert!(
+        r.against_truth.is_none(),
+        "an unlabelled cache has no truth"
+    );
+    for s in ["s001", "s002", "s003", "s004"] {
+        let f = format!("scores/{s}.npy");
+        let (a, b) = (
+            std::fs::read(from_cache.join(&f)).unwrap(),
+            std::fs::read(from_videos.join(&f)).unwrap(),
+        );
+        assert!(a == b, "{s}: the scores differ");
+    }
+    assert_eq!(
+        std::fs::read(from_cache.join("segments.csv")).unwrap(),
+        std::fs::read(from_videos.join("segments.csv")).unwrap()
+    );
+    assert!(
+        !from_videos.join(".predict-cache").exists(),
+        "the temporary cache stays"
+    );
 }

@@ -57,6 +57,10 @@ pub struct TrainerState {
     /// training, `train predict`'s default window. Absent in older checkpoints.
     #[serde(default)]
     pub segment_s: Option<f64>,
+    /// The prep parameters of the training cache (frame size, timeline rate, ...), so
+    /// `train predict --manifest` builds its cache of new recordings the same way.
+    #[serde(default)]
+    pub cache_params: Option<mvdrive_schemas::meta::PrepParams>,
 }
 
 /// The hashes that tie a checkpoint's three files into one unit.
@@ -96,6 +100,7 @@ impl TrainerState {
             scaler: None,
             files: None,
             segment_s: median_segment_s(s),
+            cache_params: Some(s.cache.meta.params.clone()),
         }
     }
 }

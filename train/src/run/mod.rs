@@ -1,6 +1,6 @@
 //! Running a model: the [`session`] every command shares (device, cache, views, classes,
 //! model settings), one training step ([`trainer`]), the loop ([`fit`]), evaluation
-//! ([`eval`]), whole recordings ([`predict`]), TorchScript ([`export`]), resume checks ([`resume`]), checkpoint files ([`checkpoint`]) and localisation
+//! ([`eval`]), whole recordings ([`predict`], raw videos through [`recordings`]), TorchScript ([`export`]), resume checks ([`resume`]), checkpoint files ([`checkpoint`]) and localisation
 //! scoring ([`score`]).
 
 pub mod checkpoint;
@@ -8,6 +8,7 @@ pub mod eval;
 pub mod export;
 pub mod fit;
 pub mod predict;
+pub mod recordings;
 pub mod resume;
 pub mod score;
 pub mod session;

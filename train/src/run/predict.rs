@@ -22,6 +22,7 @@ use crate::report::plot::timeline::{plot_timeline, TimelinePlot};
 use crate::report::segments::{write_segments, Segment};
 use crate::report::timeline::{segments, window_starts, Accumulator, SegmentRules};
 use crate::run::checkpoint::{self, TrainerState};
+use crate::run::recordings;
 use crate::run::session::Session;
 
 /// Run a trained model over whole recordings: per-frame class scores
@@ -38,8 +39,9 @@ pub struct PredictArgs {
     /// Cache whose sessions to run over (with or without labelled segments).
     #[arg(long, required_unless_present = "manifest")]
     pub cache: Option<PathBuf>,
-    /// Raw videos: a manifest without segments. Not built yet: build a cache of it with
-    /// `prep build` (the same settings as the training cache) and pass --cache.
+    /// Raw videos: a manifest (segments not needed). They go through the `prep` binary into
+    /// a temporary cache in the output folder, built like the training cache, removed
+    /// afterwards.
     #[arg(long, conflicts_with = "cache")]
     pub manifest: Option<PathBuf>,
     /// Output folder.
@@ -190,11 +192,21 @@ fn aicity_lines(segs: &[Segment], ids: &AiCityIds, path: &Path) -> Result<String
 
 /// Runs `train predict` (see [`PredictArgs`]).
 pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
-    let Some(cache) = &args.cache else {
-        return Err(
-            "train predict --manifest (raw videos) is not built yet: build a cache of the videos with `prep build` using the training cache's prep settings, then pass --cache"
-                .into(),
-        );
+    // Raw videos: a temporary cache, removed when `_temp` drops (error or not).
+    let _temp;
+    let cache: &Path = match (&args.cache, &args.manifest) {
+        (Some(c), _) => c,
+        (None, Some(m)) => {
+            let st = checkpoint::load_state(&args.ckpt)?;
+            let params = st.cache_params.as_ref().ok_or_else(|| {
+                format!("{}: the checkpoint predates train predict --manifest (it does not record how its cache was built); build a cache of the videos with prep build and pass --cache", args.ckpt.display())
+            })?;
+            std::fs::create_dir_all(&args.out).at(&args.out)?;
+            let dir = args.out.join(".predict-cache");
+            _temp = recordings::build_cache(m, &st.views, params, dir, quiet)?;
+            &_temp.dir
+        }
+        (None, None) => return Err("train predict needs --cache or --manifest".into()),
     };
     let ids = args
         .aicity_ids

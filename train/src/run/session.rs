@@ -116,6 +116,13 @@ impl Session {
             .into());
         }
         let model_classes = classes.is_some();
+        if !model_classes && cache.labels.is_empty() {
+            return Err(format!(
+                "{} has no labels (it was built without --segments): training and evaluation need labelled segments; run `train predict --cache` on it with a trained model",
+                cache_dir.display()
+            )
+            .into());
+        }
         let classes: Vec<String> =
             classes.unwrap_or_else(|| cache.labels.iter().map(|l| l.label.clone()).collect());
         if let Some(n) = config.model.model_class_num.filter(|_| !model_classes) {

@@ -49,7 +49,7 @@ pub fn synth_cache_relabelled(
     let cache = dir.join("cache");
     build(&BuildArgs {
         manifest: data.join("manifest.csv"),
-        segments: data.join("segments.csv"),
+        segments: Some(data.join("segments.csv")),
         out: cache.clone(),
         config,
         quiet: true,
