@@ -20,7 +20,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MVDRIVE_PYTHON := $(PY)
 
-.PHONY: help setup build demo test lint fuzz bench-prep bench-loader bench-memory gpu-check clean
+.PHONY: help setup build demo test lint fuzz bench-prep bench-loader bench-memory bench-predict gpu-check clean
 
 help:
 	@echo "make setup       install apt packages, the libtorch wheel venv, and build (idempotent)"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-prep  prep vs the ffmpeg CLI on generated 720p/1080p 60 s clips"
 	@echo "make bench-loader  loader vs memcpy and vs PyAV decoding; train RSS on a cache and one 8x larger"
 	@echo "make bench-memory  checkpointing, bf16/fp16, batch 1, accumulation on/off per backbone: peak memory, step time, gradients"
+	@echo "make bench-predict  train predict throughput (R(2+1)D, transformer at 112x112) and RSS on sessions 8x longer"
 	@echo "make gpu-check   prepare gpu-check/ (cuda binaries, caches, scripts) for scripts/gpu_check.sh on a GPU machine"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv build
@@ -89,6 +90,9 @@ bench-loader: setup
 
 bench-memory: setup
 	bash bench/memory.sh
+
+bench-predict: setup
+	bash bench/predict.sh
 
 gpu-check: setup
 	bash scripts/gpu_bundle.sh gpu-check

@@ -44,6 +44,10 @@ enum Command {
         /// Random seed: the dataset is a pure function of it.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Labelled segments per session (2-3.2 s each; at least one per class): longer
+        /// recordings with more.
+        #[arg(long, default_value_t = synth::SEGMENTS_PER_SESSION)]
+        segments_per_session: usize,
     },
     /// Decode, align, resize and chunk every view into a cache (re-runs redo only what changed).
     #[command(after_help = keys_help())]
@@ -224,8 +228,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             sessions,
             seed,
+            segments_per_session,
         } => {
-            let s = synth::synth(&out, sessions, seed, quiet)?;
+            let s = synth::synth_with(&out, sessions, seed, segments_per_session, quiet)?;
             println!(
                 "synth: wrote {} sessions, {} videos, {} segments to {} (manifest.csv, segments.csv, labels.txt, keypoints/)",
                 s.sessions,

@@ -276,6 +276,9 @@ pub struct SynthSummary {
     pub segments: usize,
 }
 
+/// Segments per session of [`synth`] (each class once, then two drawn at random).
+pub const SEGMENTS_PER_SESSION: usize = 6;
+
 /// Write `sessions` sessions (seeded by `seed`) into `out`.
 pub fn synth(
     out: &Path,
@@ -283,8 +286,26 @@ pub fn synth(
     seed: u64,
     quiet: bool,
 ) -> Result<SynthSummary, PrepError> {
+    synth_with(out, sessions, seed, SEGMENTS_PER_SESSION, quiet)
+}
+
+/// [`synth`] with `segments` segments per session (at least one per class): longer
+/// recordings, e.g. for `train predict`'s memory benchmark.
+pub fn synth_with(
+    out: &Path,
+    sessions: usize,
+    seed: u64,
+    segments: usize,
+    quiet: bool,
+) -> Result<SynthSummary, PrepError> {
     if sessions == 0 {
         return Err(PrepError::Other("--sessions must be at least 1".into()));
+    }
+    if segments < CLASSES.len() {
+        return Err(PrepError::Other(format!(
+            "--segments-per-session {segments}: at least {} (one per class)",
+            CLASSES.len()
+        )));
     }
     let mut rng = Rng::new(seed ^ 0x006d_7664_7269_7665);
     // Two sessions per subject beyond four, so larger datasets show the model more drivers.
@@ -337,8 +358,9 @@ pub fn synth(
         let mut t = 0.5;
         let mut order: Vec<usize> = (0..CLASSES.len()).collect();
         rng.shuffle(&mut order);
-        order.push(rng.below(CLASSES.len()));
-        order.push(rng.below(CLASSES.len()));
+        for _ in CLASSES.len()..segments {
+            order.push(rng.below(CLASSES.len()));
+        }
         for class in order {
             let d = rng.range(2.0, 3.2);
             segs.push(Segment {

@@ -260,3 +260,84 @@ fn positional_embeddings_are_interpolated_to_another_clip_shape() {
     let (_, s) = find(&vs, "pos_space");
     assert_eq!(s.size()[0], 8);
 }
+
+/// pytorchvideo's name for one of our X3D tensors: the inverse of the table in
+/// docs/x3d-pytorchvideo.md, written out here independently of the loader's rename.
+fn pytorchvideo_name(ours: &str) -> String {
+    let fixed = [
+        ("stem.conv_xy.weight", "blocks.0.conv.conv_t.weight"),
+        ("stem.conv_t.weight", "blocks.0.conv.conv_xy.weight"),
+        ("head.conv5.weight", "blocks.5.pool.pre_conv.weight"),
+        ("head.lin5.weight", "blocks.5.pool.post_conv.weight"),
+    ];
+    if let Some((_, pv)) = fixed.iter().find(|(o, _)| *o == ours) {
+        return pv.to_string();
+    }
+    if let Some(x) = ours.strip_prefix("stem.bn.") {
+        return format!("blocks.0.norm.{x}");
+    }
+    if let Some(x) = ours.strip_prefix("head.bn5.") {
+        return format!("blocks.5.pool.pre_norm.{x}");
+    }
+    if let Some(x) = ours.strip_prefix("fc.") {
+        return format!("blocks.5.proj.{x}");
+    }
+    // stageS.B.rest
+    let mut it = ours.splitn(3, '.');
+    let (stage, block, rest) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let s = stage.strip_prefix("stage").unwrap();
+    let rest = [
+        ("conv_a.", "branch2.conv_a."),
+        ("bn_a.", "branch2.norm_a."),
+        ("conv_b.", "branch2.conv_b."),
+        ("bn_b.", "branch2.norm_b.0."),
+        ("se.fc1.", "branch2.norm_b.1.block.0."),
+        ("se.fc2.", "branch2.norm_b.1.block.2."),
+        ("conv_c.", "branch2.conv_c."),
+        ("bn_c.", "branch2.norm_c."),
+        ("branch1_conv.", "branch1_conv."),
+        ("branch1_bn.", "branch1_norm."),
+    ]
+    .iter()
+    .find_map(|(o, p)| rest.strip_prefix(o).map(|x| format!("{p}{x}")))
+    .unwrap_or_else(|| panic!("no pytorchvideo name for {ours}"));
+    format!("blocks.{s}.res_blocks.{block}.{rest}")
+}
+
+#[test]
+fn an_x3d_file_with_pytorchvideos_names_loads_every_tensor() {
+    let _g = support::lock();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x3d_s.safetensors");
+    tch::manual_seed(3);
+    let (src_vs, src) = build(BackboneKind::X3d, FusionMode::LogitMean, 4, 1);
+    let names: Vec<String> = src_vs.variables().into_keys().collect();
+    // Like pytorchvideo: stage 1's stride-2 shortcut keeps the width, so it has no norm.
+    assert!(!names.iter().any(|n| n.starts_with("stage1.0.branch1_bn")));
+    assert!(names.iter().any(|n| n.starts_with("stage2.0.branch1_bn")));
+    let mut named: Vec<(String, Tensor)> = src_vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (pytorchvideo_name(&n), t))
+        .collect();
+    named.push((
+        "blocks.0.norm.num_batches_tracked".into(),
+        Tensor::from(7i64),
+    ));
+    Tensor::write_safetensors(&named, &file).unwrap();
+
+    tch::manual_seed(4);
+    let (mut vs, model) = build(BackboneKind::X3d, FusionMode::LogitMean, 4, 1);
+    let report = load_pretrained(&mut vs, &file, None).unwrap();
+    assert!(
+        report.pytorchvideo && report.not_loaded.is_empty(),
+        "{report}"
+    );
+    assert_eq!(report.loaded.len(), names.len());
+    assert!(report.to_string().contains("pytorchvideo"));
+    let (a, b) = (vars(&src_vs), vars(&vs));
+    assert!(a.iter().all(|(n, t)| t.equal(&b[n])));
+    let x = clip();
+    let (ya, yb) = tch::no_grad(|| (src.forward_t(&x, false), model.forward_t(&x, false)));
+    assert!(ya.equal(&yb));
+}

@@ -1,4 +1,5 @@
-//! A `u8` batch becomes the model input on the device: RGB bytes to a Kinetics-normalised
+//! A `u8` batch becomes the model input on the device: RGB bytes to a normalised (the
+//! backbone's constants, [`crate::model::backbones::BackboneKind::input_norm`])
 //! float `[B, V, 3, T, H, W]` (an evaluation crop cut out, and resized on the device when
 //! the model's size differs from the cache's), keypoints to `[B, V, C + 1, T, K]` with the validity channel last. Each part
 //! is built only when the model reads it.
@@ -9,7 +10,7 @@ use crate::config::Crops;
 use crate::data::augment::{apply_kpt, apply_rgb, ClipDraw};
 use crate::data::loader::Batch;
 use crate::error::{Result, TrainError};
-use crate::model::backbones::normalize_kinetics;
+use crate::model::backbones::normalize;
 use crate::model::{Input, KeypointSpec, ModelConfig};
 
 /// A rectangle of the cached frame, in pixels: what an evaluation crop shows the model.
@@ -194,7 +195,7 @@ fn rgb_input(
                     .squeeze_dim(0);
                 apply_rgb(&c, d, grey)
             })?;
-            return Ok(normalize_kinetics(&x));
+            return Ok(normalize(&x, model.backbone.input_norm()));
         }
     }
     let mut x = x.to_kind(Kind::Float) / 255.0;
@@ -204,7 +205,7 @@ fn rgb_input(
             .upsample_trilinear3d([t, h, w], false, None, None, None)
             .view([b, v, 3, t, h, w]);
     }
-    Ok(normalize_kinetics(&x))
+    Ok(normalize(&x, model.backbone.input_norm()))
 }
 
 #[cfg(test)]

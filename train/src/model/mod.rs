@@ -26,6 +26,7 @@
 
 pub mod backbones;
 pub mod pretrained;
+pub mod pytorchvideo;
 pub mod summary;
 
 pub use summary::summary;
@@ -243,7 +244,7 @@ impl Default for ModelConfig {
     }
 }
 
-/// A model input: `rgb` `[B, V, 3, T, H, W]` (float, Kinetics-normalised) and/or `kpt`
+/// A model input: `rgb` `[B, V, 3, T, H, W]` (float, normalised with the backbone's constants) and/or `kpt`
 /// `[B, V, C + 1, T, K]` (coordinates, then the validity channel), and which views each
 /// sample has.
 #[derive(Debug)]

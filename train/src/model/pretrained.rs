@@ -30,6 +30,8 @@ pub struct PretrainedReport {
     pub file: PathBuf,
     /// Variables loaded from the file.
     pub loaded: Vec<String>,
+    /// The file had pytorchvideo's X3D names (renamed on load).
+    pub pytorchvideo: bool,
     /// Classifier variables kept fresh: (name, shape in the file, shape here).
     pub head_reinitialised: Vec<(String, Vec<i64>, Vec<i64>)>,
     /// Positional embeddings resized to this model's clip: (name, from, to).
@@ -45,9 +47,14 @@ impl fmt::Display for PretrainedReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pretrained {}: {} tensors loaded",
+            "pretrained {}: {} tensors loaded{}",
             self.file.display(),
-            self.loaded.len()
+            self.loaded.len(),
+            if self.pytorchvideo {
+                " (pytorchvideo's X3D names, renamed)"
+            } else {
+                ""
+            }
         )?;
         if !self.head_reinitialised.is_empty() {
             let heads: Vec<String> = self
@@ -198,9 +205,21 @@ pub fn load_pretrained(
         })?
         .into_iter()
         .collect();
+    // pytorchvideo's X3D names become ours; the tensors without a counterpart stay (and are
+    // listed as ignored).
+    let pytorchvideo = super::pytorchvideo::is_pytorchvideo_x3d(tensors.keys());
+    let tensors: BTreeMap<String, Tensor> = if pytorchvideo {
+        tensors
+            .into_iter()
+            .map(|(n, t)| (super::pytorchvideo::from_pytorchvideo(&n).unwrap_or(n), t))
+            .collect()
+    } else {
+        tensors
+    };
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut report = PretrainedReport {
         file: file.to_path_buf(),
+        pytorchvideo,
         ..Default::default()
     };
     let mut plan: Vec<(&String, &Tensor, Tensor)> = Vec::new();

@@ -1,7 +1,7 @@
 //! `train export`: a checkpoint as a TorchScript module for deployment, traced with
 //! libtorch's tracer. The module takes one clip as the cache stores it, `u8` `[views, T, H,
 //! W, 3]` at the model's size, and returns the class probabilities `[classes]`; the
-//! normalisation (Kinetics mean and std, as in training) is inside. It loads with
+//! normalisation (the backbone's mean and std, as in training) is inside. It loads with
 //! `torch.jit.load` in Python or `tch::CModule::load`.
 //!
 //! Tracing records the operations of one forward pass at the traced shape: the module is
@@ -14,8 +14,7 @@ use tch::{CModule, Device, Kind, Tensor};
 
 use crate::config::{Settings, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::model::backbones::normalize_kinetics;
-use crate::model::backbones::r3d::{KINETICS_MEAN, KINETICS_STD};
+use crate::model::backbones::normalize;
 use crate::model::{Input, InputType, ModelConfig, MultiViewModel};
 use crate::run::checkpoint;
 
@@ -75,21 +74,22 @@ pub fn checkpoint_model(ckpt: &Path) -> Result<(VarStore, MultiViewModel, Vec<St
     Ok((vs, model, st.classes))
 }
 
-/// The Kinetics mean and std as `[3, 1, 1, 1]` tensors, made before tracing: libtorch's
-/// tracer does not keep a tensor made from host memory inside the traced function (it
-/// reads back as zeros), while tensors made outside become proper constants.
-fn kinetics_stats() -> (Tensor, Tensor) {
+/// The backbone's input mean and std as `[3, 1, 1, 1]` tensors, made before tracing:
+/// libtorch's tracer does not keep a tensor made from host memory inside the traced
+/// function (it reads back as zeros), while tensors made outside become proper constants.
+fn input_stats(model: &MultiViewModel) -> (Tensor, Tensor) {
+    let (mean, std) = model.config().backbone.input_norm();
     let stat = |v: [f64; 3]| {
         Tensor::from_slice(&v)
             .to_kind(Kind::Float)
             .view([3, 1, 1, 1])
             .copy()
     };
-    (stat(KINETICS_MEAN), stat(KINETICS_STD))
+    (stat(mean), stat(std))
 }
 
 /// What the exported module computes: `u8` `[V, T, H, W, 3]` -> probabilities `[classes]`,
-/// normalised as [`crate::model::backbones::normalize_kinetics`] does in training.
+/// normalised as [`crate::model::backbones::normalize`] does in training.
 pub fn clip_probabilities(
     model: &MultiViewModel,
     clip: &Tensor,
@@ -110,7 +110,7 @@ pub fn export(args: &ExportArgs) -> Result<ExportSummary> {
     vs.freeze();
     let m = model.config();
     let input = vec![m.num_views, m.clip.t, m.clip.h, m.clip.w, 3];
-    let stats = kinetics_stats();
+    let stats = input_stats(&model);
     let example = Tensor::randint(256, input.as_slice(), (Kind::Uint8, Device::Cpu));
     let module = tch::no_grad(|| {
         CModule::create_by_tracing("MvdriveClassifier", "forward", &[example], &mut |x| {
@@ -142,7 +142,8 @@ pub fn export(args: &ExportArgs) -> Result<ExportSummary> {
         let x = (check.to_kind(Kind::Float) / 255.0)
             .permute([0, 4, 1, 2, 3])
             .unsqueeze(0);
-        let scores = model.forward_t(&Input::rgb(normalize_kinetics(&x)), false);
+        let norm = model.config().backbone.input_norm();
+        let scores = model.forward_t(&Input::rgb(normalize(&x, norm)), false);
         scores.softmax(-1, Kind::Float).squeeze_dim(0)
     });
     let max_diff = (got - want).abs().max().double_value(&[]);

@@ -77,6 +77,11 @@ pub struct PredictSummary {
     pub against_truth: Option<LocalisationReport>,
     /// Seconds of recording per second of wall time.
     pub realtime: f64,
+    /// Share of the wall time spent in the model's forward pass (the rest: reading,
+    /// batching, scores, segments, pictures).
+    pub forward_share: f64,
+    /// Peak resident memory of the process, bytes.
+    pub peak_rss: u64,
 }
 
 /// The checkpoint's settings with `args`' over them, as a session on `cache`.
@@ -263,6 +268,7 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
         threshold: s.config.predict.threshold.map(|t| t as f32),
     };
     let started = std::time::Instant::now();
+    let mut forward_s = 0.0;
     let (mut all, mut truth, mut windows, mut seconds) = (Vec::new(), Vec::new(), 0, 0.0);
     let mut sessions_json = Vec::new();
     for row in &rows {
@@ -277,9 +283,11 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
                 .collect();
             let batch = loader.load_windows(bi, &row.session, &frames)?;
             let x = s.input(&batch)?;
+            let t0 = std::time::Instant::now();
             let probs = tch::no_grad(|| model.forward_t(&x, false))
                 .softmax(-1, Kind::Double)
                 .to_device(Device::Cpu);
+            forward_s += t0.elapsed().as_secs_f64();
             let probs: Vec<f64> = Vec::try_from(probs.flatten(0, -1))?;
             for (&a, p) in chunk.iter().zip(probs.chunks_exact(s.classes.len())) {
                 acc.add(a as usize, (a + w) as usize, p);
@@ -376,6 +384,8 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
         segments: all,
         against_truth,
         realtime: seconds / started.elapsed().as_secs_f64().max(1e-9),
+        forward_share: forward_s / started.elapsed().as_secs_f64().max(1e-9),
+        peak_rss: mvdrive_common::sys::peak_rss_bytes(),
     })
 }
 
@@ -410,12 +420,14 @@ fn background(s: &Session) -> Result<Option<usize>> {
 pub fn run(args: &PredictArgs, quiet: bool) -> Result<()> {
     let r = predict(args, quiet)?;
     println!(
-        "train predict: {} sessions, {} windows of {:.2} s every {:.2} s ({:.1}x real time): {} segments -> {}",
+        "train predict: {} sessions, {} windows of {:.2} s every {:.2} s ({:.1}x real time, model forward {:.0}% of it, peak RSS {:.0} MiB): {} segments -> {}",
         r.sessions,
         r.windows,
         r.window_s.0,
         r.window_s.1,
         r.realtime,
+        r.forward_share * 100.0,
+        r.peak_rss as f64 / 1048576.0,
         r.segments.len(),
         args.out.join("segments.csv").display()
     );

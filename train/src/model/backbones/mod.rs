@@ -28,7 +28,9 @@ use tch::Tensor;
 
 use crate::model::{ClipShape, InputType};
 
-pub use r3d::{normalize_kinetics, VideoResNet, FEATURE_DIM, KINETICS_MEAN, KINETICS_STD};
+pub use r3d::{
+    normalize, normalize_kinetics, VideoResNet, FEATURE_DIM, KINETICS_MEAN, KINETICS_STD,
+};
 
 /// A named, separately callable piece of a backbone (`stem`, `layer1`, `block3`, ...): the
 /// unit a gradient-checkpointing trainer recomputes (see [`crate::optim::recompute`]).
@@ -144,7 +146,20 @@ crate::choice_enum! {
     }
 }
 
+/// pytorchvideo's X3D input normalisation (every channel).
+pub const X3D_MEAN_STD: ([f64; 3], [f64; 3]) = ([0.45; 3], [0.225; 3]);
+
 impl BackboneKind {
+    /// The (mean, std) per channel its RGB input is normalised with: the constants of the
+    /// pretrained weights each backbone loads (torchvision's Kinetics for the ResNets and
+    /// the token models, pytorchvideo's for X3D).
+    pub fn input_norm(self) -> ([f64; 3], [f64; 3]) {
+        match self {
+            BackboneKind::X3d => X3D_MEAN_STD,
+            _ => (KINETICS_MEAN, KINETICS_STD),
+        }
+    }
+
     /// True for backbones of RGB clips, false for the keypoint backbone.
     pub fn is_video(self) -> bool {
         self != BackboneKind::Stgcn

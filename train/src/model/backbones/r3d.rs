@@ -53,13 +53,15 @@ pub const FEATURE_DIM: i64 = 512;
 /// Normalises a float clip tensor `[..., 3, T, H, W]` with values in `[0, 1]` by the
 /// Kinetics mean/std (channel dimension is the 4th from the end). Keeps device and kind.
 pub fn normalize_kinetics(x: &Tensor) -> Tensor {
+    normalize(x, (KINETICS_MEAN, KINETICS_STD))
+}
+
+/// Normalises a float clip tensor `[..., 3, T, H, W]` with values in `[0, 1]` by a per-channel
+/// (mean, std). Keeps device and kind.
+pub fn normalize(x: &Tensor, (mean, std): ([f64; 3], [f64; 3])) -> Tensor {
     let opts = (x.kind(), x.device());
-    let mean = Tensor::from_slice(&KINETICS_MEAN)
-        .to_kind(opts.0)
-        .to_device(opts.1);
-    let std = Tensor::from_slice(&KINETICS_STD)
-        .to_kind(opts.0)
-        .to_device(opts.1);
+    let mean = Tensor::from_slice(&mean).to_kind(opts.0).to_device(opts.1);
+    let std = Tensor::from_slice(&std).to_kind(opts.0).to_device(opts.1);
     (x - mean.view([3, 1, 1, 1])) / std.view([3, 1, 1, 1])
 }
 

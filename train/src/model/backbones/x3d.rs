@@ -24,7 +24,8 @@
 //! `conv_a` 1x1x1 in->inner, `bn_a`, ReLU; `conv_b` 3x3x3 depthwise (groups = inner) stride
 //! (1,s,s) pad 1, `bn_b`, squeeze-excitation `se` (blocks 0, 2, 4, ... of a stage), Swish;
 //! `conv_c` 1x1x1 inner->width, `bn_c`; plus the shortcut (`branch1_conv` 1x1x1 stride (1,s,s)
-//! and `branch1_bn` where the stride or the width changes, else identity), then ReLU.
+//! where the stride or the width changes, with `branch1_bn` only where the width changes,
+//! as pytorchvideo builds it; else identity), then ReLU.
 //!
 //! The squeeze-excitation is global average pool, `se.fc1` 1x1x1 inner->r (bias), ReLU,
 //! `se.fc2` r->inner (bias), sigmoid, scale; `r = round_width(inner, se_ratio)` (pytorchvideo's
@@ -45,11 +46,11 @@
 //! `stage1.0.conv_b.weight`, `stage1.0.bn_b.*`, `stage1.0.se.fc1.{weight,bias}`,
 //! `stage1.0.se.fc2.*`, `stage1.0.conv_c.weight`, `stage1.0.bn_c.*`,
 //! `stage1.0.branch1_conv.weight`, `stage1.0.branch1_bn.*`, ..., `head.conv5.weight`,
-//! `head.bn5.*`, `head.lin5.weight`. They are not pytorchvideo's names (no pretrained weights
-//! are mapped yet).
+//! `head.bn5.*`, `head.lin5.weight`. They are not pytorchvideo's names: `model.pretrained`
+//! renames a pytorchvideo state dict on load (see [`crate::model::pretrained`]).
 //!
-//! Input: float `[N, 3, T, H, W]`, normalised like the other video backbones (Kinetics
-//! mean/std, see [`super::normalize_kinetics`]). `H` and `W` need not be multiples of 32
+//! Input: float `[N, 3, T, H, W]`, normalised with pytorchvideo's X3D constants (mean 0.45,
+//! std 0.225 on every channel, see [`super::BackboneKind::input_norm`]). `H` and `W` need not be multiples of 32
 //! (each stride-2 stage rounds up).
 
 use tch::nn::{self, ModuleT};
@@ -275,7 +276,9 @@ pub struct X3dBlock {
     se: Option<SqueezeExcitation>,
     conv_c: nn::Conv3D,
     bn_c: nn::BatchNorm,
-    branch1: Option<(nn::Conv3D, nn::BatchNorm)>,
+    /// The shortcut's convolution (where the stride or the width changes) and its
+    /// BatchNorm (only where the width changes, as in pytorchvideo).
+    branch1: Option<(nn::Conv3D, Option<nn::BatchNorm>)>,
 }
 
 impl X3dBlock {
@@ -291,7 +294,7 @@ impl X3dBlock {
         let branch1 = (stride != 1 || c_in != c_out).then(|| {
             (
                 conv3d(&p / "branch1_conv", c_in, c_out, [1, 1, 1], s, 1, false),
-                bn3d(&p / "branch1_bn", c_out, 1.0),
+                (c_in != c_out).then(|| bn3d(&p / "branch1_bn", c_out, 1.0)),
             )
         });
         X3dBlock {
@@ -317,7 +320,8 @@ impl ModuleT for X3dBlock {
         };
         let out = out.silu().apply(&self.conv_c).apply_t(&self.bn_c, train);
         let shortcut = match &self.branch1 {
-            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
+            Some((conv, Some(bn))) => x.apply(conv).apply_t(bn, train),
+            Some((conv, None)) => x.apply(conv),
             None => x.shallow_clone(),
         };
         (out + shortcut).relu()
