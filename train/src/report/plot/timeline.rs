@@ -31,6 +31,9 @@ pub fn class_color(c: usize) -> RGBColor {
     PALETTE[c % PALETTE.len()]
 }
 
+/// A segment to draw: (class, start, end), seconds.
+pub type Span = (usize, f64, f64);
+
 /// What one timeline picture shows; times in seconds on the session timeline.
 pub struct TimelinePlot<'a> {
     /// Session id (the title).
@@ -44,9 +47,9 @@ pub struct TimelinePlot<'a> {
     /// See `fps`.
     pub start_s: f64,
     /// Predicted segments: (class, start, end).
-    pub predicted: &'a [(usize, f64, f64)],
+    pub predicted: &'a [Span],
     /// True segments, when known.
-    pub truth: Option<&'a [(usize, f64, f64)]>,
+    pub truth: Option<&'a [Span]>,
 }
 
 /// Write the picture to `path`.
@@ -142,7 +145,7 @@ fn draw_bands<DB: DrawingBackend>(
     (t0, t1): (f64, f64),
 ) -> Result<(), PlotError> {
     let err = draw_err::<DB::ErrorType>("timeline bands");
-    let rows: Vec<(&str, &[(usize, f64, f64)])> = std::iter::once(("predicted", p.predicted))
+    let rows: Vec<(&str, &[Span])> = std::iter::once(("predicted", p.predicted))
         .chain(p.truth.map(|t| ("truth", t)))
         .collect();
     let mut chart = ChartBuilder::on(area)
