@@ -62,29 +62,7 @@ pub struct JobFile {
     pub warnings: Vec<String>,
 }
 
-/// A path component made from a user's id: kept when it is plain, else made plain and
-/// suffixed with a hash so that two ids never collide.
-pub fn safe_component(name: &str) -> String {
-    let plain: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if plain == name && !name.starts_with('.') && !name.is_empty() {
-        plain
-    } else {
-        format!(
-            "{}-{:08x}",
-            plain.trim_start_matches('.'),
-            xxh3(name.as_bytes()) as u32
-        )
-    }
-}
+pub use mvdrive_schemas::checksum::safe_component;
 
 /// File size and modification time.
 pub fn identity(path: &Path) -> std::io::Result<(u64, i128)> {

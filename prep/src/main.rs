@@ -257,6 +257,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cfg.apply_yaml_file(f)?;
             }
             cfg.apply_overrides(&overrides)?;
+            if segments.is_none() && labels.is_some() {
+                anyhow::bail!(
+                    "--labels fixes the class order of --segments; without a segments file the cache has no classes (leave --labels out)"
+                );
+            }
             let labels = labels.or_else(|| {
                 let p = segments.as_ref()?.parent()?.join("labels.txt");
                 p.is_file().then_some(p)

@@ -178,6 +178,16 @@ fn predict_refuses_bad_windows_sessions_views_and_ids() {
     a.sessions = vec!["s009".into()];
     let e = err(&a);
     assert!(e.contains("s009"), "{e}");
+    let e = err(&args(
+        &ckpt,
+        &cache,
+        &out,
+        &["predict.window_s=2", "predict.stride_s=3"],
+    ));
+    assert!(
+        e.contains("predict.stride_s=3") && e.contains("no score"),
+        "{e}"
+    );
     let e = err(&args(&ckpt, &cache, &out, &["predict.background=nothing"]));
     assert!(
         e.contains("predict.background") && e.contains("nothing"),

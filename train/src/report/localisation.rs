@@ -10,7 +10,9 @@
 //!   its session and class whose start and end are each within ±10 s of its own (highest
 //!   score first, each true segment at most once, the candidate of highest tIoU taken); a
 //!   matched pair scores its tIoU; the score is the sum over matched pairs divided by the
-//!   number of matched pairs, unmatched predictions and unmatched true segments.
+//!   number of matched pairs, unmatched predictions and unmatched true segments. (The
+//!   official scorer matches each true segment to its best prediction; the two differ
+//!   only when candidates compete for one segment.)
 
 use std::collections::{BTreeMap, BTreeSet};
 

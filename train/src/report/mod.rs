@@ -2,6 +2,7 @@
 //! [`plot`] (metrics.png, confusion.png), [`run_dir`] (the `version_N` folder), [`segments`]
 //! (segment files) and [`localisation`] (temporal localisation metrics, `train score`).
 
+pub mod aicity;
 pub mod localisation;
 pub mod metrics;
 pub mod plot;

@@ -243,9 +243,21 @@ pub fn load_state(ckpt: &Path) -> Result<TrainerState> {
 /// Load weights into `vs`; names and shapes must match exactly.
 pub fn load_weights(ckpt: &Path, vs: &mut VarStore) -> Result<()> {
     let (w, _, _) = paths(ckpt);
-    if let Err(e) = Tensor::read_safetensors(&w) {
+    let stored = match Tensor::read_safetensors(&w) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(TrainError::Other(format!(
+                "{}: not a readable safetensors file ({e}); the checkpoint is damaged",
+                w.display()
+            )))
+        }
+    };
+    // libtorch's load skips tensors the model lacks; a checkpoint with more is of another
+    // model (e.g. an X3D saved before its stage-1 shortcut lost its BatchNorm).
+    let names = vs.variables();
+    if let Some((extra, _)) = stored.iter().find(|(n, _)| !names.contains_key(n)) {
         return Err(TrainError::Other(format!(
-            "{}: not a readable safetensors file ({e}); the checkpoint is damaged",
+            "{}: holds `{extra}`, which this model does not have: it was saved by another model (another model.backbone or settings, or an X3D from before mvdrive's X3D matched pytorchvideo's); retrain it, or load its weights with model.pretrained",
             w.display()
         )));
     }

@@ -103,6 +103,15 @@ pub fn clip_probabilities(
     scores.softmax(-1, Kind::Float).squeeze_dim(0)
 }
 
+/// A file removed when dropped (a no-op once it was renamed away).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs `train export` (see [`ExportArgs`]).
 pub fn export(args: &ExportArgs) -> Result<ExportSummary> {
     let (mut vs, model, classes) = checkpoint_model(&args.ckpt)?;
@@ -131,11 +140,11 @@ pub fn export(args: &ExportArgs) -> Result<ExportSummary> {
     }
     let mut tmp = args.out.as_os_str().to_os_string();
     tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    module.save(&tmp)?;
+    let tmp = TempFile(PathBuf::from(tmp));
+    module.save(&tmp.0)?;
     // The saved file, loaded back, against the model on another clip.
     let check = Tensor::randint(256, input.as_slice(), (Kind::Uint8, Device::Cpu));
-    let loaded = CModule::load(&tmp)?;
+    let loaded = CModule::load(&tmp.0)?;
     let got = tch::no_grad(|| loaded.forward_ts(&[&check]))?;
     // The training path's own normalisation, so the check covers the one inside.
     let want = tch::no_grad(|| {
@@ -148,13 +157,12 @@ pub fn export(args: &ExportArgs) -> Result<ExportSummary> {
     });
     let max_diff = (got - want).abs().max().double_value(&[]);
     if max_diff.is_nan() || max_diff > 1e-5 {
-        let _ = std::fs::remove_file(&tmp);
         return Err(TrainError::Other(format!(
             "the traced {} module differs from the model by {max_diff:e} on a test clip (more than 1e-5), so it was not written; this backbone cannot be exported by tracing yet",
             model.config().backbone
         )));
     }
-    std::fs::rename(&tmp, &args.out).map_err(|source| TrainError::Io {
+    std::fs::rename(&tmp.0, &args.out).map_err(|source| TrainError::Io {
         path: args.out.clone(),
         source,
     })?;

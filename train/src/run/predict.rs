@@ -10,6 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use mvdrive_schemas::checksum::safe_component;
+use mvdrive_schemas::index::SessionRow;
+
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
@@ -17,10 +20,11 @@ use crate::config::{Settings, TrainConfig};
 use crate::data::sampler::eval_clip_frames;
 use crate::error::{IoAt, Result, TrainError};
 use crate::model::MultiViewModel;
+use crate::report::aicity::AiCityIds;
 use crate::report::localisation::{score, LocalisationReport};
-use crate::report::plot::timeline::{plot_timeline, TimelinePlot};
+use crate::report::plot::timeline::{plot_timeline, Span, TimelinePlot};
 use crate::report::segments::{write_segments, Segment};
-use crate::report::timeline::{segments, window_starts, Accumulator, SegmentRules};
+use crate::report::timeline::{segments, window_starts, Accumulator, Scores, SegmentRules};
 use crate::run::checkpoint::{self, TrainerState};
 use crate::run::recordings;
 use crate::run::session::Session;
@@ -84,7 +88,8 @@ pub struct PredictSummary {
     pub peak_rss: u64,
 }
 
-/// The checkpoint's settings with `args`' over them, as a session on `cache`.
+/// The checkpoint's settings (its clip shape included) with `args`' over them, as a
+/// session on `cache` reading the model's views in the model's order.
 fn open(args: &PredictArgs, cache: &Path) -> Result<(Session, TrainerState)> {
     let st = checkpoint::load_state(&args.ckpt)?;
     let mut settings = Settings::default();
@@ -93,37 +98,55 @@ fn open(args: &PredictArgs, cache: &Path) -> Result<(Session, TrainerState)> {
         .map_err(|e| format!("{}: its saved configuration: {e}", args.ckpt.display()))?;
     settings.set("trainer.device", &args.device, false)?;
     settings.set("data.aug.enabled", "false", false)?;
+    // The model's input as it was built, whatever size the cache holds.
+    settings.set(
+        "data.img_size",
+        &format!("{}x{}", st.clip.h, st.clip.w),
+        false,
+    )?;
+    let t = st.clip.t.to_string();
+    settings.set("data.uniform_temporal_subsample_num", &t, false)?;
     for o in &args.overrides {
         let (k, v) = o.split_once('=').ok_or_else(|| {
             format!("`{o}` is not a setting; write key=value, e.g. predict.stride_s=1")
         })?;
         settings.set(k.trim(), v, false)?;
     }
-    let s = Session::open_with_classes(
-        cache,
-        TrainConfig::new(&settings)?,
-        Some(st.classes.clone()),
-    )?;
-    if s.views != st.views {
+    let config = TrainConfig::new(&settings)?;
+    let mut s = Session::open_with_classes(cache, config, Some(st.classes.clone()))?;
+    let have = &s.cache.meta.views;
+    if let Some(v) = st.views.iter().find(|v| !have.contains(v)) {
         return Err(TrainError::Other(format!(
-            "{}: the model reads views {} but {} gives {} (views: {}); predict on a cache with the model's cameras",
+            "{}: the model reads view `{v}`, which {} does not have (views: {}); predict on recordings of the model's cameras ({})",
             args.ckpt.display(),
-            st.views.join(", "),
             cache.display(),
-            s.views.join(", "),
-            s.cache.meta.views.join(", ")
+            have.join(", "),
+            st.views.join(", ")
         )));
     }
+    // By name, in the model's order: another camera order or an extra camera is fine.
+    s.views = st.views.clone();
+    s.model.num_views = s.views.len() as i64;
     Ok((s, st))
 }
 
-/// Window and stride in frames at `fps`, checked against the model's clip length.
-fn window_frames(s: &Session, st: &TrainerState, fps: f64) -> Result<(u64, u64, f64, f64)> {
+/// Window and stride lengths, seconds, checked against each other.
+fn window_seconds(s: &Session, st: &TrainerState) -> Result<(f64, f64)> {
     let p = &s.config.predict;
     let window_s = p.window_s.or(st.segment_s).ok_or_else(|| {
         "the checkpoint does not say how long its training segments were (it predates train predict); set predict.window_s".to_string()
     })?;
     let stride_s = p.stride_s.unwrap_or(window_s / 2.0);
+    if stride_s > window_s {
+        return Err(TrainError::Other(format!(
+            "predict.stride_s={stride_s} is longer than the window ({window_s} s): frames between windows would get no score; use predict.stride_s <= predict.window_s"
+        )));
+    }
+    Ok((window_s, stride_s))
+}
+
+/// Window and stride in frames at a session's `fps`, checked against the model's clip.
+fn window_frames(s: &Session, (window_s, stride_s): (f64, f64), fps: f64) -> Result<(u64, u64)> {
     let w = (window_s * fps).round() as u64;
     let t = s.clip().t as u64;
     if w < t {
@@ -132,100 +155,15 @@ fn window_frames(s: &Session, st: &TrainerState, fps: f64) -> Result<(u64, u64, 
             t as f64 / fps
         )));
     }
-    Ok((
-        w,
-        ((stride_s * fps).round() as u64).max(1),
-        window_s,
-        stride_s,
-    ))
+    Ok((w, ((stride_s * fps).round() as u64).clamp(1, w)))
 }
 
-/// `--aicity-ids`: (session -> video id, class -> activity id).
-type AiCityIds = (BTreeMap<String, String>, BTreeMap<String, String>);
-
-fn read_aicity_ids(path: &Path) -> Result<AiCityIds> {
-    let text = std::fs::read_to_string(path).at(path)?;
-    let (mut sessions, mut classes) = (BTreeMap::new(), BTreeMap::new());
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        match f.as_slice() {
-            ["kind", ..] if i == 0 => {}
-            ["session", name, id] => drop(sessions.insert(name.to_string(), id.to_string())),
-            ["class", name, id] => drop(classes.insert(name.to_string(), id.to_string())),
-            _ => {
-                return Err(TrainError::Other(format!(
-                    "{}: line {}: `{line}` is not `session,NAME,ID` or `class,NAME,ID`",
-                    path.display(),
-                    i + 1
-                )))
-            }
-        }
-    }
-    Ok((sessions, classes))
-}
-
-/// AI City Track 3 lines: `video_id activity_id start end` (whole seconds).
-fn aicity_lines(segs: &[Segment], ids: &AiCityIds, path: &Path) -> Result<String> {
-    let mut out = String::new();
-    for g in segs {
-        let missing = |what: &str, name: &str| {
-            TrainError::Other(format!(
-                "{}: no {what} `{name}`; add a line `{what},{name},ID`",
-                path.display()
-            ))
-        };
-        let video = ids
-            .0
-            .get(&g.session)
-            .ok_or_else(|| missing("session", &g.session))?;
-        let activity = ids
-            .1
-            .get(&g.label)
-            .ok_or_else(|| missing("class", &g.label))?;
-        out += &format!(
-            "{video} {activity} {} {}\n",
-            g.start.round() as i64,
-            g.end.round() as i64
-        );
-    }
-    Ok(out)
-}
-
-/// Runs `train predict` (see [`PredictArgs`]).
-pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
-    // Raw videos: a temporary cache, removed when `_temp` drops (error or not).
-    let _temp;
-    let cache: &Path = match (&args.cache, &args.manifest) {
-        (Some(c), _) => c,
-        (None, Some(m)) => {
-            let st = checkpoint::load_state(&args.ckpt)?;
-            let params = st.cache_params.as_ref().ok_or_else(|| {
-                format!("{}: the checkpoint predates train predict --manifest (it does not record how its cache was built); build a cache of the videos with prep build and pass --cache", args.ckpt.display())
-            })?;
-            std::fs::create_dir_all(&args.out).at(&args.out)?;
-            let dir = args.out.join(".predict-cache");
-            _temp = recordings::build_cache(m, &st.views, params, dir, quiet)?;
-            &_temp.dir
-        }
-        (None, None) => return Err("train predict needs --cache or --manifest".into()),
-    };
-    let ids = args
-        .aicity_ids
-        .as_deref()
-        .map(read_aicity_ids)
-        .transpose()?;
-    let (s, st) = open(args, cache)?;
-    let mut vs = VarStore::new(s.device);
-    let model = MultiViewModel::new(&vs.root(), s.model.clone())?;
-    checkpoint::load_weights(&args.ckpt, &mut vs)?;
-    let rows: Vec<_> = if args.sessions.is_empty() {
+/// The sessions of `--sessions` (all when empty), each with frames.
+fn sessions<'a>(s: &'a Session, names: &[String], cache: &Path) -> Result<Vec<&'a SessionRow>> {
+    let rows: Vec<&SessionRow> = if names.is_empty() {
         s.cache.sessions.iter().collect()
     } else {
-        args.sessions
+        names
             .iter()
             .map(|name| {
                 s.cache
@@ -241,8 +179,6 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
             })
             .collect::<Result<_>>()?
     };
-    let fps = rows.first().map(|r| r.fps).unwrap_or(1.0);
-    let (w, stride, window_s, stride_s) = window_frames(&s, &st, fps)?;
     if let Some(r) = rows.iter().find(|r| r.timeline_frames == 0) {
         return Err(TrainError::Other(format!(
             "session `{}` of {} has no frames (an empty recording); leave it out with --sessions",
@@ -250,28 +186,33 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
             cache.display()
         )));
     }
-    for dir in ["scores", "timeline"] {
-        std::fs::create_dir_all(args.out.join(dir)).at(&args.out.join(dir))?;
-    }
-    let total: u64 = rows
-        .iter()
-        .map(|r| window_starts(r.timeline_frames, w, stride).len() as u64)
-        .sum();
-    let pb = mvdrive_common::progress::bar(total, "windows", quiet);
-    let loader = s.loader()?;
-    let bg = background(&s)?;
-    let frames_of = |sec: f64| (sec * fps).round() as usize;
-    let rules = SegmentRules {
-        min_gap: frames_of(s.config.predict.min_gap_s),
-        min_len: frames_of(s.config.predict.min_len_s),
-        background: bg,
-        threshold: s.config.predict.threshold.map(|t| t as f32),
-    };
-    let started = std::time::Instant::now();
-    let mut forward_s = 0.0;
-    let (mut all, mut truth, mut windows, mut seconds) = (Vec::new(), Vec::new(), 0, 0.0);
-    let mut sessions_json = Vec::new();
-    for row in &rows {
+    Ok(rows)
+}
+
+/// What one run over sessions shares.
+struct Predictor<'a> {
+    s: &'a Session,
+    model: MultiViewModel,
+    loader: std::sync::Arc<crate::data::loader::Loader>,
+    seconds: (f64, f64),
+    rules: SegmentRules,
+    out: &'a Path,
+    pb: indicatif::ProgressBar,
+    forward_s: f64,
+}
+
+/// One session's results.
+struct SessionResult {
+    found: Vec<Segment>,
+    known: Vec<Segment>,
+    windows: usize,
+    json: serde_json::Value,
+}
+
+impl Predictor<'_> {
+    /// Per-frame scores of `row`: its windows, batch by batch.
+    fn scores(&mut self, row: &SessionRow, (w, stride): (u64, u64)) -> Result<(Scores, usize)> {
+        let s = self.s;
         let n = row.timeline_frames;
         let starts = window_starts(n, w, stride);
         let mut acc = Accumulator::new(n as usize, s.classes.len());
@@ -281,24 +222,38 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
                 .iter()
                 .map(|&a| eval_clip_frames(a, (a + w).min(n), t, 0, 1))
                 .collect();
-            let batch = loader.load_windows(bi, &row.session, &frames)?;
+            let batch = self.loader.load_windows(bi, &row.session, &frames)?;
             let x = s.input(&batch)?;
             let t0 = std::time::Instant::now();
-            let probs = tch::no_grad(|| model.forward_t(&x, false))
+            let probs = tch::no_grad(|| self.model.forward_t(&x, false))
                 .softmax(-1, Kind::Double)
                 .to_device(Device::Cpu);
-            forward_s += t0.elapsed().as_secs_f64();
+            self.forward_s += t0.elapsed().as_secs_f64();
             let probs: Vec<f64> = Vec::try_from(probs.flatten(0, -1))?;
             for (&a, p) in chunk.iter().zip(probs.chunks_exact(s.classes.len())) {
                 acc.add(a as usize, (a + w) as usize, p);
             }
-            pb.inc(chunk.len() as u64);
+            self.pb.inc(chunk.len() as u64);
         }
-        windows += starts.len();
-        seconds += n as f64 / row.fps;
-        let raw = acc.finish();
-        raw.write_npy(&args.out.join("scores").join(format!("{}.npy", row.session)))?;
-        let smooth = raw.smoothed(frames_of(s.config.predict.smooth_s).max(1));
+        Ok((acc.finish(), starts.len()))
+    }
+
+    /// Score, segment, write and draw one session.
+    fn session(&mut self, row: &SessionRow) -> Result<SessionResult> {
+        let s = self.s;
+        let frames_of = |sec: f64| (sec * row.fps).round() as usize;
+        let (w, stride) = window_frames(s, self.seconds, row.fps)?;
+        let (raw, windows) = self.scores(row, (w, stride))?;
+        let stem = safe_component(&row.session);
+        let npy = format!("scores/{stem}.npy");
+        raw.write_npy(&self.out.join(&npy))?;
+        // An odd number of frames, centred.
+        let smooth = raw.smoothed(frames_of(s.config.predict.smooth_s) | 1);
+        let rules = SegmentRules {
+            min_gap: frames_of(s.config.predict.min_gap_s),
+            min_len: frames_of(s.config.predict.min_len_s),
+            ..self.rules.clone()
+        };
         let time = |f: usize| row.timeline_start_s + f as f64 / row.fps;
         let found: Vec<Segment> = segments(&smooth, &rules)
             .into_iter()
@@ -324,40 +279,113 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
             })
             .collect();
         let class_of = |l: &str| s.classes.iter().position(|c| c == l);
-        let spans = |v: &[Segment]| -> Vec<(usize, f64, f64)> {
+        let spans = |v: &[Segment]| -> Vec<Span> {
             v.iter()
                 .filter_map(|g| Some((class_of(&g.label)?, g.start, g.end)))
                 .collect()
         };
         let (pred_spans, true_spans) = (spans(&found), spans(&known));
-        plot_timeline(
-            &TimelinePlot {
-                session: &row.session,
-                classes: &s.classes,
-                scores: &smooth,
-                fps: row.fps,
-                start_s: row.timeline_start_s,
-                predicted: &pred_spans,
-                truth: (!known.is_empty()).then_some(&true_spans[..]),
-            },
-            &args
-                .out
-                .join("timeline")
-                .join(format!("{}.png", row.session)),
-        )?;
-        sessions_json.push(serde_json::json!({
-            "session": row.session, "frames": n, "fps": row.fps,
-            "timeline_start_s": row.timeline_start_s, "windows": starts.len(),
-            "scores": format!("scores/{}.npy", row.session),
-        }));
-        all.extend(found);
-        truth.extend(known);
+        let png = format!("timeline/{stem}.png");
+        let picture = TimelinePlot {
+            session: &row.session,
+            classes: &s.classes,
+            scores: &smooth,
+            fps: row.fps,
+            start_s: row.timeline_start_s,
+            predicted: &pred_spans,
+            truth: (!known.is_empty()).then_some(&true_spans[..]),
+        };
+        plot_timeline(&picture, &self.out.join(&png))?;
+        let json = serde_json::json!({
+            "session": row.session, "frames": row.timeline_frames, "fps": row.fps,
+            "timeline_start_s": row.timeline_start_s, "windows": windows,
+            "window_frames": w, "stride_frames": stride, "scores": npy, "timeline": png,
+        });
+        Ok(SessionResult {
+            found,
+            known,
+            windows,
+            json,
+        })
     }
-    pb.finish_and_clear();
+}
+
+/// Runs `train predict` (see [`PredictArgs`]).
+pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
+    let ids = args
+        .aicity_ids
+        .as_deref()
+        .map(AiCityIds::read)
+        .transpose()?;
+    // Raw videos: a temporary cache, removed when `_temp` drops (error or not).
+    let _temp;
+    let cache: &Path = match (&args.cache, &args.manifest) {
+        (Some(c), _) => c,
+        (None, Some(m)) => {
+            let st = checkpoint::load_state(&args.ckpt)?;
+            let params = st.cache_params.as_ref().ok_or_else(|| {
+                format!("{}: the checkpoint predates train predict --manifest (it does not record how its cache was built); build a cache of the videos with prep build and pass --cache", args.ckpt.display())
+            })?;
+            std::fs::create_dir_all(&args.out).at(&args.out)?;
+            let dir = args.out.join(".predict-cache");
+            _temp = recordings::build_cache(m, &st.views, params, dir, quiet)?;
+            &_temp.dir
+        }
+        (None, None) => return Err("train predict needs --cache or --manifest".into()),
+    };
+    let (s, st) = open(args, cache)?;
+    let seconds = window_seconds(&s, &st)?;
+    let rows = sessions(&s, &args.sessions, cache)?;
+    let bg = background(&s)?;
+    if let Some(ids) = &ids {
+        let classes = (0..s.classes.len()).filter(|&c| Some(c) != bg);
+        ids.check(
+            rows.iter().map(|r| r.session.as_str()),
+            classes.map(|c| s.classes[c].as_str()),
+        )?;
+    }
+    let mut total = 0;
+    for r in &rows {
+        let (w, stride) = window_frames(&s, seconds, r.fps)?;
+        total += window_starts(r.timeline_frames, w, stride).len() as u64;
+    }
+    for dir in ["scores", "timeline"] {
+        std::fs::create_dir_all(args.out.join(dir)).at(&args.out.join(dir))?;
+    }
+    let mut vs = VarStore::new(s.device);
+    let model = MultiViewModel::new(&vs.root(), s.model.clone())?;
+    checkpoint::load_weights(&args.ckpt, &mut vs)?;
+    let mut p = Predictor {
+        s: &s,
+        model,
+        loader: s.loader()?,
+        seconds,
+        rules: SegmentRules {
+            min_gap: 0,
+            min_len: 0,
+            background: bg,
+            threshold: s.config.predict.threshold.map(|t| t as f32),
+        },
+        out: &args.out,
+        pb: mvdrive_common::progress::bar(total, "windows", quiet),
+        forward_s: 0.0,
+    };
+    let started = std::time::Instant::now();
+    let (mut all, mut truth, mut windows, mut recorded) = (Vec::new(), Vec::new(), 0, 0.0);
+    let mut sessions_json = Vec::new();
+    for row in &rows {
+        let r = p.session(row)?;
+        windows += r.windows;
+        recorded += row.timeline_frames as f64 / row.fps;
+        sessions_json.push(r.json);
+        all.extend(r.found);
+        truth.extend(r.known);
+    }
+    p.pb.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
     write_segments(&args.out.join("segments.csv"), &all)?;
-    if let (Some(ids), Some(path)) = (&ids, &args.aicity_ids) {
-        let text = aicity_lines(&all, ids, path)?;
-        crate::report::write_whole(&args.out.join("aicity.txt"), text.as_bytes())?;
+    if let Some(ids) = &ids {
+        crate::report::write_whole(&args.out.join("aicity.txt"), ids.lines(&all).as_bytes())?;
     }
     let against_truth = (!truth.is_empty()).then(|| score(&all, &truth, &[0.3, 0.5, 0.7]));
     if !truth.is_empty() {
@@ -368,7 +396,7 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
         "cache": cache.display().to_string(),
         "classes": s.classes,
         "background": bg.map(|b| s.classes[b].clone()),
-        "window_s": window_s, "stride_s": stride_s, "window_frames": w, "frames_per_clip": s.clip().t,
+        "window_s": seconds.0, "stride_s": seconds.1, "frames_per_clip": s.clip().t,
         "predict": predict_keys(&s),
         "sessions": sessions_json,
         "against_truth": against_truth,
@@ -380,11 +408,11 @@ pub fn predict(args: &PredictArgs, quiet: bool) -> Result<PredictSummary> {
     Ok(PredictSummary {
         sessions: rows.len(),
         windows,
-        window_s: (window_s, stride_s),
+        window_s: seconds,
         segments: all,
         against_truth,
-        realtime: seconds / started.elapsed().as_secs_f64().max(1e-9),
-        forward_share: forward_s / started.elapsed().as_secs_f64().max(1e-9),
+        realtime: recorded / wall,
+        forward_share: p.forward_s / wall,
         peak_rss: mvdrive_common::sys::peak_rss_bytes(),
     })
 }

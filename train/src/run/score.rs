@@ -23,8 +23,9 @@ pub struct ScoreArgs {
     /// tIoU thresholds, comma-separated, each in (0, 1].
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.5,0.7")]
     pub iou: Vec<f64>,
-    /// The classes, one per line (e.g. a cache's labels.txt): a label of either file
-    /// outside them is an error instead of a class of its own.
+    /// The classes, one per line (e.g. the labels.txt next to the segments file the cache
+    /// was built from): a label of either file outside them is an error instead of a
+    /// class of its own.
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Also write the figures, per class included, as JSON here.
