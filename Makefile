@@ -11,11 +11,11 @@ DEMO    := demo-out
 APT_PKGS := pkg-config libavformat-dev libavcodec-dev libavutil-dev libswscale-dev \
             libclang1-14 libclang-common-14-dev ffmpeg python3-venv fonts-dejavu-core
 # libtorch comes from the pinned PyPI wheel (see docs/architecture.md); numpy + pyarrow run the
-# Python reader example (schemas/python/) and its test; av (PyAV) is the reference of
-# make bench-loader.
+# Python reader example (schemas/python/) and its test (pillow decodes jpeg records); av
+# (PyAV) is the reference of make bench-loader.
 PIP_TORCH := torch==2.11.0
 PIP_CUDA  := cuda-toolkit[cudart,cupti]==13.0.2
-PIP_PY    := numpy==2.4.6 pyarrow==26.0.1 av==18.1.0
+PIP_PY    := numpy==2.4.6 pyarrow==26.0.1 av==18.1.0 pillow==13.0.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MVDRIVE_PYTHON := $(PY)

@@ -31,7 +31,7 @@ pub const PREP_KEYS: &[(&str, &str)] = &[
     ("prep.scaler", "bilinear (default) | bicubic | area"),
     (
         "prep.compress",
-        "none (default) | zstd:N (per-frame, N in 1..22)",
+        "none (default) | zstd:N (per-frame, lossless, N in 1..22) | jpeg:Q (per-frame baseline JPEG of RGB frames, Q in 1..100; jpeg = jpeg:90; keypoints stay float32)",
     ),
     (
         "prep.shard_size",
@@ -205,8 +205,13 @@ impl PrepConfig {
                 }
             }
             "prep.compress" => {
-                self.compress = Compression::parse(v)
-                    .ok_or_else(|| bad(key, v, "`none` or `zstd:N` with N in 1..22"))?
+                self.compress = Compression::parse(v).ok_or_else(|| {
+                    bad(
+                        key,
+                        v,
+                        "`none`, `zstd:N` with N in 1..22, or `jpeg:Q` with Q in 1..100",
+                    )
+                })?
             }
             "prep.shard_size" => {
                 let n = parse_bytes(v).map_err(|_| bad(key, v, "a size such as 1GiB or 256MiB"))?;
@@ -321,6 +326,19 @@ mod tests {
         assert_eq!((c.img_height, c.img_width), (96, 128));
         assert_eq!(c.fps, Fps::Fixed(7.5));
         assert_eq!(c.compress, Compression::Zstd(5));
+        for (v, ok) in [
+            ("jpeg", Some(90)),
+            ("jpeg:75", Some(75)),
+            ("jpeg:0", None),
+            ("jpeg:101", None),
+        ] {
+            let mut c = PrepConfig::default();
+            let r = c.apply_overrides(&[format!("prep.compress={v}")]);
+            match ok {
+                Some(q) => assert_eq!((r.is_ok(), c.compress), (true, Compression::Jpeg(q))),
+                None => assert!(r.unwrap_err().to_string().contains("prep.compress"), "{v}"),
+            }
+        }
         assert_eq!(c.shard_size, 64 << 20);
     }
 

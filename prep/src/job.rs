@@ -183,7 +183,8 @@ impl Job {
         let dir = self.dir(cache);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let g = &self.gen[..8];
-        let mut rgb = ShardWriter::new(&dir, &format!("rgb-{g}"), cfg.shard_size, cfg.compress);
+        let mut rgb = ShardWriter::new(&dir, &format!("rgb-{g}"), cfg.shard_size, cfg.compress)
+            .with_image(cfg.img_height, cfg.img_width);
         let mut kpt =
             ShardWriter::new(&dir, &format!("kpt-{g}"), cfg.shard_size, Compression::None);
         let written = self.write_rgb(&mut rgb, cfg, progress).and_then(

@@ -440,3 +440,100 @@ fn a_cache_without_segments_has_no_labels_and_verifies() {
     let c = Cache::open(&cache).unwrap();
     assert!(c.labels.is_empty() && c.segments.is_empty());
 }
+
+/// PSNR in dB of `b` against `a` (same length, 8-bit).
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let se: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let mse = se / a.len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+#[test]
+fn jpeg_records_are_small_close_to_raw_and_read_by_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), 1, 4);
+    let build = |name: &str, compress: &str| {
+        let cache = dir.path().join(name);
+        prep_ok(&[
+            "build",
+            "-q",
+            "--manifest",
+            data.join("manifest.csv").to_str().unwrap(),
+            "--segments",
+            data.join("segments.csv").to_str().unwrap(),
+            "--out",
+            cache.to_str().unwrap(),
+            "data.img_size=64",
+            "prep.fps=8",
+            "data.max_video_frames=32",
+            compress,
+        ]);
+        cache
+    };
+    let raw = build("raw", "prep.compress=none");
+    let jpeg = build("jpeg", "prep.compress=jpeg:90");
+    let (r, j) = (Cache::open(&raw).unwrap(), Cache::open(&jpeg).unwrap());
+    assert!(j
+        .records
+        .iter()
+        .all(|x| x.compression == if x.modality == "rgb" { "jpeg" } else { "none" }));
+    let bytes = |c: &Cache| -> u64 {
+        c.records
+            .iter()
+            .filter(|x| x.modality == "rgb")
+            .map(|x| x.length)
+            .sum()
+    };
+    assert!(
+        bytes(&j) * 4 < bytes(&r),
+        "jpeg {} vs raw {}",
+        bytes(&j),
+        bytes(&r)
+    );
+    prep_ok(&["verify", "--quiet", jpeg.to_str().unwrap()]);
+    // Every frame close to the raw cache's: PSNR >= 38 dB at Q = 90.
+    let mut worst = f64::INFINITY;
+    for s in &r.sessions {
+        for v in &r.meta.views {
+            for t in 0..s.timeline_frames {
+                let (a, b) = (
+                    r.read_frame(&s.session, v, t).unwrap(),
+                    j.read_frame(&s.session, v, t).unwrap(),
+                );
+                worst = worst.min(psnr(&a, &b));
+            }
+        }
+    }
+    assert!(worst >= 38.0, "worst frame PSNR {worst:.1} dB");
+    // Python's reader (Pillow's libjpeg) decodes the same frames, up to IDCT rounding.
+    let out = dir.path().join("f.rgb");
+    let s = &j.sessions[0].session;
+    let py = python_reader(
+        &jpeg,
+        &["--session", s, "--view", "front", "--frame", "5"],
+        &out,
+    );
+    let ours = j.read_frame(s, "front", 5).unwrap();
+    assert!(psnr(&ours, &py) > 45.0, "{}", psnr(&ours, &py));
+
+    // A damaged JPEG payload: verify names the record, readers return errors.
+    let rec = j.records.iter().find(|x| x.compression == "jpeg").unwrap();
+    let path = jpeg.join(&rec.shard);
+    let mut file = std::fs::read(&path).unwrap();
+    file[rec.offset as usize + 700] ^= 0x5a;
+    std::fs::write(&path, file).unwrap();
+    let e = prep_err(&["verify", jpeg.to_str().unwrap()]);
+    assert!(e.contains(&rec.session) && e.contains(&rec.view), "{e}");
+    let j = Cache::open(&jpeg).unwrap();
+    assert!(j
+        .read_frame(&rec.session, &rec.view, rec.frame_start)
+        .is_err());
+}

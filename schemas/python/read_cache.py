@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Read an mvdrive cache with numpy + pyarrow only (no mvdrive code), following FORMAT.md.
+"""Read an mvdrive cache with numpy + pyarrow only (no mvdrive code), following FORMAT.md
+(zstandard for zstd caches, Pillow for jpeg caches).
 
     python read_cache.py CACHE                     # list sessions, views and records
     python read_cache.py CACHE --session S --view V --frame T --out frame.rgb
@@ -44,16 +45,24 @@ def record_frames(cache, rec):
     path = os.path.join(cache, rec["shard"])
     if rec["compression"] == "none":
         return np.memmap(path, dtype=np.uint8, mode="r", offset=rec["offset"], shape=shape)
-    if rec["compression"] == "zstd":
-        import zstandard  # optional: only needed for compressed caches
-
+    if rec["compression"] in ("zstd", "jpeg"):
         raw = np.memmap(path, dtype=np.uint8, mode="r", offset=rec["offset"], shape=(rec["length"],))
         n = rec["frame_count"]
         # The record's body: all of it, less the frame checksums when it has them.
         body = rec["length"] - (8 * n if rec.get("frame_xxh3") else 0)
         off = np.frombuffer(raw[body - 8 * (n + 1):body].tobytes(), dtype="<u8")
-        d = zstandard.ZstdDecompressor()
-        frames = [np.frombuffer(d.decompress(raw[off[k]:off[k + 1]].tobytes()), np.uint8) for k in range(n)]
+        stored = [raw[off[k]:off[k + 1]].tobytes() for k in range(n)]
+        if rec["compression"] == "zstd":
+            import zstandard  # optional: only needed for zstd caches
+
+            d = zstandard.ZstdDecompressor()
+            frames = [np.frombuffer(d.decompress(b), np.uint8) for b in stored]
+        else:
+            import io
+
+            from PIL import Image  # Pillow: only needed for jpeg caches
+
+            frames = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in stored]
         return np.stack(frames).reshape(shape)
     raise ValueError(f"unknown compression {rec['compression']}")
 

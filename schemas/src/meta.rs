@@ -25,7 +25,7 @@ pub struct PrepParams {
     pub resize: String,
     /// `prep.scaler`: `bilinear`, `bicubic` or `area` (swscale flags).
     pub scaler: String,
-    /// `prep.compress`: `none` or `zstd:N`.
+    /// `prep.compress`: `none`, `zstd:N` or `jpeg:Q`.
     pub compress: String,
     /// `data.max_video_frames`: timeline frames per record at most.
     pub max_video_frames: u32,

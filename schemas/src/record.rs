@@ -128,7 +128,7 @@ pub fn check_frame_table(
     table_start: u64,
     path: &Path,
 ) -> Result<()> {
-    let bad = || Error::format(path, "zstd record: bad offset table");
+    let bad = || Error::format(path, "compressed record: bad offset table");
     if table.len() as u64 != frame_table_len(frame_count)
         || table_offset(table, frame_count as usize) != Some(table_start)
     {
@@ -138,7 +138,10 @@ pub fn check_frame_table(
     for k in 0..=frame_count as usize {
         let o = table_offset(table, k).ok_or_else(bad)?;
         if o < prev {
-            return Err(Error::format(path, "zstd record: offsets go backwards"));
+            return Err(Error::format(
+                path,
+                "compressed record: offsets go backwards",
+            ));
         }
         prev = o;
     }
@@ -153,9 +156,41 @@ pub fn frame_span(pair: &[u8], k: usize, table_start: u64, path: &Path) -> Resul
         (Some(a), Some(b)) if a <= b && b <= table_start => Ok((a, b)),
         _ => Err(Error::format(
             path,
-            format!("zstd record: frame {k} has a bad offset table entry"),
+            format!("compressed record: frame {k} has a bad offset table entry"),
         )),
     }
+}
+
+/// Decode one stored frame of a `compression` record into `out`, which must come out
+/// exactly full.
+pub fn decode_frame(
+    compression: Compression,
+    packed: &[u8],
+    out: &mut [u8],
+    k: usize,
+    path: &Path,
+) -> Result<()> {
+    match compression {
+        Compression::Jpeg(_) => decode_jpeg(packed, out, k, path),
+        _ => decompress_frame(packed, out, k, path),
+    }
+}
+
+/// Decode one JPEG frame straight into `out` (RGB, exactly its size).
+pub fn decode_jpeg(packed: &[u8], out: &mut [u8], k: usize, path: &Path) -> Result<()> {
+    let bad = |what: String| Error::format(path, format!("jpeg frame {k}: {what}"));
+    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(packed, options);
+    decoder.decode_headers().map_err(|e| bad(e.to_string()))?;
+    let size = decoder.output_buffer_size();
+    if size != Some(out.len()) {
+        return Err(bad(format!(
+            "decodes to {size:?} bytes, expected {}",
+            out.len()
+        )));
+    }
+    decoder.decode_into(out).map_err(|e| bad(e.to_string()))
 }
 
 /// Decompress one zstd frame into `out`, which must come out exactly full.
@@ -275,9 +310,9 @@ pub fn read_frame_into(
             verify(out)?;
             Ok(fb)
         }
-        Some(Compression::Zstd(_)) => {
+        Some(comp @ (Compression::Zstd(_) | Compression::Jpeg(_))) => {
             let table_start = frame_table_start(body, rec.frame_count)
-                .ok_or_else(|| Error::format(path, "zstd record: bad offset table"))?;
+                .ok_or_else(|| Error::format(path, "compressed record: bad offset table"))?;
             let mut pair = [0u8; 2 * OFFSET_BYTES];
             let at = shard_offset(rec, table_start + (frame * OFFSET_BYTES) as u64)?;
             file.read_exact_at(&mut pair, at).map_err(io(path))?;
@@ -286,7 +321,7 @@ pub fn read_frame_into(
             file.read_exact_at(scratch, shard_offset(rec, a)?)
                 .map_err(io(path))?;
             verify(scratch)?;
-            decompress_frame(scratch, out, frame, path)?;
+            decode_frame(comp, scratch, out, frame, path)?;
             Ok(scratch.len() + pair.len())
         }
         None => Err(Error::format(
@@ -396,7 +431,7 @@ mod tests {
                 assert_eq!(&*view.frame(i, dir.path()).unwrap(), f.as_slice());
                 match comp {
                     Compression::None => assert_eq!(n, 1000),
-                    Compression::Zstd(_) => assert_eq!(n, scratch.len() + 16),
+                    _ => assert_eq!(n, scratch.len() + 16),
                 }
             }
         }
@@ -446,7 +481,7 @@ mod tests {
             let at = row.offset as usize
                 + match comp {
                     Compression::None => 2 * 1000 + 17,
-                    Compression::Zstd(_) => {
+                    _ => {
                         let body = body_len(row.length, 5, true).unwrap();
                         let start = (row.offset + frame_table_start(body, 5).unwrap()) as usize;
                         table_offset(&data[start..], 2).unwrap() as usize + 3

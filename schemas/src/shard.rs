@@ -32,15 +32,23 @@ pub enum Compression {
     None,
     /// Per-frame zstd at the given level.
     Zstd(i32),
+    /// Per-frame baseline JPEG at the given quality (RGB records only).
+    Jpeg(u8),
 }
 
 impl Compression {
-    /// Parse `none` or `zstd:N` (N in 1..=22; `zstd` alone means level 3).
+    /// Parse `none`, `zstd:N` (N in 1..=22; `zstd` alone means level 3) or `jpeg:Q` (Q in
+    /// 1..=100; `jpeg` alone means quality 90).
     pub fn parse(s: &str) -> Option<Compression> {
         match s {
             "none" => Some(Compression::None),
             "zstd" => Some(Compression::Zstd(3)),
+            "jpeg" => Some(Compression::Jpeg(90)),
             _ => {
+                if let Some(q) = s.strip_prefix("jpeg:") {
+                    let q: u8 = q.parse().ok()?;
+                    return (1..=100).contains(&q).then_some(Compression::Jpeg(q));
+                }
                 let level: i32 = s.strip_prefix("zstd:")?.parse().ok()?;
                 (1..=22)
                     .contains(&level)
@@ -49,11 +57,18 @@ impl Compression {
         }
     }
 
+    /// Whether records of this codec end with a per-frame offset table (every codec but
+    /// `none`, whose frames all have the same size).
+    pub fn has_frame_table(self) -> bool {
+        self != Compression::None
+    }
+
     /// The value of the records table's `compression` column.
     pub fn column_name(self) -> &'static str {
         match self {
             Compression::None => "none",
             Compression::Zstd(_) => "zstd",
+            Compression::Jpeg(_) => "jpeg",
         }
     }
 
@@ -62,6 +77,7 @@ impl Compression {
         match s {
             "none" => Some(Compression::None),
             "zstd" => Some(Compression::Zstd(0)),
+            "jpeg" => Some(Compression::Jpeg(0)),
             _ => None,
         }
     }
@@ -72,6 +88,7 @@ impl std::fmt::Display for Compression {
         match self {
             Compression::None => write!(f, "none"),
             Compression::Zstd(l) => write!(f, "zstd:{l}"),
+            Compression::Jpeg(q) => write!(f, "jpeg:{q}"),
         }
     }
 }
@@ -119,6 +136,8 @@ pub struct ShardWriter {
     record: Option<OpenRecord>,
     done: Vec<(PathBuf, PathBuf)>,
     scratch: Vec<u8>,
+    /// Frame size (height, width) of RGB records, which JPEG needs.
+    image: Option<(u16, u16)>,
 }
 
 impl ShardWriter {
@@ -134,7 +153,15 @@ impl ShardWriter {
             record: None,
             done: Vec::new(),
             scratch: Vec::new(),
+            image: None,
         }
+    }
+
+    /// Records of RGB frames `height` x `width` (what JPEG encodes; sizes beyond 65535 are
+    /// refused when a frame is pushed).
+    pub fn with_image(mut self, height: u32, width: u32) -> Self {
+        self.image = u16::try_from(height).ok().zip(u16::try_from(width).ok());
+        self
     }
 
     /// Start a record of `frame_count` frames of `frame_bytes` bytes each, whose frame
@@ -217,6 +244,22 @@ impl ShardWriter {
                 self.scratch = zstd::bulk::compress(frame, level).map_err(io(&shard.tmp))?;
                 &self.scratch
             }
+            Compression::Jpeg(quality) => {
+                let Some((h, w)) = self
+                    .image
+                    .filter(|(h, w)| *h as usize * *w as usize * 3 == frame.len())
+                else {
+                    return Err(Error::format(
+                        &shard.tmp,
+                        "jpeg records hold RGB frames of the writer's image size (at most 65535 pixels a side)",
+                    ));
+                };
+                self.scratch.clear();
+                jpeg_encoder::Encoder::new(&mut self.scratch, quality)
+                    .encode(frame, w, h, jpeg_encoder::ColorType::Rgb)
+                    .map_err(|e| Error::format(&shard.tmp, format!("jpeg encoding: {e}")))?;
+                &self.scratch
+            }
         };
         shard.file.write_all(bytes).map_err(io(&shard.tmp))?;
         rec.hasher.update(bytes);
@@ -242,7 +285,7 @@ impl ShardWriter {
                 ),
             ));
         }
-        if let Compression::Zstd(_) = self.compression {
+        if self.compression.has_frame_table() {
             let table = record::encode_frame_table(&rec.offsets);
             shard.file.write_all(&table).map_err(io(&shard.tmp))?;
             rec.hasher.update(&table);
@@ -307,8 +350,10 @@ pub struct RecordView<'a> {
     bytes: &'a [u8],
     frame_count: u32,
     frame_bytes: usize,
-    /// Where the zstd frame table starts; `None` for raw records.
+    /// Where the frame table of a compressed record starts; `None` for raw records.
     table_start: Option<usize>,
+    /// The record's codec.
+    compression: Compression,
     /// Where the frame checksums start, and what they are bound to; `None` for records
     /// without them (format 1 and 2).
     sums: Option<(usize, FrameSeed)>,
@@ -317,7 +362,7 @@ pub struct RecordView<'a> {
 impl<'a> RecordView<'a> {
     /// Interpret `bytes` (exactly the record's length) as `frame_count` frames of
     /// `frame_bytes` bytes, ending with frame checksums bound to `seed` when it is given.
-    /// Checks the layout (for zstd, the whole frame table; see [`crate::record`]), not the
+    /// Checks the layout (for zstd and jpeg, the whole frame table; see [`crate::record`]), not the
     /// checksums: [`RecordView::frame`] checks each frame's.
     pub fn new(
         bytes: &'a [u8],
@@ -344,11 +389,12 @@ impl<'a> RecordView<'a> {
             None
         } else {
             let start = record::frame_table_start(body as u64, frame_count)
-                .ok_or_else(|| Error::format(path, "zstd record: bad offset table"))?;
+                .ok_or_else(|| Error::format(path, "compressed record: bad offset table"))?;
             record::check_frame_table(&bytes[start as usize..body], frame_count, start, path)?;
             Some(start as usize)
         };
         Ok(RecordView {
+            compression,
             bytes,
             frame_count,
             frame_bytes,
@@ -387,7 +433,7 @@ impl<'a> RecordView<'a> {
         let stored = &self.bytes[a as usize..b as usize];
         self.check(i, stored, path)?;
         let mut out = vec![0u8; fb];
-        record::decompress_frame(stored, &mut out, i, path)?;
+        record::decode_frame(self.compression, stored, &mut out, i, path)?;
         Ok(Cow::Owned(out))
     }
 
@@ -516,5 +562,54 @@ pub(crate) mod tests {
         assert_eq!(Compression::parse("zstd:7"), Some(Compression::Zstd(7)));
         assert_eq!(Compression::parse("zstd:0"), None);
         assert_eq!(Compression::parse("lz4"), None);
+    }
+
+    #[test]
+    fn jpeg_records_decode_close_to_their_frames_and_need_an_image_size() {
+        let dir = tempfile::tempdir().unwrap();
+        // Smooth 16 x 24 RGB gradients, which JPEG keeps well.
+        let frame = |k: usize| -> Vec<u8> {
+            (0..16 * 24 * 3)
+                .map(|i| ((i / 3 % 24) * 8 + (i / 72) * 4 + k * 10) as u8)
+                .collect()
+        };
+        let want: Vec<Vec<u8>> = (0..3).map(frame).collect();
+        let mut w = ShardWriter::new(dir.path(), "rgb-t", 1 << 30, Compression::Jpeg(90))
+            .with_image(16, 24);
+        w.begin_record(want[0].len(), 3, seed()).unwrap();
+        for f in &want {
+            w.push_frame(f).unwrap();
+        }
+        let loc = w.end_record().unwrap();
+        w.finish().unwrap();
+        let bytes = std::fs::read(dir.path().join(&loc.shard)).unwrap();
+        let rec = &bytes[loc.offset as usize..(loc.offset + loc.length) as usize];
+        let view = RecordView::new(
+            rec,
+            3,
+            want[0].len(),
+            Compression::Jpeg(0),
+            Some(seed()),
+            dir.path(),
+        )
+        .unwrap();
+        for (k, f) in want.iter().enumerate() {
+            let got = view.frame(k, dir.path()).unwrap();
+            let worst = got
+                .iter()
+                .zip(f)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
+            assert!(worst <= 12, "frame {k}: a pixel off by {worst}");
+        }
+        // Without the image size (or with frames of another size) a jpeg writer refuses.
+        let mut w = ShardWriter::new(dir.path(), "rgb-u", 1 << 30, Compression::Jpeg(90));
+        w.begin_record(want[0].len(), 1, seed()).unwrap();
+        let e = w.push_frame(&want[0]).unwrap_err().to_string();
+        assert!(e.contains("jpeg"), "{e}");
+        assert_eq!(Compression::parse("jpeg"), Some(Compression::Jpeg(90)));
+        assert_eq!(Compression::parse("jpeg:101"), None);
+        assert_eq!(Compression::parse("jpeg:0"), None);
     }
 }

@@ -246,7 +246,7 @@ fn check_meaning(c: &Cache, problems: &mut Vec<String>) {
     }
     match crate::shard::Compression::parse(&p.compress) {
         None => problems.push(format!(
-            "meta.json: params.compress `{}` is not none or zstd:N",
+            "meta.json: params.compress `{}` is not none, zstd:N or jpeg:Q",
             p.compress
         )),
         Some(comp) => {
