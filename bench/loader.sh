@@ -12,19 +12,22 @@ OUT=bench-out/loader
 T=${BENCH_FRAMES:-8}
 mkdir -p "$OUT"
 
-build() { # sessions size dir
-  local n=$1 size=$2 dir=$3
+build() { # sessions size dir [prep.compress]
+  local n=$1 size=$2 dir=$3 codec=${4:-none}
   if [ ! -f "$dir/data/manifest.csv" ]; then
     rm -rf "$dir"
     "$PREP" synth -q --out "$dir/data" --sessions "$n" --seed 0
   fi
   # Incremental: reuses what an earlier run built with this prep, rebuilds the rest.
   "$PREP" build -q --manifest "$dir/data/manifest.csv" --segments "$dir/data/segments.csv" \
-    --out "$dir/cache" data.img_size="$size" prep.fps=8 data.max_video_frames=64 2>/dev/null
+    --out "$dir/cache" data.img_size="$size" prep.fps=8 data.max_video_frames=64 \
+    prep.compress="$codec" 2>/dev/null
 }
 
 echo "bench-loader: building caches (synthetic dataset, 3 views)"
 build 12 112 "$OUT/s12-112"
+build 12 112 "$OUT/s12-112-zstd" zstd:3
+build 12 112 "$OUT/s12-112-jpeg" jpeg:90
 build 12 32 "$OUT/s12-32"
 build 96 32 "$OUT/s96-32"
 
@@ -33,6 +36,12 @@ field() { "$PY" -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])";
 echo "bench-loader: loader vs memcpy (112x112, T=$T, 3 views, train split)"
 L0=$("$TRAIN" bench-loader --cache "$OUT/s12-112/cache" --epochs 40 data.batch_size=4 data.num_workers=0 data.uniform_temporal_subsample_num=$T)
 L2=$("$TRAIN" bench-loader --cache "$OUT/s12-112/cache" --epochs 40 data.batch_size=4 data.num_workers=2 data.uniform_temporal_subsample_num=$T)
+echo "bench-loader: the same clips from zstd:3 and jpeg:90 caches (2 prefetch threads)"
+LZ=$("$TRAIN" bench-loader --cache "$OUT/s12-112-zstd/cache" --epochs 10 data.batch_size=4 data.num_workers=2 data.uniform_temporal_subsample_num=$T)
+LJ=$("$TRAIN" bench-loader --cache "$OUT/s12-112-jpeg/cache" --epochs 10 data.batch_size=4 data.num_workers=2 data.uniform_temporal_subsample_num=$T)
+SRC=$(du -cb "$OUT/s12-112/data/videos" | tail -1 | cut -f1)
+SIZES=""
+for c in s12-112 s12-112-zstd s12-112-jpeg; do SIZES="$SIZES $(du -sb "$OUT/$c/cache/shards" | cut -f1)"; done
 echo "bench-loader: PyAV decoding the source videos (same clips, one process)"
 P=$("$PY" bench/pyav_loader.py "$OUT/s12-112/cache" "$OUT/s12-112/data" --frames $T --epochs 1)
 
@@ -47,10 +56,12 @@ R8=$(rss "$OUT/s96-32/cache")
 B1=$(du -sb "$OUT/s12-32/cache" | cut -f1)
 B8=$(du -sb "$OUT/s96-32/cache" | cut -f1)
 
-"$PY" - "$L0" "$L2" "$P" "$R1" "$R8" "$B1" "$B8" <<'PYEOF' | tee bench-out/loader.md
+"$PY" - "$L0" "$L2" "$P" "$R1" "$R8" "$B1" "$B8" "$LZ" "$LJ" "$SRC" $SIZES <<'PYEOF' | tee bench-out/loader.md
 import json, os, sys
 l0, l2, p = (json.loads(x) for x in sys.argv[1:4])
 r1, r8, b1, b8 = (float(x) for x in sys.argv[4:8])
+lz, lj = (json.loads(x) for x in sys.argv[8:10])
+src, *sizes = (float(x) for x in sys.argv[10:14])
 print(f"#### Loader (measured {os.popen('date -u +%F').read().strip()}, {os.cpu_count()} CPUs)")
 print()
 print(f"Clips of {l0['views']} views x {l0['frames']} frames of 112x112 RGB ({l0['bytes_per_clip']/1024:.0f} KiB), {l0['clips']} training segments, warm page cache.")
@@ -61,6 +72,13 @@ print(f"| memcpy of the same bytes (bound) | {l0['memcpy_clips_per_s']:.0f} | 1 
 print(f"| mvdrive loader, in the training thread | {l0['loader_clips_per_s']:.0f} | {l0['loader_clips_per_s']/l0['memcpy_clips_per_s']:.2f}x of memcpy |")
 print(f"| mvdrive loader, 2 prefetch threads | {l2['loader_clips_per_s']:.0f} | {l2['loader_clips_per_s']/l2['memcpy_clips_per_s']:.2f}x of memcpy |")
 print(f"| PyAV decoding the source videos, one process | {p['clips_per_s']:.1f} | mvdrive (1 thread) is {l0['loader_clips_per_s']/p['clips_per_s']:.0f}x faster |")
+print()
+print("#### Codecs (the same clips, 2 prefetch threads; sizes against the source videos)")
+print()
+print("| cache | shards | x source videos | clips/s | ratio to raw |")
+print("| --- | --- | --- | --- | --- |")
+for name, l, size in (("raw (`none`)", l2, sizes[0]), ("`zstd:3`", lz, sizes[1]), ("`jpeg:90`", lj, sizes[2])):
+    print(f"| {name} | {size/2**20:.0f} MiB | {size/src:.1f}x | {l['loader_clips_per_s']:.0f} | {l['loader_clips_per_s']/l2['loader_clips_per_s']:.2f}x |")
 print()
 print("#### What the frame checksums cost (same run, the three loaders' epochs interleaved)")
 print()

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::error::PrepError;
 
 /// Summary of a cache as JSON. Keys: `sessions`, `views`, `timeline_frames`, `segments`,
-/// `classes`, `rgb_bytes`, `kpt_bytes`, `img_size`, `fps`, plus `per_session` details.
+/// `classes`, `rgb_bytes`, `kpt_bytes`, `bytes_by_codec` (`"rgb/jpeg"`: bytes, ...),
+/// `img_size`, `fps`, plus `per_session` details.
 pub fn summary(dir: &Path) -> Result<Value, PrepError> {
     let c = Cache::open(dir)?;
     let mut classes = BTreeMap::new();
@@ -35,6 +36,13 @@ pub fn summary(dir: &Path) -> Result<Value, PrepError> {
             })
         })
         .collect();
+    // Bytes per (modality, codec): RGB may be jpeg while keypoints stay float32.
+    let mut by_codec = std::collections::BTreeMap::new();
+    for r in &c.records {
+        *by_codec
+            .entry(format!("{}/{}", r.modality, r.compression))
+            .or_insert(0u64) += r.length;
+    }
     Ok(json!({
         "sessions": c.sessions.len(),
         "views": c.meta.views,
@@ -46,6 +54,7 @@ pub fn summary(dir: &Path) -> Result<Value, PrepError> {
         "img_size": [c.meta.params.img_height, c.meta.params.img_width],
         "fps": if fps.len() == 1 { json!(fps[0]) } else { json!(fps) },
         "compress": c.meta.params.compress,
+        "bytes_by_codec": by_codec,
         "records": c.records.len(),
         "skipped": c.meta.skipped.len(),
         "per_session": per_session,
@@ -73,6 +82,13 @@ pub fn text(dir: &Path) -> Result<String, PrepError> {
         v["compress"].as_str().unwrap_or("")
     );
     s += &format!("fps              {}\n", v["fps"]);
+    if let Some(m) = v["bytes_by_codec"].as_object() {
+        let parts: Vec<String> = m
+            .iter()
+            .map(|(k, b)| format!("{k} {}", format_bytes(b.as_u64().unwrap_or(0))))
+            .collect();
+        s += &format!("bytes by codec   {}\n", parts.join(", "));
+    }
     s += &format!("segments         {}\n", v["segments"]);
     s += &format!(
         "rgb bytes        {}\n",

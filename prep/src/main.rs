@@ -100,7 +100,7 @@ enum Command {
     Inspect {
         /// Cache folder.
         cache: PathBuf,
-        /// Print JSON (keys: sessions, views, timeline_frames, segments, classes, rgb_bytes, kpt_bytes, img_size, fps).
+        /// Print JSON (keys: sessions, views, timeline_frames, segments, classes, rgb_bytes, kpt_bytes, bytes_by_codec, img_size, fps, compress).
         #[arg(long)]
         json: bool,
     },

@@ -499,6 +499,10 @@ fn jpeg_records_are_small_close_to_raw_and_read_by_every_reader() {
         bytes(&r)
     );
     prep_ok(&["verify", "--quiet", jpeg.to_str().unwrap()]);
+    let v: serde_json::Value =
+        serde_json::from_str(&prep_ok(&["inspect", "--json", jpeg.to_str().unwrap()])).unwrap();
+    assert_eq!(v["bytes_by_codec"]["rgb/jpeg"].as_u64(), Some(bytes(&j)));
+    assert!(v["bytes_by_codec"]["kpt/none"].as_u64().unwrap() > 0);
     // Every frame close to the raw cache's: PSNR >= 38 dB at Q = 90.
     let mut worst = f64::INFINITY;
     for s in &r.sessions {
