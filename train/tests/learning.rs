@@ -293,6 +293,8 @@ fn a_jpeg_cache_trains_as_well_as_a_raw_one() {
         b >= 0.5,
         "the jpeg cache's top-1 {b} is not well above chance"
     );
-    // 12 validation segments: one segment is 0.083; within noise means two at most.
-    assert!((a - b).abs() <= 0.17, "raw {a} vs jpeg {b}");
+    // 12 validation segments (one is 0.083) and a 6-epoch run: the same seed on slightly
+    // different pixels moves the figure by a few segments either way (0.67 raw vs 0.92 jpeg
+    // in one run). The claim checked is that JPEG costs no accuracy beyond that noise.
+    assert!(b >= a - 0.17, "the jpeg cache's {b} is below the raw cache's {a}");
 }
