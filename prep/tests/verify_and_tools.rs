@@ -541,3 +541,38 @@ fn jpeg_records_are_small_close_to_raw_and_read_by_every_reader() {
         .read_frame(&rec.session, &rec.view, rec.frame_start)
         .is_err());
 }
+
+#[test]
+fn changing_the_jpeg_quality_redoes_the_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), 1, 2);
+    let cache = dir.path().join("cache");
+    let build = |q: &str| {
+        prep_ok(&[
+            "build",
+            "--manifest",
+            data.join("manifest.csv").to_str().unwrap(),
+            "--segments",
+            data.join("segments.csv").to_str().unwrap(),
+            "--out",
+            cache.to_str().unwrap(),
+            "data.img_size=32",
+            "prep.fps=4",
+            &format!("prep.compress={q}"),
+        ])
+    };
+    let size = || -> u64 {
+        let c = Cache::open(&cache).unwrap();
+        c.records
+            .iter()
+            .filter(|r| r.modality == "rgb")
+            .map(|r| r.length)
+            .sum()
+    };
+    build("jpeg:90");
+    let (first, again) = (size(), build("jpeg:90"));
+    assert!(again.contains("3 reused"), "{again}");
+    let lower = build("jpeg:40");
+    assert!(lower.contains("0 reused"), "{lower}");
+    assert!(size() < first);
+}

@@ -296,5 +296,8 @@ fn a_jpeg_cache_trains_as_well_as_a_raw_one() {
     // 12 validation segments (one is 0.083) and a 6-epoch run: the same seed on slightly
     // different pixels moves the figure by a few segments either way (0.67 raw vs 0.92 jpeg
     // in one run). The claim checked is that JPEG costs no accuracy beyond that noise.
-    assert!(b >= a - 0.17, "the jpeg cache's {b} is below the raw cache's {a}");
+    assert!(
+        b >= a - 0.17,
+        "the jpeg cache's {b} is below the raw cache's {a}"
+    );
 }
