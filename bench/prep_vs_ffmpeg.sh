@@ -152,12 +152,22 @@ write_manifest() {
   done
 }
 
-# prep_build DIR THREADS [WRAPPER...]
+# The same chain ending in one JPEG per frame (the work of prep.compress=jpeg:90):
+# ffmpeg_jpeg CLIP [WRAPPER...].
+ffmpeg_jpeg() {
+  local clip=$1
+  shift
+  "$@" ffmpeg -nostdin -v error -threads 1 -filter_threads 1 -filter_complex_threads 1 \
+    -i "$clip" -threads 1 -vf fps=10,scale=224:224:flags=bilinear \
+    -c:v mjpeg -q:v 3 -f image2pipe -y /dev/null
+}
+
+# prep_build DIR THREADS [WRAPPER...]; $CODEC (default none) is prep.compress.
 prep_build() {
   local dir=$1 threads=$2
   shift 2
   "$@" "$PREP" build --manifest "$dir/manifest.csv" --segments "$dir/segments.csv" --out "$dir/cache" \
-    --data-root "$CLIPS" -q \
+    --data-root "$CLIPS" -q prep.compress="${CODEC:-none}" \
     data.num_io_threads="$threads" prep.fps=10 data.img_size=224 data.max_video_frames=500 >/dev/null
 }
 
@@ -231,9 +241,17 @@ for res in 1280x720 1920x1080; do
   scale=$(div "$(div $((FA + FB)) "$t_prep2")" "$(div "$FA" "$t_prep1")")
   cli_scale=$(div "$(div $((FA + FB)) "$t_cli2")" "$(div "$FA" "$t_cli1")")
 
+  # 1 core, one clip, ending in JPEG: the CLI's mjpeg encoder against prep.compress=jpeg:90.
+  clij() { ffmpeg_jpeg "$A" taskset -c 0; }
+  prepj() { CODEC=jpeg:90 prep_build "$D1" 1 taskset -c 0; }
+  times=$(best_pair clij prep1_setup prepj)
+  read -r t_clij t_prepj <<<"$times"
+  JPEG_MB=$(du -sm "$D1/cache" | cut -f1)
+
   ROWS+=("$name|1 core|$cli1_fps|$prep1_fps|${r1}x")
+  ROWS+=("$name|1 core, JPEG|$(rate "$FA" "$t_clij")|$(rate "$FA" "$t_prepj")|$(div "$t_clij" "$t_prepj")x")
   ROWS+=("$name|2 cores/2 views|$cli2_fps|$prep2_fps|${r2}x")
-  SCALING+=("$name: prep 2-core scaling ${scale}x (target ≥ 1.8x: $(mark "$scale" 1.8); the CLI's own: ${cli_scale}x); per-core prep/CLI ${r1}x (target ≥ 0.9x: $(mark "$r1" 0.9)); clip ~$RATE Mbit/s; prep cache ${CACHE_MB} MiB per view")
+  SCALING+=("$name: prep 2-core scaling ${scale}x (target ≥ 1.8x: $(mark "$scale" 1.8); the CLI's own: ${cli_scale}x); per-core prep/CLI ${r1}x (target ≥ 0.9x: $(mark "$r1" 0.9)); clip ~$RATE Mbit/s; prep cache ${CACHE_MB} MiB per view raw, ${JPEG_MB} MiB as jpeg:90")
   rm -rf "$D1" "$D2"
 done
 
@@ -249,6 +267,7 @@ report() {
   echo "Load average (1 min) at start / end: $LOAD / $LOAD_END (anything else running skews the 2-core rows first)."
   echo "Clips: ${SECONDS_LEN} s, ${FPS_SRC} fps testsrc2 + noise (alls=$NOISE), H.264 libx264 veryfast, yuv420p, g=60."
   echo "Both tools: fps=10, 224x224 bilinear, RGB. The CLI writes to /dev/null; prep writes its cache to disk."
+  echo "JPEG rows: the same chain ending in one JPEG per frame: the CLI's mjpeg encoder (-q:v 3) against prep.compress=jpeg:90 (pure-Rust jpeg-encoder)."
   echo
   printf '| %-6s | %-15s | %-14s | %-8s | %-8s |\n' clip setting "ffmpeg CLI fps" "prep fps" "prep/CLI"
   printf '| %-6s | %-15s | %-14s | %-8s | %-8s |\n' ------ --------------- -------------- -------- --------

@@ -1,6 +1,6 @@
-//! A bounded, seeded fuzz of the cache readers: a tiny raw cache and a tiny zstd cache are
+//! A bounded, seeded fuzz of the cache readers: a tiny raw, zstd and jpeg cache are
 //! mutated (bytes in every file, truncation, index fields written back through the commit
-//! protocol so that checksums match and the deep readers are reached, zstd frame tables,
+//! protocol so that checksums match and the deep readers are reached, zstd and jpeg frame tables,
 //! meta.json values), and every reader runs on each mutant in-process: verify, the record
 //! and frame reads the training loader uses, inspect and export-frames. Each must return
 //! an error or a result, never panic, and a frame read that succeeds must return exactly
@@ -178,7 +178,7 @@ fn mutate(cache: &Path, zstd: bool, rng: &mut Rng) -> String {
             let v = extreme(rng, 0).to_le_bytes();
             bytes[at as usize..at as usize + 8].copy_from_slice(&v);
             std::fs::write(&path, bytes).unwrap();
-            "zstd frame table".into()
+            "frame table".into()
         }
         4 => {
             let path = cache.join("meta.json");
@@ -272,7 +272,7 @@ fn mutated_caches_give_errors_never_panics() {
     let mut classes: std::collections::BTreeMap<String, usize> = Default::default();
     let mut panics = Vec::new();
     let mut bad_bytes = Vec::new();
-    for (k, compress) in ["none", "zstd:3"].into_iter().enumerate() {
+    for (k, compress) in ["none", "zstd:3", "jpeg:90"].into_iter().enumerate() {
         let pristine = tiny_cache(&dir.path().join(format!("p{k}")), compress);
         let truth = frames_of(&pristine);
         let (ok, wrong) = read_everything(&pristine, &dir.path().join("png"), &truth);
