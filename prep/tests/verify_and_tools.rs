@@ -462,20 +462,8 @@ fn jpeg_records_are_small_close_to_raw_and_read_by_every_reader() {
     let data = synth(dir.path(), 1, 4);
     let build = |name: &str, compress: &str| {
         let cache = dir.path().join(name);
-        prep_ok(&[
-            "build",
-            "-q",
-            "--manifest",
-            data.join("manifest.csv").to_str().unwrap(),
-            "--segments",
-            data.join("segments.csv").to_str().unwrap(),
-            "--out",
-            cache.to_str().unwrap(),
-            "data.img_size=64",
-            "prep.fps=8",
-            "data.max_video_frames=32",
-            compress,
-        ]);
+        let settings = ["data.img_size=64", "prep.fps=8", "data.max_video_frames=32"];
+        build_ok(&data, &cache, &[&settings[..], &[compress]].concat());
         cache
     };
     let raw = build("raw", "prep.compress=none");
@@ -548,18 +536,8 @@ fn changing_the_jpeg_quality_redoes_the_views() {
     let data = synth(dir.path(), 1, 2);
     let cache = dir.path().join("cache");
     let build = |q: &str| {
-        prep_ok(&[
-            "build",
-            "--manifest",
-            data.join("manifest.csv").to_str().unwrap(),
-            "--segments",
-            data.join("segments.csv").to_str().unwrap(),
-            "--out",
-            cache.to_str().unwrap(),
-            "data.img_size=32",
-            "prep.fps=4",
-            &format!("prep.compress={q}"),
-        ])
+        let codec = format!("prep.compress={q}");
+        build_ok(&data, &cache, &["data.img_size=32", "prep.fps=4", &codec])
     };
     let size = || -> u64 {
         let c = Cache::open(&cache).unwrap();

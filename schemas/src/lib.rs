@@ -19,6 +19,7 @@
 
 pub mod cache;
 pub mod checksum;
+pub mod codec;
 pub mod commit;
 pub mod error;
 pub mod index;

@@ -149,23 +149,6 @@ pub struct KeypointSpec {
     pub mirror: Vec<i64>,
 }
 
-impl ModelConfig {
-    /// The token grid (height, width) of the video backbone's tubelet embedding (the
-    /// transformer and Mamba), `None` for the others.
-    pub fn token_grid(&self) -> Option<(i64, i64)> {
-        let tubelet = match self.backbone {
-            BackboneKind::Transformer => self.settings.transformer.tubelet,
-            BackboneKind::Mamba => self.settings.mamba.tubelet,
-            _ => return None,
-        };
-        let cells = |n: i64, k: i64| (n + k - 1) / k;
-        Some((
-            cells(self.clip.h, tubelet[1]),
-            cells(self.clip.w, tubelet[2]),
-        ))
-    }
-}
-
 impl KeypointSpec {
     /// The joints, edges and mirror of `layout`, with `channels` values per joint.
     pub fn from_layout(layout: &mvdrive_schemas::layout::Layout, channels: i64) -> Self {

@@ -297,3 +297,20 @@ pub(crate) fn token_segments<'a, B: ModuleT>(
     });
     segments
 }
+
+impl crate::model::ModelConfig {
+    /// The token grid (height, width) of the video backbone's tubelet embedding (the
+    /// transformer and Mamba), `None` for the others.
+    pub fn token_grid(&self) -> Option<(i64, i64)> {
+        let tubelet = match self.backbone {
+            super::BackboneKind::Transformer => self.settings.transformer.tubelet,
+            super::BackboneKind::Mamba => self.settings.mamba.tubelet,
+            _ => return None,
+        };
+        let cells = |n: i64, k: i64| (n + k - 1) / k;
+        Some((
+            cells(self.clip.h, tubelet[1]),
+            cells(self.clip.w, tubelet[2]),
+        ))
+    }
+}
