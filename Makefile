@@ -9,7 +9,8 @@ PREP    := target/release/prep
 TRAIN   := target/release/train
 DEMO    := demo-out
 APT_PKGS := pkg-config libavformat-dev libavcodec-dev libavutil-dev libswscale-dev \
-            libclang1-14 libclang-common-14-dev ffmpeg python3-venv fonts-dejavu-core
+            libclang1-14 libclang-common-14-dev ffmpeg python3-venv fonts-dejavu-core \
+            libturbojpeg0-dev
 # libtorch comes from the pinned PyPI wheel (see docs/architecture.md); numpy + pyarrow run the
 # Python reader example (schemas/python/) and its test (pillow decodes jpeg records); av
 # (PyAV) is the reference of make bench-loader.
@@ -20,7 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MVDRIVE_PYTHON := $(PY)
 
-.PHONY: help setup build demo test lint fuzz bench-prep bench-loader bench-memory bench-predict gpu-check clean
+.PHONY: help setup build demo test lint fuzz bench-prep bench-loader bench-memory bench-venv bench-predict gpu-check clean
 
 help:
 	@echo "make setup       install apt packages, the libtorch wheel venv, and build (idempotent)"
@@ -31,6 +32,7 @@ help:
 	@echo "make bench-prep  prep vs the ffmpeg CLI on generated 720p/1080p 60 s clips"
 	@echo "make bench-loader  loader vs memcpy and vs PyAV decoding; train RSS on a cache and one 8x larger"
 	@echo "make bench-memory  checkpointing, bf16/fp16, batch 1, accumulation on/off per backbone: peak memory, step time, gradients"
+	@echo "make bench-venv  the PyTorch peer's venv (.bench-venv: torch + torchvision, several GB); bench-memory only"
 	@echo "make bench-predict  train predict throughput (R(2+1)D, transformer at 112x112) and RSS on sessions 8x longer"
 	@echo "make gpu-check   prepare gpu-check/ (cuda binaries, caches, scripts) for scripts/gpu_check.sh on a GPU machine"
 
@@ -50,6 +52,23 @@ $(STAMPS)/venv: $(STAMPS)/apt
 	$(VENV)/bin/pip install -q --disable-pip-version-check "$(PIP_CUDA)" $(PIP_PY)
 	@ln -sfn "$$(cd $(VENV) && ls -d lib/python3*/site-packages/torch | head -1)" $(VENV)/libtorch
 	@test -f $(VENV)/libtorch/lib/libtorch_cpu.so || { echo "setup: libtorch missing under $(VENV)/libtorch"; exit 1; }
+	@touch $@
+
+# make bench-memory's PyTorch eager peer (bench/torch_peer.py, bench/memory_peer.sh) runs in a
+# venv of its own: the full torch wheel (`import torch` loads every CUDA library it links, even
+# on CPU, so its nvidia-* dependencies come too: several GB) and torchvision. Only bench-memory
+# needs it; setup and test do not.
+BENCH_VENV := .bench-venv
+PIP_BENCH  := torch==2.11.0 torchvision==0.26.0 numpy==2.4.6 pillow==13.0.0
+
+bench-venv: $(STAMPS)/bench-venv
+
+$(STAMPS)/bench-venv: $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@[ -x $(BENCH_VENV)/bin/pip ] || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check $(PIP_BENCH)
+	$(BENCH_VENV)/bin/python -c "import torch, torchvision; assert torch.randn(2).sum().isfinite(); \
+	  print('bench-venv: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	@touch $@
 
 build: $(STAMPS)/apt $(STAMPS)/venv
@@ -92,7 +111,7 @@ bench-prep: setup
 bench-loader: setup
 	bash bench/loader.sh
 
-bench-memory: setup
+bench-memory: setup $(STAMPS)/bench-venv
 	bash bench/memory.sh
 
 bench-predict: setup

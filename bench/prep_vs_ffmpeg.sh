@@ -267,7 +267,7 @@ report() {
   echo "Load average (1 min) at start / end: $LOAD / $LOAD_END (anything else running skews the 2-core rows first)."
   echo "Clips: ${SECONDS_LEN} s, ${FPS_SRC} fps testsrc2 + noise (alls=$NOISE), H.264 libx264 veryfast, yuv420p, g=60."
   echo "Both tools: fps=10, 224x224 bilinear, RGB. The CLI writes to /dev/null; prep writes its cache to disk."
-  echo "JPEG rows: the same chain ending in one JPEG per frame: the CLI's mjpeg encoder (-q:v 3) against prep.compress=jpeg:90 (pure-Rust jpeg-encoder)."
+  echo "JPEG rows: the same chain ending in one JPEG per frame: the CLI's mjpeg encoder (-q:v 3) against prep.compress=jpeg:90 (libjpeg-turbo, 4:4:4 at Q 90)."
   echo
   printf '| %-6s | %-15s | %-14s | %-8s | %-8s |\n' clip setting "ffmpeg CLI fps" "prep fps" "prep/CLI"
   printf '| %-6s | %-15s | %-14s | %-8s | %-8s |\n' ------ --------------- -------------- -------- --------

@@ -23,6 +23,7 @@ pub mod codec;
 pub mod commit;
 pub mod error;
 pub mod index;
+pub mod jpeg;
 pub mod layout;
 pub mod meta;
 pub mod record;

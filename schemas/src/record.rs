@@ -24,6 +24,7 @@ use std::path::Path;
 use crate::checksum::{xxh3, xxh3_seeded};
 use crate::error::{io, Error, Result};
 use crate::index::RecordRow;
+use crate::jpeg::decode_jpeg;
 use crate::shard::Compression;
 
 /// Bytes of one offset of the zstd frame table.
@@ -174,23 +175,6 @@ pub fn decode_frame(
         Compression::Jpeg(_) => decode_jpeg(packed, out, k, path),
         _ => decompress_frame(packed, out, k, path),
     }
-}
-
-/// Decode one JPEG frame straight into `out` (RGB, exactly its size).
-pub fn decode_jpeg(packed: &[u8], out: &mut [u8], k: usize, path: &Path) -> Result<()> {
-    let bad = |what: String| Error::format(path, format!("jpeg frame {k}: {what}"));
-    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
-        .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(packed, options);
-    decoder.decode_headers().map_err(|e| bad(e.to_string()))?;
-    let size = decoder.output_buffer_size();
-    if size != Some(out.len()) {
-        return Err(bad(format!(
-            "decodes to {size:?} bytes, expected {}",
-            out.len()
-        )));
-    }
-    decoder.decode_into(out).map_err(|e| bad(e.to_string()))
 }
 
 /// Decompress one zstd frame into `out`, which must come out exactly full.

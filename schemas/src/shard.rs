@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checksum::Hasher;
 use crate::error::{io, Error, Result};
+use crate::jpeg::JpegEncoder;
 use crate::record::FrameSeed;
 use crate::{page_align, record};
 
@@ -72,6 +73,8 @@ pub struct ShardWriter {
     scratch: Vec<u8>,
     /// Frame size (height, width) of RGB records, which JPEG needs.
     image: Option<(u16, u16)>,
+    /// The JPEG encoder, made on the first JPEG frame.
+    jpeg: Option<JpegEncoder>,
 }
 
 impl ShardWriter {
@@ -88,6 +91,7 @@ impl ShardWriter {
             done: Vec::new(),
             scratch: Vec::new(),
             image: None,
+            jpeg: None,
         }
     }
 
@@ -188,10 +192,13 @@ impl ShardWriter {
                         "jpeg records hold RGB frames of the writer's image size (at most 65535 pixels a side)",
                     ));
                 };
-                self.scratch.clear();
-                jpeg_encoder::Encoder::new(&mut self.scratch, quality)
-                    .encode(frame, w, h, jpeg_encoder::ColorType::Rgb)
-                    .map_err(|e| Error::format(&shard.tmp, format!("jpeg encoding: {e}")))?;
+                let encoder = match &mut self.jpeg {
+                    Some(e) => e,
+                    slot => slot.insert(JpegEncoder::new(
+                        h as usize, w as usize, quality, &shard.tmp,
+                    )?),
+                };
+                encoder.encode(frame, &mut self.scratch, &shard.tmp)?;
                 &self.scratch
             }
         };

@@ -28,6 +28,10 @@ pub struct BenchLoaderArgs {
     /// Timed epochs (after one warm-up pass).
     #[arg(long, default_value_t = 3)]
     pub epochs: u64,
+    /// Leave out the training step next to the augmentation figures (a CPU step on large
+    /// clips takes minutes).
+    #[arg(long)]
+    pub no_step: bool,
     /// key.sub=value settings (data.batch_size, data.num_workers,
     /// data.uniform_temporal_subsample_num, train.view ...).
     pub overrides: Vec<String>,
@@ -36,7 +40,13 @@ pub struct BenchLoaderArgs {
 /// Runs `train bench-loader`: the figures as one line of JSON.
 pub fn run(args: &BenchLoaderArgs) -> Result<()> {
     let settings = Settings::load(None, &args.overrides)?;
-    let b = loader(&args.cache, &settings, &args.split, args.epochs)?;
+    let b = loader(
+        &args.cache,
+        &settings,
+        &args.split,
+        args.epochs,
+        !args.no_step,
+    )?;
     println!("{}", serde_json::to_string(&b)?);
     Ok(())
 }
@@ -86,14 +96,20 @@ pub struct AugmentCost {
     pub plain_ms: f64,
     /// Augmented input (crop + resize, flip, jitter, conversion, normalisation), ms.
     pub augmented_ms: f64,
-    /// One optimizer step of the session's model (`model.backbone`) on the batch, s.
-    pub step_s: f64,
+    /// One optimizer step of the session's model (`model.backbone`) on the batch, s
+    /// (absent with `--no-step`).
+    pub step_s: Option<f64>,
     /// The backbone of that step.
     pub backbone: String,
 }
 
 /// Times the input with and without augmentation over a few batches, and one step.
-fn augment_cost(s: &Session, loader: &Arc<Loader>, sampler: &Arc<Sampler>) -> Result<AugmentCost> {
+fn augment_cost(
+    s: &Session,
+    loader: &Arc<Loader>,
+    sampler: &Arc<Sampler>,
+    with_step: bool,
+) -> Result<AugmentCost> {
     let batches: Vec<_> =
         Prefetch::start(loader.clone(), sampler.clone(), 1, 0, ClipPick::Jittered, 0)
             .take(4)
@@ -107,6 +123,15 @@ fn augment_cost(s: &Session, loader: &Arc<Loader>, sampler: &Arc<Sampler>) -> Re
     };
     let plain_ms = time(&|b| s.input(b).map(|_| ()))?;
     let augmented_ms = time(&|b| s.train_input(b, 1).map(|_| ()))?;
+    let backbone = s.config.settings().raw("model.backbone").to_string();
+    if !with_step {
+        return Ok(AugmentCost {
+            plain_ms,
+            augmented_ms,
+            step_s: None,
+            backbone,
+        });
+    }
     tch::manual_seed(0);
     let mut tr = Trainer::new(&s.model, s.device, Precision::Fp32, false, 0.0)?;
     let (x, y) = s.train_input(&batches[0], 1)?;
@@ -121,8 +146,8 @@ fn augment_cost(s: &Session, loader: &Arc<Loader>, sampler: &Arc<Sampler>) -> Re
     Ok(AugmentCost {
         plain_ms,
         augmented_ms,
-        step_s,
-        backbone: s.config.settings().raw("model.backbone").to_string(),
+        step_s: Some(step_s),
+        backbone,
     })
 }
 
@@ -132,6 +157,7 @@ pub fn loader(
     settings: &Settings,
     split: &str,
     epochs: u64,
+    with_step: bool,
 ) -> Result<LoaderBench> {
     // The loader reads RGB at the cache's size: no model input, no resize.
     let mut settings = settings.clone();
@@ -189,7 +215,7 @@ pub fn loader(
         always_ratios.push(t[2] / t[1]);
     }
     let [secs, secs_always, secs_unchecked] = secs;
-    let augment = augment_cost(&s, &checked, &sampler)?;
+    let augment = augment_cost(&s, &checked, &sampler, with_step)?;
     let bytes = checked.counters.rgb_bytes.load(Ordering::Relaxed) - before;
     let bytes_per_clip = bytes / (clips as u64 * epochs).max(1);
     // The memcpy bound: the same number of clip-sized copies from a warm buffer, frame by
