@@ -59,7 +59,12 @@ for v, (view, missing) in enumerate([("a", 4), ("b", 7)]):
 fn convert(root: &Path, out: &Path, joints: &str) -> String {
     let out = Command::new(python())
         .arg(common::root().join("scripts/sam3d_to_npy.py"))
-        .args(["--root", root.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(["--joints", joints])
         .output()
         .expect("run sam3d_to_npy.py");
@@ -135,7 +140,9 @@ fn one_view(d: &Path, kpt: &str, layout: &str) {
     }
     std::fs::write(
         d.join("manifest.csv"),
-        format!("session,subject,view,video,keypoints,keypoint_layout\ns1,p1,a,a.mp4,{kpt},{layout}\n"),
+        format!(
+            "session,subject,view,video,keypoints,keypoint_layout\ns1,p1,a,a.mp4,{kpt},{layout}\n"
+        ),
     )
     .unwrap();
     write_segments(&d.join("segments.csv"), &[("s1", 0.0, 1.0, "x")]);
@@ -219,9 +226,17 @@ np.save(d + "/ints.npy", np.ones((10, 17, 3), np.int32))
         ("k17.npy", "sam3d52", "layouts with 17 joints: coco17"),
         ("text.npy", "coco17", "not a NumPy .npy array"),
         ("text.npz", "coco17", "not a NumPy .npz archive"),
-        ("000000_sam3d_body.npz", "sam3d70", "scripts/sam3d_to_npy.py"),
+        (
+            "000000_sam3d_body.npz",
+            "sam3d70",
+            "scripts/sam3d_to_npy.py",
+        ),
         ("two.npz", "coco17", "name it `keypoints`"),
-        ("ints.npy", "coco17", "save the keypoints as float32 or float64"),
+        (
+            "ints.npy",
+            "coco17",
+            "save the keypoints as float32 or float64",
+        ),
     ];
     for (file, layout, want) in cases {
         one_view(d, file, layout);

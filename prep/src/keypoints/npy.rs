@@ -75,7 +75,9 @@ fn read_npz(path: &Path) -> Result<(Array, Option<Array>), String> {
         match z.by_name(n) {
             Ok(Some(a)) => read_array(path, n, a).map(Some),
             Ok(None) => Ok(None),
-            Err(e) => Err(format!("{shown}: array `{n}` cannot be read ({e}); write it with numpy.savez")),
+            Err(e) => Err(format!(
+                "{shown}: array `{n}` cannot be read ({e}); write it with numpy.savez"
+            )),
         }
     };
     let kp = get(&name)?.ok_or_else(|| format!("{shown}: array `{name}` is missing"))?;
@@ -226,7 +228,7 @@ fn to_track(path: &Path, lay: Layout, kp: &Array, conf: Option<&Array>) -> Resul
     for f in 0..t {
         let row = &kp.data[f * k * c..(f + 1) * k * c];
         let crow = conf.map(|cf| &cf.data[f * k..(f + 1) * k]);
-        if row.iter().all(blank) && crow.map_or(true, |r| r.iter().all(blank)) {
+        if row.iter().all(blank) && crow.into_iter().flatten().all(blank) {
             continue; // no detection: masked
         }
         let mut vals = [0f32; 4];
@@ -255,6 +257,9 @@ mod tests {
     fn fortran_order_is_reordered() {
         // C-order [[0, 1, 2], [3, 4, 5]] stored column-major.
         let f = [0.0, 3.0, 1.0, 4.0, 2.0, 5.0];
-        assert_eq!(fortran_to_c(&f, &[2, 3]), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(
+            fortran_to_c(&f, &[2, 3]),
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        );
     }
 }

@@ -128,8 +128,11 @@ mod tests {
             .filter_map(|&(a, b)| Some((to52(a)?, to52(b)?)))
             .collect();
         kept.extend([(5, 48), (6, 27)]);
-        let mut e52: Vec<(usize, usize)> =
-            SAM3D52.edges.iter().map(|&(a, b)| (a as usize, b as usize)).collect();
+        let mut e52: Vec<(usize, usize)> = SAM3D52
+            .edges
+            .iter()
+            .map(|&(a, b)| (a as usize, b as usize))
+            .collect();
         kept.sort();
         e52.sort();
         assert_eq!(kept, e52);
