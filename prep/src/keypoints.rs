@@ -1,7 +1,9 @@
-//! Keypoints: read a view's keypoint file (four forms), resample it onto the session
+//! Keypoints: read a view's keypoint file (five forms), resample it onto the session
 //! timeline through the same source frames the RGB records show, and normalise it.
 //!
 //! Forms, chosen from the path and the layout:
+//! - `*.npy` / `*.npz`: a NumPy array `[T, K, C]` per view, row `t` = source frame `t`
+//!   (any layout; see [`npy`] for the channels and the `conf` array of an `.npz`);
 //! - a folder: OpenPose per-frame JSON (`*_<frame>_keypoints.json`, `people[0].pose_keypoints_2d`)
 //!   with layout `openpose25` (BODY_25) or `openpose18` (COCO-18);
 //! - layout `driveact26`: Drive&Act `openpose_3d` CSV: 3 header rows, then one row per frame
@@ -13,7 +15,10 @@
 //!
 //! Every frame of the file is indexed by its source-video frame number. Frames without a
 //! detection, or whose joints all have confidence 0, are marked invalid in the per-frame
-//! mask; NaN values count as undetected joints (with a warning).
+//! mask; NaN values count as undetected joints (with a warning). In the array form a frame
+//! that is all NaN or all zero has no detection.
+
+pub mod npy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,6 +52,8 @@ pub struct Track {
     pub nan_values: u64,
     /// True when coordinates are pixels of the source video.
     pub pixels: bool,
+    /// The array form's T (source frames the file covers); frames past it are masked.
+    pub array_frames: Option<u64>,
 }
 
 impl Track {
@@ -57,6 +64,7 @@ impl Track {
             frames: BTreeMap::new(),
             nan_values: 0,
             pixels,
+            array_frames: None,
         }
     }
 
@@ -81,6 +89,14 @@ impl Track {
                 path.display(),
                 self.nan_values
             ));
+        }
+        if let (Some(t), Some(n)) = (self.array_frames, decoded_frames) {
+            if t < n {
+                w.push(format!(
+                    "{}: the array covers {t} source frame(s) but the video has {n}; frames {t}..{n} are masked",
+                    path.display()
+                ));
+            }
         }
         if let Some(n) = decoded_frames {
             let past = self.frames.range(n..).count();
@@ -109,7 +125,7 @@ fn parse_f32(s: &str) -> Option<f32> {
     s.parse().ok()
 }
 
-/// Read a keypoint file (any of the four forms) for a view of `src_w x src_h` pixels.
+/// Read a keypoint file (any of the five forms) for a view of `src_w x src_h` pixels.
 pub fn load(path: &Path, layout_name: &str, src_w: u32, src_h: u32) -> Result<Track, String> {
     let shown = path.display();
     let lay = layout(layout_name).ok_or_else(|| {
@@ -123,6 +139,9 @@ pub fn load(path: &Path, layout_name: &str, src_w: u32, src_h: u32) -> Result<Tr
     }
     if !path.is_file() {
         return Err(format!("{shown}: keypoint file not found"));
+    }
+    if npy::is_array_path(path) {
+        return npy::load_array(path, lay);
     }
     if lay.name == "driveact26" {
         return load_driveact(path, lay);

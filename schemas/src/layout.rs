@@ -3,6 +3,10 @@
 //! A cache records each view's layout name (`views.keypoint_layout`); readers look the
 //! joints and edges up here.
 
+mod sam3d;
+
+pub use sam3d::{SAM3D52, SAM3D52_FROM_70, SAM3D70};
+
 /// A keypoint layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -312,7 +316,15 @@ pub const DRIVEACT26: Layout = Layout {
 };
 
 /// Every layout.
-pub const LAYOUTS: [Layout; 5] = [COCO17, OPENPOSE18, OPENPOSE25, MEDIAPIPE33, DRIVEACT26];
+pub const LAYOUTS: [Layout; 7] = [
+    COCO17,
+    OPENPOSE18,
+    OPENPOSE25,
+    MEDIAPIPE33,
+    DRIVEACT26,
+    SAM3D70,
+    SAM3D52,
+];
 
 /// Look a layout up by name.
 pub fn layout(name: &str) -> Option<Layout> {
@@ -364,7 +376,9 @@ mod tests {
                 ("openpose18", 18),
                 ("openpose25", 25),
                 ("mediapipe33", 33),
-                ("driveact26", 26)
+                ("driveact26", 26),
+                ("sam3d70", 70),
+                ("sam3d52", 52)
             ]
         );
         for l in LAYOUTS {
