@@ -54,7 +54,7 @@ $(STAMPS)/venv: $(STAMPS)/apt
 	@test -f $(VENV)/libtorch/lib/libtorch_cpu.so || { echo "setup: libtorch missing under $(VENV)/libtorch"; exit 1; }
 	@touch $@
 
-# make bench-memory's PyTorch eager peer (bench/torch_peer.py, bench/memory_peer.sh) runs in a
+# make bench-memory's PyTorch eager peer (bench/torch_peer.py, bench/memory_vs_torch.sh) runs in a
 # venv of its own: the full torch wheel (`import torch` loads every CUDA library it links, even
 # on CPU, so its nvidia-* dependencies come too: several GB) and torchvision. Only bench-memory
 # needs it; setup and test do not.

@@ -4,7 +4,8 @@
 # training steps on a small synthetic cache: peak memory, step time, gradient agreement.
 # Writes bench/results/memory.md and prints the target checks (PASS/FAIL). A benchmark, not
 # a test. Settings: BENCH_IMG (112), BENCH_FRAMES (8), BENCH_BATCH (4), BENCH_STEPS (2),
-# BENCH_BACKBONES (default: all), BENCH_DEVICE (auto), BENCH_LARGE (1: also 16 x 224^2).
+# BENCH_BACKBONES (default: all), BENCH_DEVICE (auto), BENCH_LARGE (1: also 16 x 224^2),
+# BENCH_VS_TORCH (1: also mvdrive against PyTorch eager, bench/memory_vs_torch.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREP=${PREP:-target/release/prep}
@@ -48,4 +49,9 @@ if [ "${BENCH_LARGE:-1}" = 1 ]; then
     data.uniform_temporal_subsample_num=16 data.batch_size=2 data.num_workers=0 \
     train.view=single trainer.device="$DEVICE"
 fi
-echo "bench-memory: $(( $(date +%s) - start )) s; tables in bench/results/memory.md and memory-224.md"
+
+# 3. Side by side with PyTorch eager on the same models (bench/memory_vs_torch.sh).
+if [ "${BENCH_VS_TORCH:-1}" = 1 ]; then
+  bash bench/memory_vs_torch.sh
+fi
+echo "bench-memory: $(( $(date +%s) - start )) s; tables in bench/results/memory.md, memory-224.md and memory-vs-torch.md"

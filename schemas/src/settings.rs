@@ -98,6 +98,7 @@ pub const TRAIN_KEY_NAMES: &[&str] = &[
     "model.model_class_num",
     "model.pretrained",
     "model.use_gradient_checkpointing",
+    "model.checkpoint_segments",
 ];
 
 /// Flatten a YAML document into `(dotted.key, value text)` pairs, in file order.

@@ -3,8 +3,9 @@
 //! `MVDRIVE_TEST_DEVICE=cuda` (what `scripts/gpu_check.sh` does on a GPU machine).
 
 use mvdrive_train::model::backbones::BackboneKind;
-use mvdrive_train::model::{FusionMode, Input, ModelConfig, MultiViewModel};
+use mvdrive_train::model::{ClipShape, FusionMode, Input, ModelConfig, MultiViewModel};
 use mvdrive_train::optim::precision::Precision;
+use mvdrive_train::optim::recompute::CheckpointSegments;
 use mvdrive_train::run::trainer::Trainer;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -14,13 +15,21 @@ use support::{lock, max_diff, test_device as dev};
 
 /// Tests here seed torch's global generator and rely on it: one at a time.
 fn model_config(backbone: BackboneKind) -> ModelConfig {
-    ModelConfig {
+    let mut c = ModelConfig {
         backbone,
         fusion: FusionMode::LogitMean,
         num_classes: 3,
         num_views: 2,
         ..Default::default()
-    }
+    };
+    // The batch's clip (4 x 32x32), and a small transformer with dropout.
+    c.clip = ClipShape::new(4, 32, 32);
+    c.settings.transformer.dim = 32;
+    c.settings.transformer.heads = 2;
+    c.settings.transformer.ff_dim = 64;
+    c.settings.transformer.layers = 3;
+    c.settings.transformer.dropout = 0.2;
+    c
 }
 
 fn trainer(backbone: BackboneKind, precision: Precision, checkpointing: bool) -> Trainer {
@@ -84,6 +93,51 @@ fn checkpointing_gives_the_same_gradients_and_updates_batchnorm_statistics_once(
             let d = (a - c).abs().max().double_value(&[]);
             assert!(d <= 1e-6, "{kind}: {n} (no checkpointing) differs by {d}");
         }
+    }
+}
+
+#[test]
+fn checkpointing_some_segments_gives_the_same_gradients_and_statistics() {
+    let _guard = lock();
+    let (x, y) = batch();
+    // R3D-18 has 9 segments (stem + 8 blocks), BatchNorm and no dropout; the transformer
+    // has dropout, whose masks must be the same in the kept and the recomputed segments.
+    for kind in [BackboneKind::R3d18, BackboneKind::Transformer] {
+        let mut plain = trainer(kind, Precision::Fp32, false);
+        let lp = plain.micro_batch(&x, &y, 0.0, 1, 3).unwrap();
+        for segments in [
+            CheckpointSegments::Every(2),
+            CheckpointSegments::First(3),
+            CheckpointSegments::First(100),
+            CheckpointSegments::Every(100),
+        ] {
+            let mut ckpt = trainer(kind, Precision::Fp32, true);
+            ckpt.segments = segments;
+            let lc = ckpt.micro_batch(&x, &y, 0.0, 1, 3).unwrap();
+            assert!(
+                (lp - lc).abs() < 1e-6,
+                "{kind} {segments}: loss {lp} vs {lc}"
+            );
+            let d = max_diff(&plain.gradients(), &ckpt.gradients());
+            assert!(d <= 1e-6, "{kind} {segments}: gradient difference {d}");
+            let (bp, bc) = (buffers(&plain.vs), buffers(&ckpt.vs));
+            for ((n, a), (_, b)) in bp.iter().zip(&bc) {
+                let d = (a - b).abs().max().double_value(&[]);
+                assert!(d <= 1e-6, "{kind} {segments}: {n} differs by {d}");
+            }
+        }
+    }
+    // The setting's words.
+    for (text, want) in [
+        ("all", CheckpointSegments::All),
+        ("every:2", CheckpointSegments::Every(2)),
+        ("First:3", CheckpointSegments::First(3)),
+    ] {
+        assert_eq!(text.parse::<CheckpointSegments>(), Ok(want));
+        assert_eq!(want.to_string(), text.to_ascii_lowercase());
+    }
+    for bad in ["every:0", "first:", "some", "every:x"] {
+        assert!(bad.parse::<CheckpointSegments>().is_err(), "{bad}");
     }
 }
 

@@ -134,6 +134,7 @@ pub const KEYS: &[Key] = &[
     key("model.model_class_num", "null", Kind::OptInt, "number of classes; null = the cache's labels (a mismatch is an error)"),
     key("model.pretrained", "null", Kind::Text, "a .safetensors file to start from: a torchvision export (scripts/export_torchvision.py) or an mvdrive checkpoint; tensors load by name, a classifier of another shape is re-initialised (null = random initialisation)"),
     key("model.use_gradient_checkpointing", "false", Kind::Bool, "recompute each backbone segment in backward instead of storing its activations (less memory, more time)"),
+    key("model.checkpoint_segments", "all", Kind::Text, "with checkpointing: which segments to recompute: all, every:N (segments 0, N, 2N, ...) or first:N (the first N; a CNN's largest activations); the rest keep their activations"),
 ];
 
 /// Keys of `configs/config.yaml` that `prep` reads; those `train` does not read itself are

@@ -16,6 +16,7 @@ use crate::model::backbones::transformer::TransformerConfig;
 use crate::model::backbones::{BackboneKind, BackboneSettings};
 use crate::model::{FusionMode, InputType, ModalityFusion};
 use crate::optim::precision::Precision;
+use crate::optim::recompute::CheckpointSegments;
 
 crate::choice_enum! {
     /// `train.view`: one view, or every view of the cache fused.
@@ -263,6 +264,8 @@ pub struct ModelSection {
     pub model_class_num: Option<u32>,
     /// Recompute backbone segments in backward.
     pub use_gradient_checkpointing: bool,
+    /// Which segments, when checkpointing.
+    pub checkpoint_segments: CheckpointSegments,
     /// `model.pretrained`: weights to start from.
     pub pretrained: Option<PathBuf>,
 }
@@ -445,6 +448,10 @@ impl TrainConfig {
                 .map(|_| get(s, "model.model_class_num"))
                 .transpose()?,
             use_gradient_checkpointing: get(s, "model.use_gradient_checkpointing")?,
+            checkpoint_segments: s
+                .raw("model.checkpoint_segments")
+                .parse()
+                .map_err(|e| ConfigError(format!("config key `model.checkpoint_segments`: {e}")))?,
             pretrained: opt_text(s, "model.pretrained").map(PathBuf::from),
         };
         let eval = EvalConfig {

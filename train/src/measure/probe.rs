@@ -258,6 +258,7 @@ pub fn probe(cache: &Path, settings: &Settings, steps: usize) -> Result<ProbeRep
         checkpointing,
         c.train.weight_decay,
     )?;
+    tr.segments = c.model.checkpoint_segments;
     let (lr, clip, smoothing) = (c.train.lr, c.train.grad_clip, c.train.label_smoothing);
     let sampler_thread = DevicePeak::start(cuda);
     let mut one_step = |n: usize| -> Result<f64> {

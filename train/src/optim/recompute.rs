@@ -1,13 +1,16 @@
 //! Gradient checkpointing (`model.use_gradient_checkpointing=true`), written over tch.
 //!
 //! One micro-batch runs forward and backward through [`forward_backward`]. The model's
-//! backbone is a chain of segments ([`crate::model::backbones::Backbone::segments`]: `stem`,
-//! `layer1`..`layer4` for the ResNets, one per block for the token backbones) followed by
-//! [`MultiViewModel::head`] (pooling, view fusion, classifier).
+//! backbone is a chain of segments ([`crate::model::backbones::Backbone::segments`]: the stem
+//! and each BasicBlock for the ResNets, the embedding, each block and the final norm for the
+//! token backbones) followed by [`MultiViewModel::head`] (pooling, view fusion, classifier).
+//! [`CheckpointSegments`] (`model.checkpoint_segments`) says which segments are recomputed;
+//! the others keep their activations as without checkpointing.
 //!
 //! - **Off**: the segments run with autograd recording, as usual; every activation of the
 //!   whole network is kept until backward.
-//! - **On**: the segments first run under `no_grad`, keeping only each segment's input.
+//! - **On**: the checkpointed segments first run under `no_grad`, keeping only each one's
+//!   input (a run of segments that are not checkpointed keeps its graph, as with it off).
 //!   The head runs with autograd on a detached copy of the last output, and the loss is
 //!   back-propagated to it. Then, from the last segment to the first, each segment is run
 //!   again from its saved input with autograd on, and its output is back-propagated with the
@@ -30,11 +33,67 @@ use tch::{Kind, Tensor};
 
 use crate::model::{Input, MultiViewModel};
 
+/// Which backbone segments gradient checkpointing recomputes (`model.checkpoint_segments`):
+/// the dial between memory and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointSegments {
+    /// Every segment (least memory, one extra forward pass).
+    #[default]
+    All,
+    /// Every `n`-th segment, from the first (0, n, 2n, ...).
+    Every(usize),
+    /// The first `n` segments (in a CNN the early ones hold the largest activations).
+    First(usize),
+}
+
+impl CheckpointSegments {
+    /// Whether segment `i` is recomputed.
+    pub fn recomputes(self, i: usize) -> bool {
+        match self {
+            CheckpointSegments::All => true,
+            CheckpointSegments::Every(n) => i.is_multiple_of(n.max(1)),
+            CheckpointSegments::First(n) => i < n,
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointSegments::All => write!(f, "all"),
+            CheckpointSegments::Every(n) => write!(f, "every:{n}"),
+            CheckpointSegments::First(n) => write!(f, "first:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for CheckpointSegments {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        let n = |v: &str| -> Result<usize, String> {
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("`{s}`: N must be a whole number >= 1"))
+        };
+        match s.split_once(':') {
+            None if s == "all" => Ok(CheckpointSegments::All),
+            Some(("every", v)) => Ok(CheckpointSegments::Every(n(v)?)),
+            Some(("first", v)) => Ok(CheckpointSegments::First(n(v)?)),
+            _ => Err(format!("`{s}`: use all, every:N or first:N")),
+        }
+    }
+}
+
 /// How one micro-batch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunOptions {
     /// Recompute segments in backward instead of keeping their activations.
     pub checkpointing: bool,
+    /// Which segments, when `checkpointing`.
+    pub segments: CheckpointSegments,
     /// Run forward passes under CUDA autocast (float16 mixed precision).
     pub autocast: bool,
     /// Seed of this micro-batch's dropout masks (see [`segment_seed`]).
@@ -42,6 +101,17 @@ pub struct RunOptions {
     /// Train the classifier only: the backbones run in evaluation mode (BatchNorm
     /// statistics used, not updated; no dropout) without a graph.
     pub frozen_backbone: bool,
+}
+
+/// A stretch of one stream's segments in checkpointed backward: one recomputed segment
+/// (`output` None), or a run of kept segments with their graph (`output` Some).
+struct Unit {
+    /// Index of its first segment.
+    first: usize,
+    /// Its input, a detached leaf (requiring grad from the second segment on).
+    input: Tensor,
+    /// The kept run's output, with its graph.
+    output: Option<Tensor>,
 }
 
 /// The torch seed set before segment `i` of a micro-batch seeded `seed`.
@@ -134,22 +204,46 @@ pub fn forward_backward(
         (&loss * scale).backward();
         return loss.detach();
     }
-    // First run: no graph, keep each segment's input.
-    let mut inputs: Vec<Vec<Tensor>> = Vec::with_capacity(streams.len());
+    // First run: a checkpointed segment runs without a graph and keeps its input; a run of
+    // segments that are not checkpointed keeps its graph. Each unit's input is a detached
+    // leaf, so backward goes unit by unit from the top.
+    let mut units: Vec<Vec<Unit>> = Vec::with_capacity(streams.len());
     let mut lasts = Vec::with_capacity(streams.len());
-    tch::no_grad(|| {
-        for (si, stream) in streams.iter().enumerate() {
-            let mut saved = Vec::with_capacity(stream.segments.len());
-            let mut h = stream.input.shallow_clone();
-            for (i, seg) in stream.segments.iter().enumerate() {
-                tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
-                let out = autocast(opts.autocast, || seg.forward_t(&h, true));
-                saved.push(std::mem::replace(&mut h, out));
+    for (si, stream) in streams.iter().enumerate() {
+        let mut chain: Vec<Unit> = Vec::new();
+        let mut h = stream.input.shallow_clone();
+        for (i, seg) in stream.segments.iter().enumerate() {
+            tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+            let recompute = opts.segments.recomputes(i);
+            let extends = !recompute && chain.last().is_some_and(|u| u.output.is_some());
+            if !extends {
+                // A new unit starts here: its input is a leaf (the model input needs none).
+                let leaf = h.detach();
+                h = if i > 0 && !recompute {
+                    leaf.set_requires_grad(true)
+                } else {
+                    leaf
+                };
+                chain.push(Unit {
+                    first: i,
+                    input: h.shallow_clone(),
+                    output: None,
+                });
             }
-            inputs.push(saved);
-            lasts.push(h.detach().set_requires_grad(true));
+            let Some(unit) = chain.last_mut() else {
+                continue;
+            };
+            h = if recompute {
+                tch::no_grad(|| autocast(opts.autocast, || seg.forward_t(&h, true)))
+            } else {
+                let out = autocast(opts.autocast, || seg.forward_t(&h, true));
+                unit.output = Some(out.shallow_clone());
+                out
+            };
         }
-    });
+        units.push(chain);
+        lasts.push(h.detach().set_requires_grad(true));
+    }
     let scores = autocast(opts.autocast, || {
         model.head(&lasts, b, v, x.present.as_ref())
     })
@@ -157,21 +251,26 @@ pub fn forward_backward(
     let loss = loss_of(&scores);
     (&loss * scale).backward();
     let saved = buffers(vs);
-    for (si, (stream, mut saved_inputs)) in streams.iter().zip(inputs).enumerate() {
+    for (si, (stream, mut chain)) in streams.iter().zip(units).enumerate() {
         let mut grad = lasts[si].grad();
-        for (i, seg) in stream.segments.iter().enumerate().rev() {
-            let xi = saved_inputs.pop().unwrap_or_else(Tensor::new).detach();
-            // The model input itself needs no gradient.
-            let xi = if i > 0 {
-                xi.set_requires_grad(true)
+        while let Some(unit) = chain.pop() {
+            let xi = if unit.first > 0 && unit.output.is_none() {
+                unit.input.detach().set_requires_grad(true)
             } else {
-                xi
+                unit.input.shallow_clone()
             };
-            tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
-            let out = autocast(opts.autocast, || seg.forward_t(&xi, true));
+            let out = match unit.output {
+                Some(out) => out,
+                None => {
+                    let i = unit.first;
+                    tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
+                    autocast(opts.autocast, || stream.segments[i].forward_t(&xi, true))
+                }
+            };
             // d(out . grad)/d(out) = grad; a dot product allocates no out-sized product.
             out.flatten(0, -1).dot(&grad.flatten(0, -1)).backward();
-            if i > 0 {
+            drop(out);
+            if unit.first > 0 {
                 grad = xi.grad();
             }
         }

@@ -170,6 +170,7 @@ impl Run {
             c.model.use_gradient_checkpointing,
             c.train.weight_decay,
         )?;
+        tr.segments = c.model.checkpoint_segments;
         if let Some((ckpt, st)) = &resume {
             restore(&mut tr, ckpt, st)?;
         } else if let Some(file) = &c.model.pretrained {

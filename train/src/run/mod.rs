@@ -1,8 +1,9 @@
 //! Running a model: the [`session`] every command shares (device, cache, views, classes,
 //! model settings), one training step ([`trainer`]), the loop ([`fit`]), evaluation
 //! ([`eval`]), whole recordings ([`predict`], raw videos through [`recordings`]), TorchScript ([`export`]), resume checks ([`resume`]), checkpoint files ([`checkpoint`]) and localisation
-//! scoring ([`score`]).
+//! scoring ([`score`]); how CPU memory is returned to the system ([`allocator`]).
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod eval;
 pub mod export;

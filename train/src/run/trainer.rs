@@ -22,7 +22,7 @@ use crate::model::{Input, ModelConfig, MultiViewModel};
 use crate::optim::adamw::{clip_grads, AdamW};
 use crate::optim::loss_scale::GradScaler;
 use crate::optim::precision::{HalfCopy, Precision};
-use crate::optim::recompute::{forward_backward, RunOptions};
+use crate::optim::recompute::{forward_backward, CheckpointSegments, RunOptions};
 
 /// Cross-entropy with label smoothing, the training loss of every model. `targets` are
 /// class indices `[B]`, or class probabilities `[B, classes]` (a mixed batch, computed in
@@ -67,6 +67,8 @@ pub struct Trainer {
     pub precision: Precision,
     /// `model.use_gradient_checkpointing`.
     pub checkpointing: bool,
+    /// `model.checkpoint_segments`: which segments checkpointing recomputes (all by default).
+    pub segments: CheckpointSegments,
     /// Only the classifier trains (see [`Trainer::set_backbone`]).
     pub frozen_backbone: bool,
     half: Option<HalfCopy>,
@@ -105,6 +107,7 @@ impl Trainer {
             scaler,
             precision,
             checkpointing,
+            segments: CheckpointSegments::All,
             frozen_backbone: false,
             half: None,
             half_grads: Vec::new(),
@@ -134,6 +137,7 @@ impl Trainer {
     ) -> Result<f64> {
         let opts = RunOptions {
             checkpointing: self.checkpointing,
+            segments: self.segments,
             autocast: self.precision == Precision::Fp16Mixed,
             seed,
             frozen_backbone: self.frozen_backbone,

@@ -2,6 +2,7 @@
 //! against the budget, and the measured [`Row`].
 
 use crate::optim::precision::Precision;
+use crate::optim::recompute::CheckpointSegments;
 
 /// One setting tried by the planner.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +15,8 @@ pub struct Candidate {
     pub precision: Precision,
     /// `model.use_gradient_checkpointing`.
     pub checkpointing: bool,
+    /// `model.checkpoint_segments` (when checkpointing).
+    pub segments: CheckpointSegments,
     /// `data.img_size` as given (`112`, `96x128`, `null`).
     pub img_size: String,
     /// `data.uniform_temporal_subsample_num`.
@@ -28,6 +31,7 @@ impl Candidate {
             format!("train.accumulate_grad_batches={}", self.accumulate),
             format!("trainer.precision={}", self.precision.name()),
             format!("model.use_gradient_checkpointing={}", self.checkpointing),
+            format!("model.checkpoint_segments={}", self.segments),
         ]
     }
 
@@ -42,6 +46,15 @@ impl Candidate {
         o
     }
 
+    /// `no-ckpt`, `ckpt` (every segment) or `ckpt first:3`.
+    pub fn checkpoint_label(&self) -> String {
+        match (self.checkpointing, self.segments) {
+            (false, _) => "no-ckpt".into(),
+            (true, CheckpointSegments::All) => "ckpt".into(),
+            (true, s) => format!("ckpt {s}"),
+        }
+    }
+
     /// A short label: `bs=2 acc=4 bf16-mixed ckpt 112 T=8`.
     pub fn label(&self) -> String {
         format!(
@@ -49,11 +62,7 @@ impl Candidate {
             self.batch_size,
             self.accumulate,
             self.precision.name(),
-            if self.checkpointing {
-                "ckpt"
-            } else {
-                "no-ckpt"
-            },
+            self.checkpoint_label(),
             self.img_size,
             self.frames
         )

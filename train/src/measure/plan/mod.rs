@@ -26,6 +26,7 @@ use crate::config::{img_size_of, Settings, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::measure::probe::{config_overrides, probe_in_child, ProbeOutcome};
 use crate::optim::precision::Precision;
+use crate::optim::recompute::CheckpointSegments;
 use crate::run::session::resolve_device;
 
 /// A `--budget-*` flag's size (binary units: `8G` = 8 GiB); errors name the flag.
@@ -227,6 +228,9 @@ struct Space {
     precisions: Vec<Precision>,
     /// Batch sizes dividing the effective batch, small to large.
     sizes: Vec<usize>,
+    /// Checkpointing settings besides off: every segment, and the configured
+    /// `model.checkpoint_segments` when it is another.
+    segments: Vec<CheckpointSegments>,
     /// The settings every probe starts from, as overrides.
     base: Vec<String>,
 }
@@ -279,6 +283,10 @@ fn space(args: &PlanRequest) -> Result<Space> {
     };
     let sizes = divisors(effective_batch);
     let base = config_overrides(cfg);
+    let mut segments = vec![CheckpointSegments::All];
+    if tc.model.checkpoint_segments != CheckpointSegments::All {
+        segments.push(tc.model.checkpoint_segments);
+    }
 
     // Groups: configured input first, then the others in the order given.
     let mut inputs: Vec<(String, i64)> = Vec::new();
@@ -296,6 +304,7 @@ fn space(args: &PlanRequest) -> Result<Space> {
         inputs,
         precisions,
         sizes,
+        segments,
         base,
     })
 }
@@ -306,13 +315,18 @@ fn space(args: &PlanRequest) -> Result<Space> {
 fn search(args: &PlanRequest, sp: &Space) -> Result<(Vec<Row>, usize)> {
     let (sizes, base, budget_vram) = (&sp.sizes, &sp.base, sp.budget_vram);
     let effective_batch = sp.effective_batch;
-    let groups: Vec<(String, i64, Precision, bool)> = sp
+    // Checkpointing off, then each checkpointing setting.
+    let dial: Vec<Option<CheckpointSegments>> = std::iter::once(None)
+        .chain(sp.segments.iter().copied().map(Some))
+        .collect();
+    let groups: Vec<(String, i64, Precision, Option<CheckpointSegments>)> = sp
         .inputs
         .iter()
         .flat_map(|(img, t)| {
+            let dial = &dial;
             sp.precisions
                 .iter()
-                .flat_map(move |&p| [false, true].map(|ck| (img.clone(), *t, p, ck)))
+                .flat_map(move |&p| dial.iter().map(move |ck| (img.clone(), *t, p, *ck)))
         })
         .collect();
     let total = (groups.len() * sizes.len()) as u64;
@@ -330,7 +344,8 @@ fn search(args: &PlanRequest, sp: &Space) -> Result<(Vec<Row>, usize)> {
                 batch_size: bs,
                 accumulate: effective_batch / bs,
                 precision: *p,
-                checkpointing: *ck,
+                checkpointing: ck.is_some(),
+                segments: ck.unwrap_or_default(),
                 img_size: img.clone(),
                 frames: *t,
             };
@@ -440,6 +455,7 @@ fn measure_needed(args: &PlanRequest, sp: &Space, rows: &[Row]) -> Option<(Row, 
                 accumulate: effective_batch,
                 precision: p,
                 checkpointing: true,
+                segments: CheckpointSegments::All,
                 img_size: smallest_input.0.clone(),
                 frames: smallest_input.1,
             };

@@ -6,6 +6,8 @@ use std::path::Path;
 use super::{Plan, Verdict};
 use mvdrive_common::bytes::format_bytes;
 
+use crate::optim::recompute::CheckpointSegments;
+
 const SHRINK: &str = "lower data.img_size / data.uniform_temporal_subsample_num";
 
 impl Plan {
@@ -39,7 +41,11 @@ impl Plan {
                 c.batch_size.to_string(),
                 c.accumulate.to_string(),
                 c.precision.name().to_string(),
-                c.checkpointing.to_string(),
+                match (c.checkpointing, c.segments) {
+                    (false, _) => "false".to_string(),
+                    (true, CheckpointSegments::All) => "true".to_string(),
+                    (true, seg) => seg.to_string(),
+                },
                 c.img_size.clone(),
                 c.frames.to_string(),
                 ram,
