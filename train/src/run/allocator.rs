@@ -10,37 +10,47 @@
 //! on R(2+1)D-18 (batch 4, 8 x 112x112, `make bench-memory`), checkpointing's peak above
 //! baseline was 1526 MiB with the dynamic threshold and 1075 MiB with a fixed 64 KiB one.
 //!
-//! [`tune`] therefore fixes the threshold at program start (setting it turns the dynamic
-//! rise off). Mapping every large block afresh costs page faults, though: alone, a fixed
+//! A fixed threshold (setting it turns the dynamic rise off) avoids that. Mapping every large block afresh costs page faults, though: alone, a fixed
 //! threshold made that checkpointed step 1.3-1.45x slower. glibc's `glibc.malloc.hugetlb=1`
 //! tunable (glibc 2.35+) asks for transparent huge pages on those mappings, which takes the
 //! faults down 512-fold and the step time back to the dynamic threshold's (5.65 s against
 //! 5.7-6.3 s, 1073 MiB). Tunables are read when a process starts, so [`tune`] re-executes
-//! the program once with the tunable added to `GLIBC_TUNABLES`.
+//! the program once at start with the tunable added to `GLIBC_TUNABLES`.
 //!
-//! `MVDRIVE_MMAP_THRESHOLD` overrides the threshold: a size in bytes, or `glibc` for glibc's
-//! own dynamic behaviour, no huge pages and no re-execution (what the benchmark compares
-//! against).
+//! The fixed threshold costs time where tensors are small and memory is not the point (the
+//! demo's 64x64 R(2+1)D: 25.5 -> 36 s per epoch), so by default it is set only when a
+//! [`crate::run::trainer::Trainer`] is built with gradient checkpointing on: a user who asks
+//! for checkpointing asks for memory. The huge-page tunable is harmless without it (26.7 s).
+//!
+//! `MVDRIVE_MMAP_THRESHOLD`: unset, the above; a size (`1MiB`), that fixed threshold for
+//! every run; `glibc`, glibc's own dynamic behaviour, no huge pages and no re-execution
+//! (what the benchmark compares against).
 
-/// The default fixed mmap threshold, bytes.
+use std::sync::OnceLock;
+
+/// The fixed mmap threshold set for checkpointing, bytes.
 pub const DEFAULT_MMAP_THRESHOLD: usize = 64 << 10;
 
-/// The environment variable that overrides [`DEFAULT_MMAP_THRESHOLD`].
+/// The environment variable that overrides the default.
 pub const ENV: &str = "MVDRIVE_MMAP_THRESHOLD";
 
-/// What [`tune`] did.
+/// What `MVDRIVE_MMAP_THRESHOLD` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tuning {
-    /// The mmap threshold was fixed at this many bytes.
+    /// Unset: [`DEFAULT_MMAP_THRESHOLD`] once checkpointing is on.
+    Checkpointing,
+    /// This fixed threshold for every run, bytes.
     Fixed(usize),
-    /// glibc's dynamic threshold was left alone.
+    /// glibc's dynamic threshold, left alone.
     Glibc,
 }
+
+static TUNING: OnceLock<Tuning> = OnceLock::new();
 
 /// The tuning an `MVDRIVE_MMAP_THRESHOLD` value asks for (`None`: unset).
 pub fn parse(value: Option<&str>) -> Result<Tuning, String> {
     match value.map(str::trim) {
-        None | Some("") => Ok(Tuning::Fixed(DEFAULT_MMAP_THRESHOLD)),
+        None | Some("") => Ok(Tuning::Checkpointing),
         Some(v) if v.eq_ignore_ascii_case("glibc") => Ok(Tuning::Glibc),
         Some(v) => mvdrive_common::bytes::parse_bytes(v)
             .ok()
@@ -56,13 +66,27 @@ pub fn parse(value: Option<&str>) -> Result<Tuning, String> {
 /// The glibc tunable that asks for transparent huge pages on malloc's mappings.
 const HUGETLB: &str = "glibc.malloc.hugetlb=1";
 
-/// Applies `MVDRIVE_MMAP_THRESHOLD` (default: a fixed 64 KiB threshold, with huge pages).
-/// Call it first in `main`, before any thread or tensor exists: it may replace the process
-/// (re-executing it with `GLIBC_TUNABLES` extended); if that fails, it goes on without.
+fn set_threshold(bytes: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only changes malloc's parameters (under malloc's own lock).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = bytes;
+}
+
+/// Reads `MVDRIVE_MMAP_THRESHOLD`, re-executes the program with the huge-page tunable when
+/// it is not glibc's own behaviour (if that fails, it goes on without), and fixes the
+/// threshold now when a size was given. Call it first in `main`, before any thread exists.
 pub fn tune() -> Result<Tuning, String> {
     let tuning = parse(std::env::var(ENV).ok().as_deref())?;
+    let _ = TUNING.set(tuning);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if let Tuning::Fixed(bytes) = tuning {
+    if tuning != Tuning::Glibc {
         let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
         if !tunables.contains("glibc.malloc.hugetlb") {
             use std::os::unix::process::CommandExt;
@@ -80,13 +104,21 @@ pub fn tune() -> Result<Tuning, String> {
                 .env("GLIBC_TUNABLES", joined)
                 .exec();
         }
-        let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
-        // SAFETY: mallopt only changes malloc's parameters; called before other threads run.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
-        }
+    }
+    if let Tuning::Fixed(bytes) = tuning {
+        set_threshold(bytes);
     }
     Ok(tuning)
+}
+
+/// Called when training with gradient checkpointing starts: fixes the threshold at
+/// [`DEFAULT_MMAP_THRESHOLD`] unless `MVDRIVE_MMAP_THRESHOLD` said otherwise.
+pub fn for_checkpointing() {
+    let tuning =
+        *TUNING.get_or_init(|| parse(std::env::var(ENV).ok().as_deref()).unwrap_or(Tuning::Glibc));
+    if tuning == Tuning::Checkpointing {
+        set_threshold(DEFAULT_MMAP_THRESHOLD);
+    }
 }
 
 #[cfg(test)]
@@ -95,7 +127,7 @@ mod tests {
 
     #[test]
     fn the_threshold_setting_is_read_and_checked() {
-        assert_eq!(parse(None), Ok(Tuning::Fixed(DEFAULT_MMAP_THRESHOLD)));
+        assert_eq!(parse(None), Ok(Tuning::Checkpointing));
         assert_eq!(parse(Some("glibc")), Ok(Tuning::Glibc));
         assert_eq!(parse(Some("1MiB")), Ok(Tuning::Fixed(1 << 20)));
         for bad in ["0", "64MiB", "lots"] {
