@@ -1,13 +1,15 @@
 //! Training configuration: the key table and its checked text ([`keys`]), read once into
 //! the typed [`TrainConfig`], where every rule that spans keys is checked, in one place
-//! ([`TrainConfig::new`]).
+//! ([`TrainConfig::new`]); `trainer.device` as written ([`device`]).
 
 pub mod choice;
+pub mod device;
 pub mod keys;
 mod rules;
 
 use std::path::{Path, PathBuf};
 
+pub use device::DeviceChoice;
 pub use keys::{keys_help, ConfigError, Key, Kind, Settings, KEYS};
 
 use crate::model::backbones::mamba::MambaConfig;
@@ -134,36 +136,6 @@ fn flip_pairs(s: &Settings) -> Result<Vec<(String, String)>, ConfigError> {
             ))),
         })
         .collect()
-}
-
-/// `trainer.device` as written: resolved against the machine by the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// CUDA device 0 when available, else the CPU.
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// CUDA device N (`cuda` = `cuda:0`).
-    Cuda(usize),
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = ConfigError;
-
-    fn from_str(d: &str) -> Result<Self, ConfigError> {
-        match d {
-            "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            _ => d
-                .strip_prefix("cuda:")
-                .or_else(|| (d == "cuda").then_some("0"))
-                .and_then(|n| n.parse().ok())
-                .map(DeviceChoice::Cuda)
-                .ok_or_else(|| {
-                    ConfigError(format!("trainer.device `{d}` is not auto, cpu or cuda:N"))
-                }),
-        }
-    }
 }
 
 /// The most frames per clip `data.uniform_temporal_subsample_num` may ask for.
