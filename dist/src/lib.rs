@@ -1,0 +1,16 @@
+//! Multi-process data parallelism on libtorch's own c10d: a `TCPStore` rendezvous and a
+//! `ProcessGroupGloo` (CPU) or `ProcessGroupNCCL` (CUDA, feature `nccl`), through a small C++
+//! shim (`src/shim.cpp`) that takes tch's tensors directly.
+//!
+//! [`Launch::from_env`] reads how the process was started (torchrun's `RANK`/`WORLD_SIZE`/
+//! `LOCAL_RANK`/`MASTER_ADDR`/`MASTER_PORT`, or Slurm's `SLURM_PROCID`/`SLURM_NTASKS`/
+//! `SLURM_LOCALID`/`SLURM_NODELIST`); [`ProcessGroup::connect`] joins the group. Dropping the
+//! group destroys it.
+
+mod error;
+mod group;
+mod launch;
+
+pub use error::DistError;
+pub use group::{Backend, ProcessGroup, BUCKET_BYTES};
+pub use launch::{first_host, Launch, Launcher, DEFAULT_PORT};
