@@ -32,6 +32,9 @@ pub enum TrainError {
     /// Writing JSON.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A multi-process run's rendezvous or collective (c10d).
+    #[error(transparent)]
+    Dist(#[from] mvdrive_dist::DistError),
     /// libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -42,6 +42,7 @@ fn load_all(cache: &Path, rgb: bool, kpt: bool) -> Result<usize, String> {
         seed: 0,
         balanced: false,
         shuffle: true,
+        shard: mvdrive_train::data::sampler::Shard::WHOLE,
     });
     let loader = Arc::new(Loader::new(cache, views, 4, rgb, kpt).unwrap());
     let mut clips = 0;

@@ -45,6 +45,7 @@ fn trained(dir: &Path) -> (PathBuf, PathBuf) {
         cache: cache.clone(),
         config: None,
         resume: None,
+        nproc: None,
         overrides,
     };
     let run = fit(&args, true).unwrap();

@@ -35,6 +35,7 @@ fn trained(cache: &Path, dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
         cache: cache.to_path_buf(),
         config: None,
         resume: None,
+        nproc: None,
         overrides: o,
     };
     fit(&args, true)

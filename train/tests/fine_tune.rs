@@ -157,6 +157,7 @@ fn fine_tune(
             cache: cache.to_path_buf(),
             config: None,
             resume: None,
+            nproc: None,
             overrides,
         },
         true,

@@ -41,6 +41,7 @@ fn args(cache: &Path, overrides: Vec<String>, resume: Option<PathBuf>) -> FitArg
         cache: cache.to_path_buf(),
         config: None,
         resume,
+        nproc: None,
         overrides,
     }
 }
@@ -69,6 +70,7 @@ fn the_loader_reads_only_the_modalities_asked_for() {
         seed: 0,
         balanced: false,
         shuffle: true,
+        shard: mvdrive_train::data::sampler::Shard::WHOLE,
     });
     let (t, frame) = (4usize, 16 * 16 * 3);
 
@@ -148,6 +150,7 @@ fn prefetching_gives_the_same_batches_as_loading_inline() {
         seed: 9,
         balanced: false,
         shuffle: true,
+        shard: mvdrive_train::data::sampler::Shard::WHOLE,
     });
     let loader =
         Arc::new(Loader::new(cache.clone(), cache.meta.views.clone(), 3, true, false).unwrap());

@@ -104,6 +104,7 @@ fn every_backbone_learns_the_synthetic_dataset_well_above_chance() {
             cache: cache.clone(),
             config: None,
             resume: None,
+            nproc: None,
             overrides: o,
         };
         let summary = fit(&args, true).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -148,6 +149,7 @@ fn x3d_run(cache: &Path, logs: &Path, name: &str, extra: &[String]) -> (f64, Pat
         cache: cache.to_path_buf(),
         config: None,
         resume: None,
+        nproc: None,
         overrides: o,
     };
     let summary = fit(&args, true).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -283,6 +285,7 @@ fn a_jpeg_cache_trains_as_well_as_a_raw_one() {
             cache: cache.to_path_buf(),
             config: None,
             resume: None,
+            nproc: None,
             overrides: o,
         };
         fit(&args, true).unwrap().best.unwrap().0

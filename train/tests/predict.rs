@@ -31,6 +31,7 @@ fn trained(cache: &Path, dir: &Path) -> PathBuf {
         cache: cache.to_path_buf(),
         config: None,
         resume: None,
+        nproc: None,
         overrides: o,
     };
     let run = fit(&args, true).unwrap().run_dir;

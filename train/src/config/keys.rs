@@ -113,6 +113,7 @@ pub const KEYS: &[Key] = &[
     key("trainer.device", "auto", Kind::Text, "auto | cpu | cuda:N"),
     key("trainer.experiment", "default", Kind::Text, "runs go to <log_dir>/<experiment>/version_N"),
     key("trainer.log_dir", "logs", Kind::Text, "folder of runs"),
+    key("trainer.dist_timeout_s", "1800", Kind::Int(1), "multi-process runs (torchrun, srun, fit --nproc): seconds a rank waits for the rendezvous or for another rank at a collective before stopping with an error"),
     key("model.backbone", "3dcnn", Kind::Choice(BackboneKind::NAMES), "per-view network: 3dcnn (= r2plus1d_18), r3d_18, x3d, transformer, mamba (video); stgcn (keypoints, with model.input_type=kpt)"),
     key("model.fusion_mode", "logit_mean", Kind::Choice(FusionMode::NAMES), "how views are fused (one shared backbone)"),
     key("model.input_type", "rgb", Kind::Choice(InputType::NAMES), "rgb: video backbone; kpt: ST-GCN on keypoints (model.backbone=stgcn); rgb_kpt: both, fused per view"),

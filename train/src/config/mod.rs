@@ -217,6 +217,8 @@ pub struct TrainerConfig {
     pub experiment: String,
     /// Folder of runs.
     pub log_dir: PathBuf,
+    /// Multi-process runs: how long a rank waits for the others (rendezvous, collectives).
+    pub dist_timeout_s: u64,
 }
 
 /// `model.*`: the network.
@@ -386,6 +388,7 @@ impl TrainConfig {
             device: s.raw("trainer.device").parse()?,
             experiment: s.raw("trainer.experiment").to_string(),
             log_dir: PathBuf::from(s.raw("trainer.log_dir")),
+            dist_timeout_s: get(s, "trainer.dist_timeout_s")?,
         };
         let mut backbones = BackboneSettings::default();
         backbones.transformer = TransformerConfig {

@@ -81,7 +81,27 @@ pub fn select(cache: &Cache, sel: &Selection) -> Result<Vec<Item>, String> {
     Ok(items)
 }
 
+/// The part of each epoch one rank of a multi-process run trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank, `0..world`.
+    pub rank: usize,
+    /// Number of ranks.
+    pub world: usize,
+}
+
+impl Shard {
+    /// A single process: the whole epoch.
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1 };
+}
+
 /// Orders items into batches, epoch by epoch.
+///
+/// With a [`Shard`] of `world` ranks, the epoch's order (the same on every rank) loses its
+/// last `len % world` items, and each global batch of `world x batch_size` consecutive items
+/// is split into `world` equal consecutive parts, part `rank` being this rank's batch: the
+/// ranks' batches are disjoint, equally many and equally sized, and together they are the
+/// batch a single process with `world x batch_size` would see.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     /// The items.
@@ -94,12 +114,14 @@ pub struct Sampler {
     pub balanced: bool,
     /// Shuffle (training) or keep cache order (evaluation).
     pub shuffle: bool,
+    /// Which part of each epoch this process takes.
+    pub shard: Shard,
 }
 
 impl Sampler {
     /// Batches per epoch (the last one may be smaller).
     pub fn batches(&self) -> usize {
-        self.items.len().div_ceil(self.batch_size)
+        (self.items.len() / self.shard.world.max(1)).div_ceil(self.batch_size)
     }
 
     /// The items of epoch `epoch`, in order.
@@ -126,14 +148,15 @@ impl Sampler {
         order
     }
 
-    /// The items of batch `b` of `epoch`.
+    /// The items of batch `b` of `epoch` (of this rank's share).
     pub fn batch(&self, order: &[Item], b: usize) -> Vec<Item> {
-        order
-            .iter()
-            .skip(b * self.batch_size)
-            .take(self.batch_size)
-            .copied()
-            .collect()
+        let Shard { rank, world } = self.shard;
+        let world = world.max(1);
+        let used = order.len() / world * world;
+        let start = (b * self.batch_size * world).min(used);
+        let end = (start + self.batch_size * world).min(used);
+        let part = (end - start) / world;
+        order[start + rank * part..start + (rank + 1) * part].to_vec()
     }
 }
 
@@ -204,6 +227,7 @@ mod tests {
             seed: 7,
             balanced: false,
             shuffle: true,
+            shard: Shard::WHOLE,
         };
         assert_eq!(s.epoch_order(3), s.epoch_order(3));
         assert_ne!(s.epoch_order(3), s.epoch_order(4));
@@ -212,6 +236,38 @@ mod tests {
         assert_eq!(sorted, items(10), "a pass visits every item once");
         assert_eq!(s.batches(), 3);
         assert_eq!(s.batch(&s.epoch_order(0), 2).len(), 2);
+    }
+
+    #[test]
+    fn ranks_share_an_epoch_disjointly_equally_and_as_one_big_batch() {
+        let one = |world: usize, rank: usize, batch_size: usize| Sampler {
+            items: items(23),
+            batch_size,
+            seed: 5,
+            balanced: false,
+            shuffle: true,
+            shard: Shard { rank, world },
+        };
+        let order = one(1, 0, 4).epoch_order(2);
+        for world in [2, 3, 4] {
+            let shards: Vec<Sampler> = (0..world).map(|r| one(world, r, 3)).collect();
+            let n = shards[0].batches();
+            assert!(shards.iter().all(|s| s.batches() == n), "equal batch counts");
+            assert_eq!(n, (23 / world).div_ceil(3));
+            let mut seen = Vec::new();
+            for b in 0..n {
+                let parts: Vec<Vec<Item>> = shards.iter().map(|s| s.batch(&order, b)).collect();
+                assert!(parts.iter().all(|p| p.len() == parts[0].len() && !p.is_empty()));
+                // Together: the batch of one process with world x batch_size.
+                let joined: Vec<Item> = parts.concat();
+                assert_eq!(joined, one(1, 0, 3 * world).batch(&order[..23 / world * world], b));
+                seen.extend(joined);
+            }
+            let mut ids: Vec<usize> = seen.iter().map(|i| i.segment).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 23 / world * world, "disjoint; only the remainder is left out");
+        }
     }
 
     #[test]
@@ -227,6 +283,7 @@ mod tests {
             seed: 1,
             balanced: true,
             shuffle: true,
+            shard: Shard::WHOLE,
         };
         let mut counts = [0usize; 3];
         for e in 0..30 {

@@ -168,7 +168,7 @@ pub fn loader(
     let t = s.clip().t as usize;
     let items = s.items(&Selection::Split(split.to_string()))?;
     let clips = items.len();
-    let sampler = s.train_sampler(items);
+    let sampler = s.train_sampler(items, crate::data::sampler::Shard::WHOLE);
     let with = |checks: FrameChecks| -> Result<Arc<Loader>> {
         let mut l = s.new_loader()?;
         l.frame_checks = checks;

@@ -227,6 +227,7 @@ pub fn probe(cache: &Path, settings: &Settings, steps: usize) -> Result<ProbeRep
         seed,
         balanced: false,
         shuffle: true,
+        shard: crate::data::sampler::Shard::WHOLE,
     };
     let order = sampler.epoch_order(0);
     let cuda = matches!(device, Device::Cuda(_));

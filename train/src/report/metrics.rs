@@ -104,6 +104,11 @@ pub struct ConfusionMatrix {
 }
 
 impl ConfusionMatrix {
+    /// Every cell, row-major (`[target * num_classes + pred]`).
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
     /// An all-zero matrix for `num_classes` classes.
     pub fn new(num_classes: usize) -> Self {
         Self {

@@ -61,6 +61,13 @@ pub struct TrainerState {
     /// `train predict --manifest` builds its cache of new recordings the same way.
     #[serde(default)]
     pub cache_params: Option<mvdrive_schemas::meta::PrepParams>,
+    /// Ranks of the run that wrote it (`next_batch` counts batches of one rank's share).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The hashes that tie a checkpoint's three files into one unit.
@@ -101,6 +108,7 @@ impl TrainerState {
             files: None,
             segment_s: median_segment_s(s),
             cache_params: Some(s.cache.meta.params.clone()),
+            world_size: 1,
         }
     }
 }

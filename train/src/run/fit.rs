@@ -12,9 +12,11 @@ use mvdrive_common::progress;
 use mvdrive_common::sys::{peak_rss_bytes, rss_bytes};
 use tch::Device;
 
-use crate::config::{Monitor, TrainConfig};
+use mvdrive_dist::Launch;
+
+use crate::config::{DeviceChoice, Monitor, TrainConfig};
 use crate::data::loader::{ClipPick, Loader, Prefetch};
-use crate::data::sampler::Sampler;
+use crate::data::sampler::{Sampler, Shard};
 use crate::error::{IoAt, Result};
 use crate::model::pretrained::load_pretrained;
 use crate::model::summary;
@@ -22,14 +24,16 @@ use crate::model::ModelError;
 use crate::optim::adamw::lr_at;
 use crate::optim::loss_scale::GradScaler;
 use crate::optim::precision::Precision;
-use crate::report::metrics::{EpochMetrics, MetricsCsv};
+use crate::report::metrics::{ConfusionMatrix, EpochMetrics, MetricsCsv};
 use crate::report::plot;
 use crate::report::run_dir::RunDir;
 use crate::run::checkpoint::{self, TrainerState};
-use crate::run::eval::evaluate;
+use crate::run::eval::{evaluate, Evaluation};
+use crate::run::launcher;
+use crate::run::ranks::Ranks;
 use crate::run::resume;
-use crate::run::session::Session;
-use crate::run::trainer::Trainer;
+use crate::run::session::{resolve_device, Session};
+use crate::run::trainer::{CommStats, Trainer};
 
 /// Train a model: `train fit --cache C [--config F] [key.sub=value ...]`.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +50,11 @@ pub struct FitArgs {
     /// the checkpoint's settings.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start N ranks on this machine (c10d gloo on CPU, NCCL on CUDA), each with a disjoint
+    /// share of every epoch; rank 0 writes the run. Under torchrun or srun, leave it out:
+    /// the launcher starts the ranks (docs/distributed.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub nproc: Option<u16>,
     /// key.sub=value settings, e.g. data.batch_size=2 train.max_epochs=5.
     pub overrides: Vec<String>,
 }
@@ -66,6 +75,12 @@ pub struct FitSummary {
     pub peak_rss: u64,
     /// The metric `best` is of (`train.monitor`).
     pub monitor: Monitor,
+    /// Ranks of the run (1 alone) and this process's rank.
+    pub world: usize,
+    /// This process's rank (only rank 0 writes the run folder).
+    pub rank: usize,
+    /// Gradient all-reduce time and bytes (multi-process runs).
+    pub comm: CommStats,
 }
 
 /// The loop's fixed quantities, worked out once.
@@ -76,6 +91,12 @@ struct Plan {
     warmup: u64,
 }
 
+/// What rank 0 writes: the run folder and its metrics file.
+struct Output {
+    dir: RunDir,
+    csv: MetricsCsv,
+}
+
 /// A run in progress: what the loop reads and what it updates.
 struct Run {
     s: Session,
@@ -84,15 +105,24 @@ struct Run {
     train: Arc<Sampler>,
     val: Option<Arc<Sampler>>,
     plan: Plan,
-    dir: RunDir,
-    csv: MetricsCsv,
+    /// Rank 0 only.
+    out: Option<Output>,
+    /// The run folder (rank 0's, on every rank).
+    run_dir: PathBuf,
+    ranks: Ranks,
     st: TrainerState,
     quiet: bool,
 }
 
 /// Runs `train fit` and prints its summary on stdout.
 pub fn run(args: &FitArgs, quiet: bool) -> Result<()> {
+    if let Some(n) = args.nproc.filter(|&n| n > 1) {
+        return launcher::run_local(n as usize, quiet);
+    }
     let s = fit(args, quiet)?;
+    if s.rank != 0 {
+        return Ok(());
+    }
     println!(
         "train fit: {} epoch(s) -> {}{}",
         s.epochs.len(),
@@ -118,6 +148,16 @@ pub fn run(args: &FitArgs, quiet: bool) -> Result<()> {
     let dir = s.run_dir.display();
     println!("  metrics: {dir}/metrics.csv, {dir}/metrics.png");
     println!("  peak RSS: {:.1} MiB", s.peak_rss as f64 / 1048576.0);
+    if s.world > 1 {
+        let c = s.comm;
+        println!(
+            "  {} ranks: gradient all-reduce {:.1} ms per step ({:.1} MiB of gradients), {:.1} s in all",
+            s.world,
+            1e3 * c.seconds / c.syncs.max(1) as f64,
+            c.bytes as f64 / 1048576.0,
+            c.seconds
+        );
+    }
     Ok(())
 }
 
@@ -127,19 +167,37 @@ pub fn fit(args: &FitArgs, quiet: bool) -> Result<FitSummary> {
         Some(ckpt) => Some(checkpoint::load_state(ckpt)?),
         None => None,
     };
-    let config = match &resume_state {
+    let mut config = match &resume_state {
         Some(st) => resume::resumed_config(st, args.config.as_deref(), &args.overrides)?,
         None => TrainConfig::load(args.config.as_deref(), &args.overrides)?,
     };
+    let launch = Launch::from_env()?;
+    if args.nproc.is_some_and(|n| n > 1) && launch.is_some() {
+        return Err("--nproc starts its own ranks; under torchrun or srun leave it out".into());
+    }
+    let settings = config.to_yaml();
+    if let Some(l) = &launch {
+        // Each rank of a CUDA run takes the GPU of its LOCAL_RANK.
+        if let Device::Cuda(_) = resolve_device(config.trainer.device)? {
+            config.trainer.device = DeviceChoice::Cuda(l.local_rank);
+        }
+    }
+    let device = resolve_device(config.trainer.device)?;
+    let ranks = Ranks::join(launch, device, config.trainer.dist_timeout_s)?;
+    ranks.check_same_settings(&settings)?;
     let s = Session::open(&args.cache, config)?;
     if let Some(st) = &resume_state {
         resume::check(st, &s)?;
     }
     let resume = args.resume.as_deref().zip(resume_state);
-    let run = Run::start(s, resume, quiet)?;
-    let dir = run.dir.clone();
-    run.all_epochs()
-        .inspect_err(|_| dir.remove_if_no_checkpoint())
+    let quiet = quiet || !ranks.is_main();
+    let run = Run::start(s, resume, quiet, ranks)?;
+    let dir = run.out.as_ref().map(|o| o.dir.clone());
+    run.all_epochs().inspect_err(|_| {
+        if let Some(d) = &dir {
+            d.remove_if_no_checkpoint()
+        }
+    })
 }
 
 /// Loads the checkpoint's weights, optimizer moments and (matching) loss scaler.
@@ -160,7 +218,12 @@ fn restore(tr: &mut Trainer, ckpt: &Path, st: &TrainerState) -> Result<()> {
 impl Run {
     /// Builds the trainer (restored from the checkpoint when resuming), the data and the
     /// run folder.
-    fn start(s: Session, resume: Option<(&Path, TrainerState)>, quiet: bool) -> Result<Run> {
+    fn start(
+        s: Session,
+        resume: Option<(&Path, TrainerState)>,
+        quiet: bool,
+        ranks: Ranks,
+    ) -> Result<Run> {
         let c = &s.config;
         tch::manual_seed(c.train.seed as i64);
         let mut tr = Trainer::new(
@@ -171,6 +234,7 @@ impl Run {
             c.train.weight_decay,
         )?;
         tr.segments = c.model.checkpoint_segments;
+        tr.dist = ranks.group().cloned();
         if let Some((ckpt, st)) = &resume {
             restore(&mut tr, ckpt, st)?;
         } else if let Some(file) = &c.model.pretrained {
@@ -180,10 +244,19 @@ impl Run {
                 eprintln!("{report}");
             }
         }
-        let resumed = resume.map(|(_, st)| st);
-        let train = s.train_sampler(s.items(&s.train_selection())?);
+        // Every rank starts from rank 0's weights (fresh, pretrained or resumed).
+        ranks.broadcast_model(&tr.vs)?;
+        let mut resumed = resume.map(|(_, st)| st);
+        let (rank, world) = (ranks.rank(), ranks.world());
+        let shard = Shard { rank, world };
+        let train = s.train_sampler(s.items(&s.train_selection())?, shard);
+        // Validation: every segment once, on one rank; the metrics are summed after.
         let val = match s.val_selection() {
-            Some(sel) => Some(s.eval_sampler(s.items(&sel)?)),
+            Some(sel) => {
+                let items = s.items(&sel)?.into_iter().enumerate();
+                let mine = items.filter(|(i, _)| i % world == rank).map(|(_, it)| it);
+                Some(s.eval_sampler(mine.collect()))
+            }
             None => None,
         };
         let accum = c.train.accumulate_grad_batches.max(1);
@@ -195,7 +268,8 @@ impl Run {
             total_steps: steps_per_epoch * c.train.max_epochs,
             warmup: (c.train.warmup_epochs * steps_per_epoch as f64).round() as u64,
         };
-        if let Some(st) = &resumed {
+        if let Some(st) = &mut resumed {
+            resume::for_rank(st, rank, world, accum, quiet);
             if st.next_batch > batches {
                 return Err(format!(
                     "--resume: the checkpoint's next batch {} is past the {batches} batches of an epoch; the checkpoint does not belong to this cache and settings",
@@ -204,23 +278,35 @@ impl Run {
                 .into());
             }
         }
-        let dir = RunDir::create(&c.trainer.log_dir, &c.trainer.experiment, &c.to_yaml())?;
-        let csv_path = dir.file("metrics.csv");
-        let csv =
-            MetricsCsv::open(&csv_path).map_err(|e| format!("{}: {e}", csv_path.display()))?;
+        let out = if ranks.is_main() {
+            let dir = RunDir::create(&c.trainer.log_dir, &c.trainer.experiment, &c.to_yaml())?;
+            let csv_path = dir.file("metrics.csv");
+            let csv =
+                MetricsCsv::open(&csv_path).map_err(|e| format!("{}: {e}", csv_path.display()))?;
+            Some(Output { dir, csv })
+        } else {
+            None
+        };
+        let main_dir = out.as_ref().map(|o| o.dir.dir.display().to_string());
+        let run_dir = PathBuf::from(ranks.broadcast_text(&main_dir.unwrap_or_default())?);
         let mut st = resumed.unwrap_or_else(|| TrainerState::fresh(&s));
         st.config_yaml = c.to_yaml();
+        st.world_size = world;
         if !quiet {
             eprintln!("{}", summary(&tr.vs));
+            let ranks_note = match world {
+                1 => String::new(),
+                w => format!(" ({w} ranks: {batches} per rank, global batch {})", w * c.data.batch_size),
+            };
             eprintln!(
-                "train fit: {} training segments, {} validation, views {:?}, {} classes, {} batches/epoch, device {:?} -> {}",
+                "train fit: {} training segments, {} validation, views {:?}, {} classes, {} batches/epoch{ranks_note}, device {:?} -> {}",
                 train.items.len(),
-                val.as_ref().map_or(0, |v| v.items.len()),
+                val.as_ref().map_or(0, |v| v.items.len() * world),
                 s.views,
                 s.classes.len(),
                 batches,
                 s.device,
-                dir.dir.display()
+                run_dir.display()
             );
         }
         let loader = s.loader()?;
@@ -231,8 +317,9 @@ impl Run {
             train,
             val,
             plan,
-            dir,
-            csv,
+            out,
+            run_dir,
+            ranks,
             st,
             quiet,
         })
@@ -249,7 +336,7 @@ impl Run {
             let lr = self.one_epoch()?;
             let (row, improved) = self.end_epoch(lr, started)?;
             rows.push(row);
-            last_ckpt = Some(self.save_epoch_checkpoint(improved)?);
+            last_ckpt = self.save_epoch_checkpoint(improved)?.or(last_ckpt);
             if patience > 0 && self.st.bad_epochs >= patience {
                 stopped_early = true;
                 if !self.quiet {
@@ -258,14 +345,19 @@ impl Run {
                 break;
             }
         }
+        // Rank 0 serves the rendezvous store: nobody leaves while another still needs it.
+        self.ranks.barrier()?;
         Ok(FitSummary {
-            run_dir: self.dir.dir.clone(),
+            run_dir: self.run_dir.clone(),
             epochs: rows,
             best: self.st.best,
             last_checkpoint: last_ckpt,
             stopped_early,
             peak_rss: peak_rss_bytes(),
             monitor,
+            world: self.ranks.world(),
+            rank: self.ranks.rank(),
+            comm: self.tr.comm,
         })
     }
 
@@ -361,6 +453,7 @@ impl Run {
     /// checkpoint of `train.checkpoint_every_n_steps`.
     fn optimizer_step(&mut self, lr: f64, pb: &ProgressBar, mid_epoch: bool) -> Result<()> {
         let before = self.tr.scaler.scale;
+        self.tr.sync_gradients()?;
         let out = self.tr.step(lr, self.s.config.train.grad_clip);
         if !out.applied && !self.quiet {
             pb.println(format!(
@@ -376,27 +469,38 @@ impl Run {
                 "epoch={}-step={}",
                 self.st.epoch, self.st.global_step
             ))?;
-            if !self.quiet {
+            if let (Some(path), false) = (path, self.quiet) {
                 pb.println(format!("checkpoint {}", path.display()));
             }
         }
         Ok(())
     }
 
-    fn save(&self, name: &str) -> Result<PathBuf> {
-        let path = self.dir.checkpoints().join(format!("{name}.safetensors"));
-        checkpoint::save(&path, &self.tr.vs, &self.tr.opt, &self.st)?;
-        Ok(path)
+    /// Writes a checkpoint (rank 0; `None` on the others, which still take part in
+    /// summing the epoch's loss so far, so every rank must call it).
+    fn save(&self, name: &str) -> Result<Option<PathBuf>> {
+        let mut st = self.st.clone();
+        let mut loss = [st.epoch_loss_sum, st.epoch_batches as f64];
+        self.ranks.sum(&mut loss)?;
+        (st.epoch_loss_sum, st.epoch_batches) = (loss[0], loss[1].round() as u64);
+        let Some(out) = &self.out else {
+            return Ok(None);
+        };
+        let path = out.dir.checkpoints().join(format!("{name}.safetensors"));
+        checkpoint::save(&path, &self.tr.vs, &self.tr.opt, &st)?;
+        Ok(Some(path))
     }
 
     /// Validation, metrics row, plots and the best/patience bookkeeping of the epoch that
     /// just ended. Returns the row and whether the monitored value improved.
     fn end_epoch(&mut self, lr: f64, started: Instant) -> Result<(EpochMetrics, bool)> {
         let epoch = self.st.epoch;
+        let mut loss = [self.st.epoch_loss_sum, self.st.epoch_batches as f64];
+        self.ranks.sum(&mut loss)?;
         let mut row = EpochMetrics {
             epoch: epoch as u32,
             step: self.st.global_step,
-            train_loss: self.st.epoch_loss_sum / self.st.epoch_batches.max(1) as f64,
+            train_loss: loss[0] / loss[1].max(1.0),
             val_loss: f64::NAN,
             top1: f64::NAN,
             mean_class_acc: f64::NAN,
@@ -406,16 +510,17 @@ impl Run {
         };
         let mut improved = false;
         if let Some(val) = &self.val {
+            // The model evaluated (and saved) is rank 0's, BatchNorm statistics included.
+            self.ranks.broadcast_model(&self.tr.vs)?;
             let ev = evaluate(&self.tr.model, &self.loader, val, &self.s)?;
-            row = row.with_confusion(&ev.confusion);
-            row.val_loss = ev.loss;
-            let cm_csv = self.dir.file("confusion.csv");
-            std::fs::write(&cm_csv, ev.confusion.to_csv(&self.s.classes)).at(&cm_csv)?;
-            plot::plot_confusion(
-                &ev.confusion,
-                &self.s.classes,
-                &self.dir.file("confusion.png"),
-            )?;
+            let (confusion, val_loss) = all_ranks(&self.ranks, &ev)?;
+            row = row.with_confusion(&confusion);
+            row.val_loss = val_loss;
+            if let Some(out) = &self.out {
+                let cm_csv = out.dir.file("confusion.csv");
+                std::fs::write(&cm_csv, confusion.to_csv(&self.s.classes)).at(&cm_csv)?;
+                plot::plot_confusion(&confusion, &self.s.classes, &out.dir.file("confusion.png"))?;
+            }
             let monitor = self.s.config.train.monitor;
             let value = match monitor {
                 Monitor::ValTop1 => row.top1,
@@ -432,9 +537,11 @@ impl Run {
             }
         }
         row.seconds = started.elapsed().as_secs_f64();
-        self.csv.append(&row)?;
-        let all = MetricsCsv::read(self.dir.file("metrics.csv"))?;
-        plot::plot_metrics(&all, &self.dir.file("metrics.png"))?;
+        if let Some(out) = &mut self.out {
+            out.csv.append(&row)?;
+            let all = MetricsCsv::read(out.dir.file("metrics.csv"))?;
+            plot::plot_metrics(&all, &out.dir.file("metrics.png"))?;
+        }
         if !self.quiet {
             eprintln!(
                 "epoch {}/{}: train loss {:.4}, val loss {:.4}, top1 {:.3}, mean class acc {:.3}, macro-F1 {:.3} ({:.1} s)",
@@ -451,18 +558,37 @@ impl Run {
         Ok((row, improved))
     }
 
-    /// The epoch-end checkpoint, then its `last` (and `best`) copies.
-    fn save_epoch_checkpoint(&mut self, improved: bool) -> Result<PathBuf> {
+    /// The epoch-end checkpoint, then its `last` (and `best`) copies (rank 0).
+    fn save_epoch_checkpoint(&mut self, improved: bool) -> Result<Option<PathBuf>> {
         let epoch = self.st.epoch;
         self.st.epoch += 1;
         self.st.next_batch = 0;
         self.st.epoch_loss_sum = 0.0;
         self.st.epoch_batches = 0;
-        let path = self.save(&format!("epoch={epoch}-step={}", self.st.global_step))?;
+        let Some(path) = self.save(&format!("epoch={epoch}-step={}", self.st.global_step))?
+        else {
+            return Ok(None);
+        };
         checkpoint::copy_as(&path, "last")?;
         if improved {
             checkpoint::copy_as(&path, "best")?;
         }
-        Ok(path)
+        Ok(Some(path))
     }
+}
+
+/// Each rank evaluated its share of the validation segments: their confusion matrices and
+/// loss sums, added up (the same on every rank).
+fn all_ranks(ranks: &Ranks, ev: &Evaluation) -> Result<(ConfusionMatrix, f64)> {
+    let n = ev.predictions.len() as f64;
+    let mut sums: Vec<f64> = ev.confusion.counts().iter().map(|&c| c as f64).collect();
+    sums.extend([ev.loss * n, n]);
+    ranks.sum(&mut sums)?;
+    let classes = ev.confusion.num_classes();
+    let mut cm = ConfusionMatrix::new(classes);
+    for (i, &c) in sums.iter().take(classes * classes).enumerate() {
+        cm.add_n(i / classes, i % classes, c.round() as u64)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((cm, sums[classes * classes] / sums[classes * classes + 1].max(1.0)))
 }

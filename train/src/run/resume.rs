@@ -47,6 +47,31 @@ pub fn resumed_config(
     Ok(TrainConfig::new(&s)?)
 }
 
+/// Fits a checkpoint's position to this rank of a run of `world` ranks. The epoch's loss so
+/// far (a sum over all ranks, as saved by rank 0) stays with rank 0. A checkpoint of another
+/// world size stopped mid-epoch at a batch of one rank's share: the run continues at the
+/// accumulation window that starts at or before the same number of clips of that epoch's
+/// order (a few may be seen twice). Weights, optimizer moments, step count, epoch and the
+/// epoch's order carry over exactly either way; only the same world size continues the very
+/// same batches.
+pub fn for_rank(st: &mut TrainerState, rank: usize, world: usize, accum: usize, quiet: bool) {
+    if rank != 0 {
+        st.epoch_loss_sum = 0.0;
+        st.epoch_batches = 0;
+    }
+    if st.world_size != world && st.next_batch > 0 {
+        let next = st.next_batch * st.world_size.max(1) / world.max(1) / accum.max(1) * accum.max(1);
+        if !quiet {
+            eprintln!(
+                "note: the checkpoint was written by {} rank(s) at batch {} of its epoch; {world} rank(s) continue at batch {next} (same epoch order, split anew)",
+                st.world_size, st.next_batch
+            );
+        }
+        st.next_batch = next;
+    }
+    st.world_size = world;
+}
+
 /// Checks that the session `now` can continue the checkpoint `state`.
 pub fn check(state: &TrainerState, now: &Session) -> Result<()> {
     let mut then = Settings::default();

@@ -15,7 +15,7 @@ use crate::data::augment::Augment;
 use crate::data::input::{crop_windows, to_input, Spatial, Window};
 use crate::data::loader::{Batch, Loader};
 use crate::data::mix;
-use crate::data::sampler::{select, Item, Sampler, Selection};
+use crate::data::sampler::{select, Item, Sampler, Selection, Shard};
 use crate::error::{Result, TrainError};
 use crate::model::{ClipShape, Input, KeypointSpec, ModelConfig};
 use crate::optim::precision::Precision;
@@ -285,14 +285,16 @@ impl Session {
         Ok(items)
     }
 
-    /// The training sampler: shuffled by `train.seed`, class-balanced if asked.
-    pub fn train_sampler(&self, items: Vec<Item>) -> Arc<Sampler> {
+    /// The training sampler: shuffled by `train.seed`, class-balanced if asked; `shard` is
+    /// this rank's part of each epoch ([`Shard::WHOLE`] alone).
+    pub fn train_sampler(&self, items: Vec<Item>, shard: Shard) -> Arc<Sampler> {
         Arc::new(Sampler {
             items,
             batch_size: self.config.data.batch_size,
             seed: self.config.train.seed,
             balanced: self.config.data.balanced_sampler,
             shuffle: true,
+            shard,
         })
     }
 
@@ -304,6 +306,7 @@ impl Session {
             seed: self.config.train.seed,
             balanced: false,
             shuffle: false,
+            shard: Shard::WHOLE,
         })
     }
 

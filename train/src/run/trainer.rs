@@ -13,6 +13,10 @@
 //! averaged over their number (so every step is a mean, never a partial sum). The learning
 //! rate schedule and logs count optimizer steps.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use mvdrive_dist::ProcessGroup;
 use tch::nn::VarStore;
 use tch::{Device, Reduction, Tensor};
 
@@ -52,6 +56,17 @@ pub struct StepOutcome {
     pub scale: f64,
 }
 
+/// What the gradient all-reduces of a multi-process run cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommStats {
+    /// All-reduces (one per optimizer step).
+    pub syncs: u64,
+    /// Seconds spent in them.
+    pub seconds: f64,
+    /// Gradient bytes all-reduced per sync.
+    pub bytes: u64,
+}
+
 /// The model, its optimizer and the settings of how a step runs.
 #[derive(Debug)]
 pub struct Trainer {
@@ -71,6 +86,10 @@ pub struct Trainer {
     pub segments: CheckpointSegments,
     /// Only the classifier trains (see [`Trainer::set_backbone`]).
     pub frozen_backbone: bool,
+    /// The c10d group whose ranks average their gradients ([`Trainer::sync_gradients`]).
+    pub dist: Option<Arc<ProcessGroup>>,
+    /// Time and bytes spent in gradient all-reduces so far.
+    pub comm: CommStats,
     half: Option<HalfCopy>,
     half_grads: Vec<Tensor>,
     fresh_copy: bool,
@@ -112,6 +131,8 @@ impl Trainer {
             checkpointing,
             segments: CheckpointSegments::All,
             frozen_backbone: false,
+            dist: None,
+            comm: CommStats::default(),
             half: None,
             half_grads: Vec::new(),
             fresh_copy: false,
@@ -184,6 +205,45 @@ impl Trainer {
             .into_iter()
             .map(|g| if g.defined() { g * inv } else { g })
             .collect()
+    }
+
+    /// Multi-process runs: averages the accumulated gradients across the ranks (one bucketed
+    /// all-reduce per optimizer step, after accumulation; no sync on the micro-batches). Every
+    /// rank then holds the same gradients, so the loss scaler's inf/NaN check and the
+    /// clipping norm agree everywhere and every rank skips or steps together. A no-op alone.
+    pub fn sync_gradients(&mut self) -> Result<()> {
+        let Some(g) = self.dist.clone() else {
+            return Ok(());
+        };
+        let grads: Vec<Tensor> = if self.precision == Precision::Bf16Mixed {
+            self.half_grads.iter().map(|t| t.shallow_clone()).collect()
+        } else {
+            self.opt.grads()
+        };
+        let started = Instant::now();
+        // Ranks must agree on which gradients exist, or the buckets would not line up.
+        let defined: Vec<f32> = grads.iter().map(|t| t.defined() as u8 as f32).collect();
+        let mask = Tensor::from_slice(&defined);
+        g.all_reduce_sum_(std::slice::from_ref(&mask))?;
+        let world = g.world() as f32;
+        let sums = Vec::<f32>::try_from(&mask)?;
+        if let Some(i) = sums.iter().position(|&n| n != 0.0 && n != world) {
+            let name = self.opt.params.get(i).map_or("?", |(n, _)| n.as_str());
+            return Err(format!(
+                "parameter `{name}` has a gradient on only {} of {world} ranks: every rank must run the same model on the same modalities",
+                sums[i]
+            )
+            .into());
+        }
+        g.all_reduce_mean_(&grads)?;
+        self.comm.syncs += 1;
+        self.comm.seconds += started.elapsed().as_secs_f64();
+        self.comm.bytes = grads
+            .iter()
+            .filter(|t| t.defined())
+            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+            .sum();
+        Ok(())
     }
 
     /// End of an accumulation window: unscale, check, clip to `clip` (0 = off), AdamW at

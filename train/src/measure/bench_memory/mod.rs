@@ -257,6 +257,7 @@ fn agreements(
         seed: 0,
         balanced: false,
         shuffle: false,
+        shard: crate::data::sampler::Shard::WHOLE,
     };
     let pick = |n: usize| -> Vec<Item> { (0..n).map(|i| items[i % items.len()]).collect() };
     let load = |its: &[Item]| -> Result<Batch> {

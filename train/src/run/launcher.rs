@@ -1,0 +1,128 @@
+//! `train fit --nproc N`: starts N ranks of this same command on this machine, with the
+//! environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+//! MASTER_ADDR, MASTER_PORT), and waits for them. When one fails, the others get a short
+//! grace to report their side, then are stopped.
+
+use std::ffi::OsString;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+
+/// How long the other ranks may take to stop by themselves after one failed.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// This process's arguments without `--nproc N` / `--nproc=N`.
+pub fn without_nproc(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for a in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        match a.to_str() {
+            Some("--nproc") => skip_next = true,
+            Some(s) if s.starts_with("--nproc=") => {}
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("--nproc: no free local port for the rendezvous: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Runs `n` local ranks of this command line (without `--nproc`); Ok when all succeed.
+pub fn run_local(n: usize, quiet: bool) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| format!("--nproc: cannot find this binary: {e}"))?;
+    let args = without_nproc(std::env::args_os().skip(1));
+    let port = match std::env::var("MASTER_PORT") {
+        Ok(p) if !p.trim().is_empty() => p,
+        _ => free_port()?.to_string(),
+    };
+    let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+    if !quiet {
+        eprintln!("train fit --nproc {n}: starting {n} ranks (rendezvous {addr}:{port}); rank 0 reports");
+    }
+    let mut children: Vec<Child> = Vec::with_capacity(n);
+    for rank in 0..n {
+        let mut c = Command::new(&exe);
+        c.args(&args)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("LOCAL_WORLD_SIZE", n.to_string())
+            .env("MASTER_ADDR", &addr)
+            .env("MASTER_PORT", &port);
+        if std::env::var_os("GLOO_SOCKET_IFNAME").is_none() && addr == "127.0.0.1" {
+            c.env("GLOO_SOCKET_IFNAME", "lo");
+        }
+        match c.spawn() {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                stop(&mut children);
+                return Err(format!("--nproc: could not start rank {rank}: {e}").into());
+            }
+        }
+    }
+    wait_all(children)
+}
+
+fn stop(children: &mut [Child]) {
+    for c in children.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Waits for every rank; after the first failure, gives the rest [`GRACE`], then stops them.
+fn wait_all(mut children: Vec<Child>) -> Result<()> {
+    let mut status: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    let mut failed_at: Option<(usize, Instant)> = None;
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if status[i].is_none() {
+                status[i] = c.try_wait().map_err(|e| format!("rank {i}: {e}"))?;
+                if status[i].is_some_and(|s| !s.success()) && failed_at.is_none() {
+                    failed_at = Some((i, Instant::now()));
+                }
+            }
+        }
+        if status.iter().all(Option::is_some) {
+            break;
+        }
+        if let Some((_, t)) = failed_at {
+            if t.elapsed() > GRACE {
+                stop(&mut children);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match failed_at {
+        None => Ok(()),
+        Some((rank, _)) => {
+            let s = status[rank].map_or("was stopped".to_string(), |s| s.to_string());
+            Err(format!("rank {rank} of {} failed ({s}); see the ranks' errors above", children.len()).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nproc_is_taken_out_of_the_command_line() {
+        let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            without_nproc(a(&["fit", "--nproc", "2", "--cache", "c", "x=1"])),
+            a(&["fit", "--cache", "c", "x=1"])
+        );
+        assert_eq!(without_nproc(a(&["fit", "--nproc=4", "--cache", "c"])), a(&["fit", "--cache", "c"]));
+    }
+}
