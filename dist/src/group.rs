@@ -293,11 +293,7 @@ impl ProcessGroup {
     pub fn barrier(&self) -> Result<(), DistError> {
         let mut err = vec![0u8; ERR_LEN];
         let rc = unsafe {
-            ffi::mvd_barrier(
-                self.raw.as_ptr(),
-                err.as_mut_ptr() as *mut c_char,
-                ERR_LEN,
-            )
+            ffi::mvd_barrier(self.raw.as_ptr(), err.as_mut_ptr() as *mut c_char, ERR_LEN)
         };
         self.check("barrier", rc, &err)
     }

@@ -53,9 +53,14 @@ impl Launch {
         let port = || -> Result<u16, DistError> {
             match var("MASTER_PORT") {
                 None => Ok(DEFAULT_PORT),
-                Some(v) => v.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    DistError::Env(format!("MASTER_PORT={v:?} is not a port (1..65535)"))
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        DistError::Env(format!("MASTER_PORT={v:?} is not a port (1..65535)"))
+                    }),
             }
         };
         let (rank, world, local_rank, addr, launcher) = if let Some(world) = num("WORLD_SIZE")? {
@@ -92,8 +97,7 @@ impl Launch {
         if world == 1 {
             return Ok(None);
         }
-        let Some(master_addr) = addr.map(|a| a.trim().to_string()).filter(|a| !a.is_empty())
-        else {
+        let Some(master_addr) = addr.map(|a| a.trim().to_string()).filter(|a| !a.is_empty()) else {
             return Err(DistError::Env(format!(
                 "{world} ranks but no MASTER_ADDR: set it to rank 0's host{}",
                 if launcher == Launcher::Slurm {
@@ -167,7 +171,13 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            (l.rank, l.world, l.local_rank, l.master_addr.as_str(), l.master_port),
+            (
+                l.rank,
+                l.world,
+                l.local_rank,
+                l.master_addr.as_str(),
+                l.master_port
+            ),
             (1, 4, 1, "10.0.0.2", 29600)
         );
         assert_eq!(l.launcher, Launcher::Torchrun);
@@ -184,7 +194,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((l.rank, l.world, l.local_rank), (5, 8, 1));
-        assert_eq!((l.master_addr.as_str(), l.master_port), ("gpu03", DEFAULT_PORT));
+        assert_eq!(
+            (l.master_addr.as_str(), l.master_port),
+            ("gpu03", DEFAULT_PORT)
+        );
         assert_eq!(l.launcher, Launcher::Slurm);
     }
 
@@ -192,7 +205,10 @@ mod tests {
     fn one_process_is_not_a_group() {
         assert_eq!(launch(&[]).unwrap(), None);
         assert_eq!(launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap(), None);
-        assert_eq!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(), None);
+        assert_eq!(
+            launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -205,9 +221,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("outside a world of 2"), "{e}");
-        let e = launch(&[("RANK", "x"), ("WORLD_SIZE", "2")]).unwrap_err().to_string();
+        let e = launch(&[("RANK", "x"), ("WORLD_SIZE", "2")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("RANK=\"x\""), "{e}");
-        let e = launch(&[("RANK", "0"), ("WORLD_SIZE", "2")]).unwrap_err().to_string();
+        let e = launch(&[("RANK", "0"), ("WORLD_SIZE", "2")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no MASTER_ADDR"), "{e}");
         let e = launch(&[
             ("RANK", "0"),

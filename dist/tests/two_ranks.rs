@@ -16,7 +16,12 @@ fn free_port() -> u16 {
 
 /// Starts `test` of this binary as ranks 0..world with `extra` variables; returns their
 /// exit statuses and stderr, killing any rank still running after `limit`.
-fn ranks(test: &str, world: usize, extra: &[(&str, String)], limit: Duration) -> Vec<(bool, String)> {
+fn ranks(
+    test: &str,
+    world: usize,
+    extra: &[(&str, String)],
+    limit: Duration,
+) -> Vec<(bool, String)> {
     let port = free_port().to_string();
     let exe = std::env::current_exe().unwrap();
     let mut children: Vec<_> = (0..world)
@@ -51,7 +56,10 @@ fn ranks(test: &str, world: usize, extra: &[(&str, String)], limit: Duration) ->
         .into_iter()
         .map(|c| {
             let out = c.wait_with_output().unwrap();
-            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
         })
         .collect()
 }
@@ -65,7 +73,12 @@ fn group() -> Option<ProcessGroup> {
 #[test]
 fn collectives_agree_across_two_ranks() {
     let Some(pg) = group() else {
-        for (ok, err) in ranks("collectives_agree_across_two_ranks", 2, &[], Duration::from_secs(60)) {
+        for (ok, err) in ranks(
+            "collectives_agree_across_two_ranks",
+            2,
+            &[],
+            Duration::from_secs(60),
+        ) {
             assert!(ok, "a rank failed:\n{err}");
         }
         return;
@@ -82,7 +95,10 @@ fn collectives_agree_across_two_ranks() {
     ];
     pg.all_reduce_mean_(&ts).unwrap();
     assert_eq!(Vec::<f32>::try_from(&ts[0]).unwrap(), vec![0.5; 3]);
-    assert_eq!(Vec::<f64>::try_from(ts[1].flatten(0, -1)).unwrap(), vec![1.0; 4]);
+    assert_eq!(
+        Vec::<f64>::try_from(ts[1].flatten(0, -1)).unwrap(),
+        vec![1.0; 4]
+    );
     assert!(!ts[2].defined());
     assert_eq!(ts[3].mean(Kind::Double).double_value(&[]), 1.5);
     assert_eq!(Vec::<f32>::try_from(&ts[4]).unwrap(), vec![5.0; 3]);
@@ -92,7 +108,11 @@ fn collectives_agree_across_two_ranks() {
     let b = vec![Tensor::full([4], r + 7.0, (Kind::Float, tch::Device::Cpu))];
     pg.broadcast_(&b, 0).unwrap();
     assert_eq!(Vec::<f32>::try_from(&b[0]).unwrap(), vec![7.0; 4]);
-    let text = if pg.rank() == 0 { b"rank zero says".to_vec() } else { Vec::new() };
+    let text = if pg.rank() == 0 {
+        b"rank zero says".to_vec()
+    } else {
+        Vec::new()
+    };
     assert_eq!(pg.broadcast_bytes(&text, 0).unwrap(), b"rank zero says");
     pg.barrier().unwrap();
 }
@@ -144,5 +164,9 @@ fn an_unreachable_master_is_named_after_the_timeout() {
     eprintln!("{e}");
     assert!(e.contains("192.0.2.1"), "{e}");
     assert!(e.contains("could not join"), "{e}");
-    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
 }

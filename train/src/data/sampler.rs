@@ -252,21 +252,33 @@ mod tests {
         for world in [2, 3, 4] {
             let shards: Vec<Sampler> = (0..world).map(|r| one(world, r, 3)).collect();
             let n = shards[0].batches();
-            assert!(shards.iter().all(|s| s.batches() == n), "equal batch counts");
+            assert!(
+                shards.iter().all(|s| s.batches() == n),
+                "equal batch counts"
+            );
             assert_eq!(n, (23 / world).div_ceil(3));
             let mut seen = Vec::new();
             for b in 0..n {
                 let parts: Vec<Vec<Item>> = shards.iter().map(|s| s.batch(&order, b)).collect();
-                assert!(parts.iter().all(|p| p.len() == parts[0].len() && !p.is_empty()));
+                assert!(parts
+                    .iter()
+                    .all(|p| p.len() == parts[0].len() && !p.is_empty()));
                 // Together: the batch of one process with world x batch_size.
                 let joined: Vec<Item> = parts.concat();
-                assert_eq!(joined, one(1, 0, 3 * world).batch(&order[..23 / world * world], b));
+                assert_eq!(
+                    joined,
+                    one(1, 0, 3 * world).batch(&order[..23 / world * world], b)
+                );
                 seen.extend(joined);
             }
             let mut ids: Vec<usize> = seen.iter().map(|i| i.segment).collect();
             ids.sort_unstable();
             ids.dedup();
-            assert_eq!(ids.len(), 23 / world * world, "disjoint; only the remainder is left out");
+            assert_eq!(
+                ids.len(),
+                23 / world * world,
+                "disjoint; only the remainder is left out"
+            );
         }
     }
 

@@ -296,7 +296,10 @@ impl Run {
             eprintln!("{}", summary(&tr.vs));
             let ranks_note = match world {
                 1 => String::new(),
-                w => format!(" ({w} ranks: {batches} per rank, global batch {})", w * c.data.batch_size),
+                w => format!(
+                    " ({w} ranks: {batches} per rank, global batch {})",
+                    w * c.data.batch_size
+                ),
             };
             eprintln!(
                 "train fit: {} training segments, {} validation, views {:?}, {} classes, {} batches/epoch{ranks_note}, device {:?} -> {}",
@@ -565,8 +568,7 @@ impl Run {
         self.st.next_batch = 0;
         self.st.epoch_loss_sum = 0.0;
         self.st.epoch_batches = 0;
-        let Some(path) = self.save(&format!("epoch={epoch}-step={}", self.st.global_step))?
-        else {
+        let Some(path) = self.save(&format!("epoch={epoch}-step={}", self.st.global_step))? else {
             return Ok(None);
         };
         checkpoint::copy_as(&path, "last")?;
@@ -590,5 +592,8 @@ fn all_ranks(ranks: &Ranks, ev: &Evaluation) -> Result<(ConfusionMatrix, f64)> {
         cm.add_n(i / classes, i % classes, c.round() as u64)
             .map_err(|e| e.to_string())?;
     }
-    Ok((cm, sums[classes * classes] / sums[classes * classes + 1].max(1.0)))
+    Ok((
+        cm,
+        sums[classes * classes] / sums[classes * classes + 1].max(1.0),
+    ))
 }

@@ -38,7 +38,8 @@ fn free_port() -> Result<u16> {
 
 /// Runs `n` local ranks of this command line (without `--nproc`); Ok when all succeed.
 pub fn run_local(n: usize, quiet: bool) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|e| format!("--nproc: cannot find this binary: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("--nproc: cannot find this binary: {e}"))?;
     let args = without_nproc(std::env::args_os().skip(1));
     let port = match std::env::var("MASTER_PORT") {
         Ok(p) if !p.trim().is_empty() => p,
@@ -46,7 +47,9 @@ pub fn run_local(n: usize, quiet: bool) -> Result<()> {
     };
     let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
     if !quiet {
-        eprintln!("train fit --nproc {n}: starting {n} ranks (rendezvous {addr}:{port}); rank 0 reports");
+        eprintln!(
+            "train fit --nproc {n}: starting {n} ranks (rendezvous {addr}:{port}); rank 0 reports"
+        );
     }
     let mut children: Vec<Child> = Vec::with_capacity(n);
     for rank in 0..n {
@@ -107,7 +110,11 @@ fn wait_all(mut children: Vec<Child>) -> Result<()> {
         None => Ok(()),
         Some((rank, _)) => {
             let s = status[rank].map_or("was stopped".to_string(), |s| s.to_string());
-            Err(format!("rank {rank} of {} failed ({s}); see the ranks' errors above", children.len()).into())
+            Err(format!(
+                "rank {rank} of {} failed ({s}); see the ranks' errors above",
+                children.len()
+            )
+            .into())
         }
     }
 }
@@ -123,6 +130,9 @@ mod tests {
             without_nproc(a(&["fit", "--nproc", "2", "--cache", "c", "x=1"])),
             a(&["fit", "--cache", "c", "x=1"])
         );
-        assert_eq!(without_nproc(a(&["fit", "--nproc=4", "--cache", "c"])), a(&["fit", "--cache", "c"]));
+        assert_eq!(
+            without_nproc(a(&["fit", "--nproc=4", "--cache", "c"])),
+            a(&["fit", "--cache", "c"])
+        );
     }
 }

@@ -110,7 +110,9 @@ impl Ranks {
     /// Rank 0's `text` on every rank.
     pub fn broadcast_text(&self, text: &str) -> Result<String> {
         match &self.group {
-            Some(g) => Ok(String::from_utf8_lossy(&g.broadcast_bytes(text.as_bytes(), 0)?).into_owned()),
+            Some(g) => {
+                Ok(String::from_utf8_lossy(&g.broadcast_bytes(text.as_bytes(), 0)?).into_owned())
+            }
             None => Ok(text.to_string()),
         }
     }
@@ -137,7 +139,10 @@ pub fn first_difference(a: &str, b: &str) -> Option<(String, String, String)> {
             if !line.starts_with(' ') {
                 section = line.trim_end_matches(':').to_string();
             } else if let Some((k, v)) = line.trim().split_once(':') {
-                out.push((format!("{section}.{k}"), v.trim().trim_matches('"').to_string()));
+                out.push((
+                    format!("{section}.{k}"),
+                    v.trim().trim_matches('"').to_string(),
+                ));
             }
         }
         out
@@ -145,14 +150,26 @@ pub fn first_difference(a: &str, b: &str) -> Option<(String, String, String)> {
     let (ea, eb) = (entries(a), entries(b));
     for (x, y) in ea.iter().zip(&eb) {
         if x != y {
-            let key = if x.0 == y.0 { x.0.clone() } else { x.0.clone().min(y.0.clone()) };
+            let key = if x.0 == y.0 {
+                x.0.clone()
+            } else {
+                x.0.clone().min(y.0.clone())
+            };
             return Some((key, x.1.clone(), y.1.clone()));
         }
     }
     match ea.len().cmp(&eb.len()) {
         std::cmp::Ordering::Equal => None,
-        std::cmp::Ordering::Greater => Some((ea[eb.len()].0.clone(), ea[eb.len()].1.clone(), "(unknown key)".into())),
-        std::cmp::Ordering::Less => Some((eb[ea.len()].0.clone(), "(unknown key)".into(), eb[ea.len()].1.clone())),
+        std::cmp::Ordering::Greater => Some((
+            ea[eb.len()].0.clone(),
+            ea[eb.len()].1.clone(),
+            "(unknown key)".into(),
+        )),
+        std::cmp::Ordering::Less => Some((
+            eb[ea.len()].0.clone(),
+            "(unknown key)".into(),
+            eb[ea.len()].1.clone(),
+        )),
     }
 }
 
@@ -163,7 +180,9 @@ mod tests {
 
     #[test]
     fn the_first_differing_key_is_named() {
-        let a = TrainConfig::load(None, &["train.lr=0.001".into()]).unwrap().to_yaml();
+        let a = TrainConfig::load(None, &["train.lr=0.001".into()])
+            .unwrap()
+            .to_yaml();
         let b = TrainConfig::load(None, &["train.lr=0.002".into(), "data.batch_size=3".into()])
             .unwrap()
             .to_yaml();

@@ -60,7 +60,8 @@ pub fn for_rank(st: &mut TrainerState, rank: usize, world: usize, accum: usize, 
         st.epoch_batches = 0;
     }
     if st.world_size != world && st.next_batch > 0 {
-        let next = st.next_batch * st.world_size.max(1) / world.max(1) / accum.max(1) * accum.max(1);
+        let next =
+            st.next_batch * st.world_size.max(1) / world.max(1) / accum.max(1) * accum.max(1);
         if !quiet {
             eprintln!(
                 "note: the checkpoint was written by {} rank(s) at batch {} of its epoch; {world} rank(s) continue at batch {next} (same epoch order, split anew)",
