@@ -10,7 +10,7 @@ TRAIN   := target/release/train
 DEMO    := demo-out
 APT_PKGS := pkg-config libavformat-dev libavcodec-dev libavutil-dev libswscale-dev \
             libclang1-14 libclang-common-14-dev ffmpeg python3-venv fonts-dejavu-core \
-            libturbojpeg0-dev
+            libturbojpeg0-dev libgloo-dev
 # libtorch comes from the pinned PyPI wheel (see docs/architecture.md); numpy + pyarrow run the
 # Python reader example (schemas/python/) and its test (pillow decodes jpeg records); av
 # (PyAV) is the reference of make bench-loader.
@@ -21,7 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MVDRIVE_PYTHON := $(PY)
 
-.PHONY: help setup build demo test lint fuzz bench-prep bench-loader bench-memory bench-venv bench-predict gpu-check clean
+.PHONY: help setup build demo test lint fuzz bench-prep bench-loader bench-memory bench-venv bench-predict bench-dist gpu-check clean
 
 help:
 	@echo "make setup       install apt packages, the libtorch wheel venv, and build (idempotent)"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench-memory  checkpointing, bf16/fp16, batch 1, accumulation on/off per backbone: peak memory, step time, gradients"
 	@echo "make bench-venv  the PyTorch peer's venv (.bench-venv: torch + torchvision, several GB); bench-memory only"
 	@echo "make bench-predict  train predict throughput (R(2+1)D, transformer at 112x112) and RSS on sessions 8x longer"
+	@echo "make bench-dist  data-parallel training: 1 vs 2 gloo ranks (steps/s), gradient all-reduce vs memcpy"
 	@echo "make gpu-check   prepare gpu-check/ (cuda binaries, caches, scripts) for scripts/gpu_check.sh on a GPU machine"
 
 setup: $(STAMPS)/apt $(STAMPS)/venv build
@@ -113,6 +114,9 @@ bench-loader: setup
 
 bench-memory: setup $(STAMPS)/bench-venv
 	bash bench/memory.sh
+
+bench-dist: setup
+	bash bench/dist.sh
 
 bench-predict: setup
 	bash bench/predict.sh

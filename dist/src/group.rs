@@ -204,7 +204,9 @@ impl ProcessGroup {
         mut f: impl FnMut(&Tensor) -> Result<(), DistError>,
     ) -> Result<(), DistError> {
         let defined: Vec<&Tensor> = ts.iter().filter(|t| t.defined()).collect();
-        let mut groups: Vec<((Kind, Device), Vec<Vec<&Tensor>>, usize)> = Vec::new();
+        // Per (kind, device): its buckets, and the bytes of the last one.
+        type Buckets<'a> = ((Kind, Device), Vec<Vec<&'a Tensor>>, usize);
+        let mut groups: Vec<Buckets> = Vec::new();
         for t in defined {
             let key = (t.kind(), t.device());
             let bytes = t.numel() * t.kind().elt_size_in_bytes();

@@ -1,6 +1,6 @@
 //! `train fit --nproc N`: starts N ranks of this same command on this machine, with the
 //! environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
-//! MASTER_ADDR, MASTER_PORT), and waits for them. When one fails, the others get a short
+//! MASTER_ADDR, MASTER_PORT; OMP_NUM_THREADS = cores / N unless set), and waits for them. When one fails, the others get a short
 //! grace to report their side, then are stopped.
 
 use std::ffi::OsString;
@@ -61,6 +61,11 @@ pub fn run_local(n: usize, quiet: bool) -> Result<()> {
             .env("LOCAL_WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", &addr)
             .env("MASTER_PORT", &port);
+        // Like torchrun: the ranks share the cores instead of each taking them all.
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            c.env("OMP_NUM_THREADS", (cores / n).max(1).to_string());
+        }
         if std::env::var_os("GLOO_SOCKET_IFNAME").is_none() && addr == "127.0.0.1" {
             c.env("GLOO_SOCKET_IFNAME", "lo");
         }
