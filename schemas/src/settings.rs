@@ -77,6 +77,7 @@ pub const TRAIN_KEY_NAMES: &[&str] = &[
     "trainer.device",
     "trainer.experiment",
     "trainer.log_dir",
+    "trainer.dist_timeout_s",
     "model.backbone",
     "model.fusion_mode",
     "model.input_type",
