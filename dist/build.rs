@@ -29,18 +29,26 @@ fn main() {
         .flag_if_supported("-Wno-deprecated-declarations");
     if std::env::var("CARGO_FEATURE_NCCL").is_ok() {
         b.define("USE_C10D_NCCL", None);
-        // CUDA and NCCL headers: the nvidia-* wheels next to torch (site-packages/nvidia/*/include).
+        // The CUDA toolkit's headers (the wheel's cudart package lacks crt/ and nv/target):
+        // CUDA_HOME, else /usr/local/cuda; then the nvidia-* packages next to torch
+        // (site-packages/nvidia/*/include: NCCL, cuBLAS, cuSPARSE, ...).
+        println!("cargo:rerun-if-env-changed=CUDA_HOME");
+        let cuda = std::env::var("CUDA_HOME").unwrap_or_else(|_| "/usr/local/cuda".into());
+        let cuda_inc = PathBuf::from(cuda).join("include");
+        if cuda_inc.is_dir() {
+            b.include(cuda_inc);
+        }
         let nvidia = PathBuf::from(&lib).join("../../nvidia");
         if let Ok(dirs) = std::fs::read_dir(&nvidia) {
             for d in dirs.flatten() {
                 let inc = d.path().join("include");
                 if inc.is_dir() {
-                    b.include(inc);
+                    b.include(&inc);
+                }
+                if inc.join("cccl").is_dir() {
+                    b.include(inc.join("cccl"));
                 }
             }
-        }
-        if let Ok(cuda) = std::env::var("CUDA_HOME") {
-            b.include(PathBuf::from(cuda).join("include"));
         }
         println!("cargo:rustc-link-lib=torch_cuda");
         println!("cargo:rustc-link-lib=c10_cuda");
