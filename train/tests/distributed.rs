@@ -301,10 +301,7 @@ fn a_two_rank_fit_writes_one_run_whose_validation_equals_a_single_eval() {
 fn resume_on_two_ranks_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let cache = tiny_cache(dir.path());
-    // R(2+1)D (BatchNorm kept per rank): the token backbones' resume already differs by
-    // rounding on one process (docs/distributed.md), which this test is not about.
     let extra = [
-        "model.backbone=3dcnn",
         "train.max_epochs=2",
         "train.checkpoint_every_n_steps=2",
         "--nproc",

@@ -304,3 +304,31 @@ fn bf16_convolution_weight_gradients_are_right_for_short_inputs() {
         }
     }
 }
+
+#[test]
+fn a_one_token_grid_accumulates_each_gradient_once() {
+    // 2 frames of 16x16 are one tubelet: the positional embeddings' gradients once came
+    // back as views of one buffer, so in-place accumulation counted them twice.
+    let _guard = lock();
+    for kind in [BackboneKind::Transformer, BackboneKind::Mamba] {
+        let mut c = model_config(kind);
+        c.clip = ClipShape::new(2, 16, 16);
+        c.settings.transformer.dropout = 0.0;
+        c.settings.mamba.dropout = 0.0;
+        tch::manual_seed(3);
+        let mut tr = Trainer::new(&c, dev(), Precision::Fp32, false, 0.0).unwrap();
+        tch::manual_seed(4);
+        let x = Input::rgb(Tensor::randn([2, 2, 3, 2, 16, 16], (Kind::Float, dev())));
+        let y = Tensor::from_slice(&[0i64, 2]).to_device(dev());
+        tr.micro_batch(&x, &y, 0.0, 1, 1).unwrap();
+        let first = tr.gradients();
+        tr.zero_grad();
+        tr.micro_batch(&x, &y, 0.0, 1, 1).unwrap();
+        let again = tr.gradients();
+        let d = max_diff(&first, &again);
+        assert!(
+            d == 0.0,
+            "{kind}: the same batch after zero_grad gives gradients {d} apart"
+        );
+    }
+}

@@ -243,11 +243,12 @@ impl TubeletEmbed {
             .reshape([n, t * h * w, 3 * pt * ph * pw]);
         let weight = self.weight.reshape([self.dim, -1]);
         let tokens = patches.linear(&weight, Some(&self.bias));
-        let pos = (self.pos_time.unsqueeze(1) + self.pos_space.unsqueeze(0)).reshape([
-            1,
-            t * h * w,
-            self.dim,
-        ]);
+        // `* 1.0` gives each embedding's gradient a buffer of its own. With a one-token grid
+        // (t = h = w = 1) the add's backward would hand both the same buffer, as views that
+        // autograd keeps as their .grad; the next in-place accumulation (the following step,
+        // or micro-batch) would then add every gradient twice.
+        let (pt, ps) = (&self.pos_time * 1.0, &self.pos_space * 1.0);
+        let pos = (pt.unsqueeze(1) + ps.unsqueeze(0)).reshape([1, t * h * w, self.dim]);
         tokens + pos
     }
 }
