@@ -133,6 +133,18 @@ impl ProcessGroup {
         })
     }
 
+    /// Joins the group the environment describes ([`Launch::from_env`]: torchrun or Slurm);
+    /// `Ok(None)` for a single process.
+    pub fn from_env(
+        backend: Backend,
+        timeout: Duration,
+    ) -> Result<Option<ProcessGroup>, DistError> {
+        match Launch::from_env()? {
+            Some(l) => ProcessGroup::connect(&l, backend, timeout).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// This process's rank.
     pub fn rank(&self) -> usize {
         self.launch.rank

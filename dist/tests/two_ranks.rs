@@ -66,8 +66,8 @@ fn ranks(
 
 fn group() -> Option<ProcessGroup> {
     std::env::var("MVD_TEST_RANK").ok()?;
-    let launch = Launch::from_env().unwrap().expect("a 2-rank launch");
-    Some(ProcessGroup::connect(&launch, Backend::Gloo, Duration::from_secs(30)).unwrap())
+    let pg = ProcessGroup::from_env(Backend::Gloo, Duration::from_secs(30)).unwrap();
+    Some(pg.expect("a 2-rank launch"))
 }
 
 #[test]

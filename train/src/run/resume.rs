@@ -126,3 +126,61 @@ pub fn check(state: &TrainerState, now: &Session) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+
+    fn state(world: usize, next_batch: usize) -> TrainerState {
+        let config = TrainConfig::load(None, &[]).unwrap();
+        TrainerState {
+            version: 1,
+            epoch: 3,
+            next_batch,
+            global_step: 40,
+            epoch_loss_sum: 5.0,
+            epoch_batches: 8,
+            best: None,
+            bad_epochs: 0,
+            config_yaml: config.to_yaml(),
+            backbone: "transformer".into(),
+            fusion: "logit_mean".into(),
+            views: vec!["front".into()],
+            classes: vec!["a".into(), "b".into()],
+            clip: crate::model::ClipShape::new(8, 32, 32),
+            scaler: None,
+            files: None,
+            segment_s: None,
+            cache_params: None,
+            world_size: world,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_moves_to_the_window_of_the_same_clips_on_another_world() {
+        // 2 ranks stopped after batch 6 of each share: 12 batches of the epoch's order.
+        let mut st = state(2, 6);
+        for_rank(&mut st, 0, 4, 1, true);
+        assert_eq!((st.next_batch, st.world_size), (3, 4));
+        assert_eq!((st.epoch, st.global_step, st.epoch_batches), (3, 40, 8));
+        // Rounded down to an accumulation window, on a rank other than 0 (which keeps the
+        // epoch's loss so far).
+        let mut st = state(2, 6);
+        for_rank(&mut st, 1, 3, 4, true);
+        assert_eq!(
+            (st.next_batch, st.epoch_loss_sum, st.epoch_batches),
+            (4, 0.0, 0)
+        );
+        let mut st = state(3, 5);
+        for_rank(&mut st, 2, 2, 2, true);
+        assert_eq!(
+            st.next_batch, 6,
+            "15 batches' clips -> 7.5 -> window start 6"
+        );
+        // The same world size keeps the very same position.
+        let mut st = state(2, 5);
+        for_rank(&mut st, 0, 2, 4, true);
+        assert_eq!(st.next_batch, 5);
+    }
+}
