@@ -151,7 +151,7 @@ pub fn run(args: &FitArgs, quiet: bool) -> Result<()> {
     if s.world > 1 {
         let c = s.comm;
         println!(
-            "  {} ranks: gradient all-reduce {:.1} ms per step ({:.1} MiB of gradients), {:.1} s in all",
+            "  {} ranks: gradient all-reduce {:.1} ms per step ({:.1} MiB of gradients; waiting for the slowest rank included), {:.1} s in all",
             s.world,
             1e3 * c.seconds / c.syncs.max(1) as f64,
             c.bytes as f64 / 1048576.0,
