@@ -24,11 +24,11 @@ use crate::model::ModelError;
 use crate::optim::adamw::lr_at;
 use crate::optim::loss_scale::GradScaler;
 use crate::optim::precision::Precision;
-use crate::report::metrics::{ConfusionMatrix, EpochMetrics, MetricsCsv};
+use crate::report::metrics::{EpochMetrics, MetricsCsv};
 use crate::report::plot;
 use crate::report::run_dir::RunDir;
 use crate::run::checkpoint::{self, TrainerState};
-use crate::run::eval::{evaluate, Evaluation};
+use crate::run::eval::evaluate;
 use crate::run::launcher;
 use crate::run::ranks::Ranks;
 use crate::run::resume;
@@ -516,7 +516,7 @@ impl Run {
             // The model evaluated (and saved) is rank 0's, BatchNorm statistics included.
             self.ranks.broadcast_model(&self.tr.vs)?;
             let ev = evaluate(&self.tr.model, &self.loader, val, &self.s)?;
-            let (confusion, val_loss) = all_ranks(&self.ranks, &ev)?;
+            let (confusion, val_loss) = self.ranks.sum_evaluation(&ev)?;
             row = row.with_confusion(&confusion);
             row.val_loss = val_loss;
             if let Some(out) = &self.out {
@@ -577,23 +577,4 @@ impl Run {
         }
         Ok(Some(path))
     }
-}
-
-/// Each rank evaluated its share of the validation segments: their confusion matrices and
-/// loss sums, added up (the same on every rank).
-fn all_ranks(ranks: &Ranks, ev: &Evaluation) -> Result<(ConfusionMatrix, f64)> {
-    let n = ev.predictions.len() as f64;
-    let mut sums: Vec<f64> = ev.confusion.counts().iter().map(|&c| c as f64).collect();
-    sums.extend([ev.loss * n, n]);
-    ranks.sum(&mut sums)?;
-    let classes = ev.confusion.num_classes();
-    let mut cm = ConfusionMatrix::new(classes);
-    for (i, &c) in sums.iter().take(classes * classes).enumerate() {
-        cm.add_n(i / classes, i % classes, c.round() as u64)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok((
-        cm,
-        sums[classes * classes] / sums[classes * classes + 1].max(1.0),
-    ))
 }

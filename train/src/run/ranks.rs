@@ -11,6 +11,8 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use crate::error::Result;
+use crate::report::metrics::ConfusionMatrix;
+use crate::run::eval::Evaluation;
 
 /// This process's place in the run: alone, or one rank of a c10d group.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +107,23 @@ impl Ranks {
             values.copy_from_slice(&Vec::<f64>::try_from(&t)?);
         }
         Ok(())
+    }
+
+    /// Each rank evaluated its share of the validation segments: their confusion matrices
+    /// and loss sums, added up (the same on every rank). Returns the matrix and mean loss.
+    pub fn sum_evaluation(&self, ev: &Evaluation) -> Result<(ConfusionMatrix, f64)> {
+        let n = ev.predictions.len() as f64;
+        let mut sums: Vec<f64> = ev.confusion.counts().iter().map(|&c| c as f64).collect();
+        sums.extend([ev.loss * n, n]);
+        self.sum(&mut sums)?;
+        let classes = ev.confusion.num_classes();
+        let mut cm = ConfusionMatrix::new(classes);
+        for (i, &c) in sums.iter().take(classes * classes).enumerate() {
+            cm.add_n(i / classes, i % classes, c.round() as u64)
+                .map_err(|e| e.to_string())?;
+        }
+        let cells = classes * classes;
+        Ok((cm, sums[cells] / sums[cells + 1].max(1.0)))
     }
 
     /// Rank 0's `text` on every rank.
