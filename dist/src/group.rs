@@ -36,6 +36,8 @@ mod ffi {
         pub fn mvd_group_new(
             host: *const c_char,
             port: c_int,
+            serve: c_int,
+            prefix: *const c_char,
             rank: c_int,
             world: c_int,
             backend: c_int,
@@ -106,11 +108,18 @@ impl ProcessGroup {
         }
         let host = CString::new(launch.master_addr.clone())
             .map_err(|_| DistError::Env("MASTER_ADDR contains a NUL byte".into()))?;
+        // torchrun's workers share its agent's store: keys of this attempt under their own
+        // prefix, as PyTorch's workers do.
+        let prefix = CString::new(format!("/mvdrive/attempt_{}", launch.attempt))
+            .map_err(|_| DistError::Env("bad store prefix".into()))?;
+        let serve = launch.rank == 0 && !launch.agent_store;
         let mut err = vec![0u8; ERR_LEN];
         let raw = unsafe {
             ffi::mvd_group_new(
                 host.as_ptr(),
                 launch.master_port as c_int,
+                serve as c_int,
+                prefix.as_ptr(),
                 launch.rank as c_int,
                 launch.world as c_int,
                 (backend == Backend::Nccl) as c_int,
@@ -177,7 +186,21 @@ impl ProcessGroup {
         })
     }
 
+    /// NCCL takes CUDA tensors only: a CPU tensor (a metric, a flag, settings bytes) goes
+    /// through a copy on this rank's GPU. `None` when `t` can be used as it is.
+    fn nccl_copy(&self, t: &Tensor) -> Result<Option<Tensor>, DistError> {
+        if self.backend == Backend::Nccl && t.device() == Device::Cpu {
+            return Ok(Some(t.f_to_device(Device::Cuda(self.launch.local_rank))?));
+        }
+        Ok(None)
+    }
+
     fn all_reduce_one(&self, t: &Tensor, op: Op, name: &'static str) -> Result<(), DistError> {
+        if let Some(d) = self.nccl_copy(t)? {
+            self.all_reduce_one(&d, op, name)?;
+            t.shallow_clone().f_copy_(&d)?;
+            return Ok(());
+        }
         let mut err = vec![0u8; ERR_LEN];
         let ptrs = [t.as_ptr() as *const c_void];
         let rc = unsafe {
@@ -194,6 +217,11 @@ impl ProcessGroup {
     }
 
     fn broadcast_one(&self, t: &Tensor, root: usize) -> Result<(), DistError> {
+        if let Some(d) = self.nccl_copy(t)? {
+            self.broadcast_one(&d, root)?;
+            t.shallow_clone().f_copy_(&d)?;
+            return Ok(());
+        }
         let mut err = vec![0u8; ERR_LEN];
         let rc = unsafe {
             ffi::mvd_broadcast(

@@ -30,6 +30,12 @@ pub struct Launch {
     pub master_port: u16,
     /// Which variables it came from.
     pub launcher: Launcher,
+    /// torchrun's agent already serves the store at MASTER_PORT
+    /// (`TORCHELASTIC_USE_AGENT_STORE=True`): every rank, rank 0 too, joins it as a client.
+    pub agent_store: bool,
+    /// torchrun's restart count (`TORCHELASTIC_RESTART_COUNT`): keys of an earlier attempt
+    /// in a shared store are not this attempt's.
+    pub attempt: u64,
 }
 
 impl Launch {
@@ -114,6 +120,8 @@ impl Launch {
             master_addr,
             master_port: port()?,
             launcher,
+            agent_store: var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.trim() == "True"),
+            attempt: num("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0) as u64,
         }))
     }
 }
@@ -181,6 +189,18 @@ mod tests {
             (1, 4, 1, "10.0.0.2", 29600)
         );
         assert_eq!(l.launcher, Launcher::Torchrun);
+        assert!(!l.agent_store);
+        let l = launch(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(l.agent_store, "rank 0 joins torchrun's agent store");
+        assert_eq!(l.attempt, 2);
     }
 
     #[test]

@@ -67,10 +67,11 @@ c10d::ReduceOp::RedOpType op_of(int op) {
 
 extern "C" {
 
-// Rendezvous at host:port (rank 0 serves the store) and create the process group.
+// Rendezvous at host:port (the store is served by this process when `serve`, else joined as
+// a client; its keys live under `prefix`) and create the process group.
 // backend: 0 = gloo, 1 = nccl. Returns null and fills `err` on failure.
-void* mvd_group_new(const char* host, int port, int rank, int world, int backend,
-                    long long timeout_ms, char* err, size_t err_len) {
+void* mvd_group_new(const char* host, int port, int serve, const char* prefix, int rank,
+                    int world, int backend, long long timeout_ms, char* err, size_t err_len) {
   // c10d logs every failure it throws, with a backtrace, on stderr; the message reaches the
   // caller through `err` instead. TORCH_CPP_LOG_LEVEL (INFO, WARNING, ...) brings them back.
   const char* level = std::getenv("TORCH_CPP_LOG_LEVEL");
@@ -80,12 +81,12 @@ void* mvd_group_new(const char* host, int port, int rank, int world, int backend
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<std::uint16_t>(port);
-    opts.isServer = rank == 0;
+    opts.isServer = serve != 0;
     opts.numWorkers = world;
     opts.waitWorkers = true;
     opts.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
-    auto store = c10::make_intrusive<c10d::PrefixStore>("mvdrive", tcp);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
     auto g = std::make_unique<Group>();
     g->store = tcp;
     if (backend == 1) {

@@ -156,6 +156,8 @@ fn an_unreachable_master_is_named_after_the_timeout() {
         master_addr: "192.0.2.1".into(),
         master_port: free_port(),
         launcher: mvdrive_dist::Launcher::Torchrun,
+        agent_store: false,
+        attempt: 0,
     };
     let start = Instant::now();
     let e = ProcessGroup::connect(&launch, Backend::Gloo, Duration::from_secs(3))

@@ -52,13 +52,13 @@ pub struct Augment {
 }
 
 impl Augment {
-    /// Draws for batch `batch_index` of `epoch` (batches of `batch_size`): `size` samples
-    /// x `views` clips of frames of `cache_hw`, sample-major.
+    /// Draws for the `size` samples at positions `first..first + size` of `epoch`'s order
+    /// (a batch's [`crate::data::loader::Batch::first`]) x `views` clips of frames of
+    /// `cache_hw`, sample-major.
     pub fn draw(
         &self,
         epoch: u64,
-        batch_index: usize,
-        batch_size: usize,
+        first: usize,
         size: usize,
         views: usize,
         cache_hw: (i64, i64),
@@ -66,7 +66,7 @@ impl Augment {
         let c = &self.config;
         let mut out = Vec::with_capacity(size * views);
         for i in 0..size {
-            let position = (batch_index * batch_size + i) as u64;
+            let position = (first + i) as u64;
             let mut rng = Rng::for_item(self.seed ^ SALT, epoch, position);
             let flip = self.flip_labels.is_some() && rng.unit() < 0.5;
             let mut shared = None;
@@ -327,6 +327,8 @@ mod tests {
         }
         let batch = Batch {
             index: 0,
+            first: 0,
+            draw: 0,
             size: 1,
             rgb: Some(rgb),
             kpt: None,
@@ -456,12 +458,12 @@ mod tests {
         let (aug, _) = Augment::new(&aug_config(), &classes, 3).unwrap();
         let aug = aug.unwrap();
         // Batch 1 of size 4 holds positions 4..8, as four batches of 1 would.
-        let whole = aug.draw(2, 1, 4, 4, 2, (30, 40));
+        let whole = aug.draw(2, 4, 4, 2, (30, 40));
         let ones: Vec<ClipDraw> = (4..8)
-            .flat_map(|b| aug.draw(2, b, 1, 1, 2, (30, 40)))
+            .flat_map(|b| aug.draw(2, b, 1, 2, (30, 40)))
             .collect();
         assert_eq!(whole, ones);
-        assert_ne!(whole, aug.draw(3, 1, 4, 4, 2, (30, 40)));
+        assert_ne!(whole, aug.draw(3, 4, 4, 2, (30, 40)));
         for d in &whole {
             let r = d.window;
             assert!(r.y >= 0 && r.x >= 0 && r.y + r.h <= 30 && r.x + r.w <= 40);

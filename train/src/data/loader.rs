@@ -24,8 +24,12 @@ use crate::error::{Result, TrainError};
 /// One batch, still in bytes.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Position of the batch in its epoch.
+    /// Position of the batch in its epoch (among this rank's batches).
     pub index: usize,
+    /// Position in the epoch's order of its first clip ([`Sampler::first_position`]).
+    pub first: usize,
+    /// Its index among every rank's batches of the epoch ([`Sampler::draw_index`]).
+    pub draw: usize,
     /// Clips in the batch (B).
     pub size: usize,
     /// `[B, V, T, H, W, 3]` RGB bytes, when RGB is loaded.
@@ -346,6 +350,8 @@ impl Loader {
         }
         Ok(Batch {
             index,
+            first: index * b,
+            draw: index,
             size: b,
             rgb,
             kpt: kpt.map(|(v, m, _)| (v, m)),
@@ -431,10 +437,10 @@ impl Prefetch {
             handles.push(std::thread::spawn(move || {
                 let mut b = start + w;
                 while b < end {
-                    let items = sampler.batch(&order, b);
-                    let frames =
-                        loader.frames_for(&sampler, &items, epoch, b * sampler.batch_size, pick);
-                    if tx.send(loader.load(b, &items, &frames)).is_err() {
+                    if tx
+                        .send(load_batch(&loader, &sampler, &order, epoch, b, pick))
+                        .is_err()
+                    {
                         return; // the consumer stopped
                     }
                     b += workers;
@@ -453,6 +459,25 @@ impl Prefetch {
     }
 }
 
+/// Batch `b` of this rank's share of `order`, its clips picked as `pick` says, with its
+/// positions in the epoch set.
+fn load_batch(
+    loader: &Loader,
+    sampler: &Sampler,
+    order: &[Item],
+    epoch: u64,
+    b: usize,
+    pick: ClipPick,
+) -> Result<Batch> {
+    let items = sampler.batch(order, b);
+    let first = sampler.first_position(order.len(), b);
+    let frames = loader.frames_for(sampler, &items, epoch, first, pick);
+    let mut batch = loader.load(b, &items, &frames)?;
+    batch.first = first;
+    batch.draw = sampler.draw_index(b);
+    Ok(batch)
+}
+
 impl Iterator for Prefetch {
     type Item = Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
@@ -462,9 +487,7 @@ impl Iterator for Prefetch {
         let b = self.next;
         self.next += 1;
         if let Some((loader, sampler, order, epoch, pick)) = &self.inline {
-            let items = sampler.batch(order, b);
-            let frames = loader.frames_for(sampler, &items, *epoch, b * sampler.batch_size, *pick);
-            return Some(loader.load(b, &items, &frames));
+            return Some(load_batch(loader, sampler, order, *epoch, b, *pick));
         }
         // Worker w makes batches first + w, first + w + W, ...: read them round-robin.
         let rx = &self.receivers[(b - self.first) % self.receivers.len()];

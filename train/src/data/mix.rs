@@ -64,7 +64,8 @@ pub fn beta(rng: &mut Rng, alpha: f64) -> f64 {
     }
 }
 
-/// The mixing of batch `batch_index` of `epoch` (`size` samples), or `None` when mixing
+/// The mixing of batch `batch_index` of `epoch` (`size` samples; in a multi-process run,
+/// the index among every rank's batches, [`crate::data::loader::Batch::draw`]), or `None` when mixing
 /// is off or the batch has one sample.
 pub fn draw(
     c: &AugConfig,

@@ -148,15 +148,35 @@ impl Sampler {
         order
     }
 
-    /// The items of batch `b` of `epoch` (of this rank's share).
-    pub fn batch(&self, order: &[Item], b: usize) -> Vec<Item> {
+    /// Where this rank's batch `b` lies in an epoch order of `order_len` items: (position
+    /// of its first item, its size).
+    fn span(&self, order_len: usize, b: usize) -> (usize, usize) {
         let Shard { rank, world } = self.shard;
         let world = world.max(1);
-        let used = order.len() / world * world;
+        let used = order_len / world * world;
         let start = (b * self.batch_size * world).min(used);
         let end = (start + self.batch_size * world).min(used);
         let part = (end - start) / world;
-        order[start + rank * part..start + (rank + 1) * part].to_vec()
+        (start + rank * part, part)
+    }
+
+    /// The items of batch `b` of `epoch` (of this rank's share).
+    pub fn batch(&self, order: &[Item], b: usize) -> Vec<Item> {
+        let (first, n) = self.span(order.len(), b);
+        order[first..first + n].to_vec()
+    }
+
+    /// Position in the epoch's order of the first item of this rank's batch `b`: per-clip
+    /// random draws key on it, so each rank's clips draw differently, and the same as one
+    /// process with the whole global batch.
+    pub fn first_position(&self, order_len: usize, b: usize) -> usize {
+        self.span(order_len, b).0
+    }
+
+    /// Which of the epoch's batches this rank's batch `b` is, counting every rank's
+    /// (`b x world + rank`; `b` alone): per-batch draws (mixing) key on it.
+    pub fn draw_index(&self, b: usize) -> usize {
+        b * self.shard.world.max(1) + self.shard.rank
     }
 }
 
@@ -263,6 +283,12 @@ mod tests {
                 assert!(parts
                     .iter()
                     .all(|p| p.len() == parts[0].len() && !p.is_empty()));
+                // Each part knows where it starts in the order (its clips' draws key on it).
+                for (r, p) in parts.iter().enumerate() {
+                    let first = shards[r].first_position(order.len(), b);
+                    assert_eq!(order[first], p[0]);
+                    assert_eq!(shards[r].draw_index(b), b * world + r);
+                }
                 // Together: the batch of one process with world x batch_size.
                 let joined: Vec<Item> = parts.concat();
                 assert_eq!(

@@ -117,6 +117,9 @@ struct Run {
 /// Runs `train fit` and prints its summary on stdout.
 pub fn run(args: &FitArgs, quiet: bool) -> Result<()> {
     if let Some(n) = args.nproc.filter(|&n| n > 1) {
+        if Launch::from_env()?.is_some() {
+            return Err("--nproc starts its own ranks; under torchrun or srun leave it out".into());
+        }
         return launcher::run_local(n as usize, quiet);
     }
     let s = fit(args, quiet)?;
@@ -172,9 +175,6 @@ pub fn fit(args: &FitArgs, quiet: bool) -> Result<FitSummary> {
         None => TrainConfig::load(args.config.as_deref(), &args.overrides)?,
     };
     let launch = Launch::from_env()?;
-    if args.nproc.is_some_and(|n| n > 1) && launch.is_some() {
-        return Err("--nproc starts its own ranks; under torchrun or srun leave it out".into());
-    }
     let settings = config.to_yaml();
     if let Some(l) = &launch {
         // Each rank of a CUDA run takes the GPU of its LOCAL_RANK.
@@ -261,6 +261,13 @@ impl Run {
         };
         let accum = c.train.accumulate_grad_batches.max(1);
         let batches = train.batches();
+        if batches == 0 {
+            return Err(format!(
+                "{} training segments cannot be shared by {world} ranks (each needs at least one); use fewer ranks",
+                train.items.len()
+            )
+            .into());
+        }
         let steps_per_epoch = batches.div_ceil(accum) as u64;
         let plan = Plan {
             batches,
@@ -410,11 +417,15 @@ impl Run {
             // may be shorter (it steps with what it has, see `crate::run::trainer`).
             let window = accum.min(batches - window_start);
             // Unique per micro-batch: (step, position in its window).
-            let micro_seed = (c.seed as i64).wrapping_mul(1_000_003).wrapping_add(
-                (self.st.global_step as i64)
-                    .wrapping_mul(accum as i64)
-                    .wrapping_add((b - window_start) as i64),
-            );
+            // Unique per rank too, so ranks draw different dropout masks.
+            let micro_seed = (c.seed as i64)
+                .wrapping_mul(1_000_003)
+                .wrapping_add(
+                    (self.st.global_step as i64)
+                        .wrapping_mul(accum as i64)
+                        .wrapping_add((b - window_start) as i64),
+                )
+                .wrapping_add((self.ranks.rank() as i64) << 40);
             let lv = self
                 .tr
                 .micro_batch(&x, &y, c.label_smoothing, window, micro_seed)?;

@@ -94,7 +94,13 @@ fn wait_all(mut children: Vec<Child>) -> Result<()> {
     loop {
         for (i, c) in children.iter_mut().enumerate() {
             if status[i].is_none() {
-                status[i] = c.try_wait().map_err(|e| format!("rank {i}: {e}"))?;
+                status[i] = match c.try_wait() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        stop(&mut children);
+                        return Err(format!("--nproc: lost track of rank {i}: {e}").into());
+                    }
+                };
                 if status[i].is_some_and(|s| !s.success()) && failed_at.is_none() {
                     failed_at = Some((i, Instant::now()));
                 }

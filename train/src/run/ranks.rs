@@ -80,8 +80,7 @@ impl Ranks {
             )
             .into()),
             None if n > 0 => Err(format!(
-                "{n} rank(s) were started with settings different from rank {}'s (their errors name the key): every rank must get the same --config and key=value settings",
-                g.rank()
+                "{n} rank(s) were started with settings different from rank 0's (their errors name the key): every rank must get the same --config and key=value settings"
             )
             .into()),
             None => Ok(()),

@@ -331,8 +331,7 @@ impl Session {
             return Ok((self.input(batch)?, y));
         };
         let views = self.model.num_views as usize;
-        let bs = self.config.data.batch_size;
-        let draws = aug.draw(epoch, batch.index, bs, batch.size, views, self.cache_hw());
+        let draws = aug.draw(epoch, batch.first, batch.size, views, self.cache_hw());
         let spatial = Spatial::Augmented {
             draws: &draws,
             grey: aug.config.grey,
@@ -340,7 +339,7 @@ impl Session {
         };
         let mut x = to_input(batch, &self.model, self.cache_hw(), self.device, spatial)?;
         let labels = aug.labels(&batch.labels, &draws, views);
-        let mixing = mix::draw(&aug.config, aug.seed, epoch, batch.index, batch.size);
+        let mixing = mix::draw(&aug.config, aug.seed, epoch, batch.draw, batch.size);
         match (mixing, &x.rgb) {
             (Some(d), Some(rgb)) => {
                 let (rgb, y) = mix::apply(rgb, &labels, self.model.num_classes, &d);
