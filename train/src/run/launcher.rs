@@ -69,6 +69,19 @@ pub fn run_local(n: usize, quiet: bool) -> Result<()> {
         if std::env::var_os("GLOO_SOCKET_IFNAME").is_none() && addr == "127.0.0.1" {
             c.env("GLOO_SOCKET_IFNAME", "lo");
         }
+        // A rank outlives no launcher: if this process dies (even by SIGKILL), the kernel
+        // sends its ranks SIGTERM.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe, called in the child between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
         match c.spawn() {
             Ok(child) => children.push(child),
             Err(e) => {
