@@ -10,6 +10,7 @@ use mvdrive_dist::{Backend, Launch, ProcessGroup};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use crate::config::{Settings, KEYS};
 use crate::error::Result;
 use crate::report::metrics::ConfusionMatrix;
 use crate::run::eval::Evaluation;
@@ -144,50 +145,28 @@ impl Ranks {
     }
 }
 
-/// The first `section.key` whose value differs between two resolved configurations (the
-/// YAML of [`crate::config::TrainConfig::to_yaml`]): (key, value in `a`, value in `b`).
+/// The first key (in `train keys` order) whose value differs between two resolved
+/// configurations (the YAML of [`crate::config::TrainConfig::to_yaml`]), read back through
+/// [`Settings`]: (key, value in `a`, value in `b`).
 pub fn first_difference(a: &str, b: &str) -> Option<(String, String, String)> {
-    let entries = |y: &str| -> Vec<(String, String)> {
-        let mut section = String::new();
-        let mut out = Vec::new();
-        for line in y.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            if !line.starts_with(' ') {
-                section = line.trim_end_matches(':').to_string();
-            } else if let Some((k, v)) = line.trim().split_once(':') {
-                out.push((
-                    format!("{section}.{k}"),
-                    v.trim().trim_matches('"').to_string(),
-                ));
-            }
-        }
-        out
+    let read = |y: &str| {
+        let mut s = Settings::default();
+        s.apply_yaml(y).map(|_| s)
     };
-    let (ea, eb) = (entries(a), entries(b));
-    for (x, y) in ea.iter().zip(&eb) {
-        if x != y {
-            let key = if x.0 == y.0 {
-                x.0.clone()
-            } else {
-                x.0.clone().min(y.0.clone())
+    match (read(a), read(b)) {
+        (Ok(x), Ok(y)) => KEYS
+            .iter()
+            .map(|k| k.name)
+            .find(|k| x.raw(k) != y.raw(k))
+            .map(|k| (k.to_string(), x.raw(k).to_string(), y.raw(k).to_string())),
+        // Another mvdrive version's settings (an unknown key): name the whole file.
+        _ => (a != b).then(|| {
+            let what = |r: &Result<Settings, _>| match r {
+                Ok(_) => "readable settings".to_string(),
+                Err(e) => format!("settings this version cannot read ({e})"),
             };
-            return Some((key, x.1.clone(), y.1.clone()));
-        }
-    }
-    match ea.len().cmp(&eb.len()) {
-        std::cmp::Ordering::Equal => None,
-        std::cmp::Ordering::Greater => Some((
-            ea[eb.len()].0.clone(),
-            ea[eb.len()].1.clone(),
-            "(unknown key)".into(),
-        )),
-        std::cmp::Ordering::Less => Some((
-            eb[ea.len()].0.clone(),
-            "(unknown key)".into(),
-            eb[ea.len()].1.clone(),
-        )),
+            ("the settings".to_string(), what(&read(a)), what(&read(b)))
+        }),
     }
 }
 
