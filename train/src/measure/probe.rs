@@ -119,6 +119,10 @@ pub struct ProbeReport {
     /// Trainable parameters of the model.
     #[serde(default)]
     pub parameters: i64,
+    /// The caching CPU allocator's counters at the end (`None` when it is not installed:
+    /// `MVDRIVE_CPU_ALLOCATOR=glibc`, or a library caller that did not install it).
+    #[serde(default)]
+    pub cpu_allocator: Option<crate::run::allocator::CachingStats>,
     /// Mean wall time of one timed optimizer step (all its micro-batches), seconds.
     pub seconds_per_step: f64,
     /// Wall time of the warm-up step, seconds.
@@ -305,6 +309,7 @@ pub fn probe(cache: &Path, settings: &Settings, steps: usize) -> Result<ProbeRep
         peak_rss_bytes: peak_rss_bytes(),
         device_baseline_bytes: device_baseline,
         peak_device_bytes: peak_device,
+        cpu_allocator: crate::run::allocator::caching_stats(),
         model_state_bytes: model_state_bytes(&tr),
         parameters: tr.opt.params.iter().map(|(_, p)| p.numel() as i64).sum(),
         seconds_per_step: if steps == 0 {
@@ -322,6 +327,8 @@ pub fn probe(cache: &Path, settings: &Settings, steps: usize) -> Result<ProbeRep
 }
 
 /// How a probe in a child process ended.
+// One value per probe, moved a few times: the size of `Measured` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeOutcome {
     /// It ran to the end.

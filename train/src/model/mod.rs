@@ -25,6 +25,7 @@
 //! `scripts/export_torchvision.py` loads by name and gives torchvision's logits.
 
 pub mod backbones;
+pub mod dropout;
 pub mod pretrained;
 pub mod pytorchvideo;
 pub mod summary;

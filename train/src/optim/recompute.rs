@@ -14,10 +14,14 @@
 //!   The head runs with autograd on a detached copy of the last output, and the loss is
 //!   back-propagated to it. Then, from the last segment to the first, each segment is run
 //!   again from its saved input with autograd on, and its output is back-propagated with the
-//!   gradient that arrived from above (`out.dot(grad).backward()` on the flattened tensors,
-//!   whose gradient with respect to `out` is exactly `grad`); the gradient of its input goes on down. At any time
-//!   only one segment's activations are alive: peak memory drops from the whole network to
-//!   the segment inputs plus the largest segment.
+//!   gradient that arrived from above (`out.backward(grad)`, through a small C++ shim in
+//!   `backward.cpp` because tch has no `backward` with a gradient); the gradient of its
+//!   input goes on down. At any time only one segment's activations are alive: peak memory
+//!   drops from the whole network to the segment inputs plus the largest segment.
+//! - **The kept tail** ([`kept_tail`]): the last segment that is not light (not a final
+//!   norm) and those after it are never recomputed. Their recompute would run right after
+//!   the first pass, with the same activations alive as their kept graph, so keeping the
+//!   graph costs no peak memory and saves one block's forward.
 //!
 //! Two things make the recomputed segment identical to the first run:
 //! - **Dropout masks**: before each segment runs (first run and recompute) the torch RNG is
@@ -31,6 +35,7 @@
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
+use crate::model::backbones::Segment;
 use crate::model::{Input, MultiViewModel};
 
 /// Which backbone segments gradient checkpointing recomputes (`model.checkpoint_segments`):
@@ -112,6 +117,43 @@ struct Unit {
     input: Tensor,
     /// The kept run's output, with its graph.
     output: Option<Tensor>,
+}
+
+extern "C" {
+    fn mvdrive_backward_with_grad(
+        out: *const torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        err: *mut std::ffi::c_char,
+        err_len: usize,
+    ) -> i32;
+}
+
+/// Back-propagates from `out` with `grad` as its gradient (`out.backward(grad)` in
+/// PyTorch). Panics, like tch's `backward`, if autograd fails (shapes are ours, not the
+/// user's: `grad` is the gradient autograd computed for this very output).
+fn backward_with_grad(out: &Tensor, grad: &Tensor) {
+    let mut err = [0 as std::ffi::c_char; 512];
+    // SAFETY: both pointers are live at::Tensor handles owned by tch for the whole call;
+    // `err` is a writable buffer of the length passed.
+    let rc = unsafe {
+        mvdrive_backward_with_grad(out.as_ptr(), grad.as_ptr(), err.as_mut_ptr(), err.len())
+    };
+    if rc != 0 {
+        // SAFETY: the shim NUL-terminates the message within the buffer.
+        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+        panic!(
+            "backward of a recomputed segment: {}",
+            msg.to_string_lossy()
+        );
+    }
+}
+
+/// The first segment of the tail that checkpointing never recomputes: the last segment
+/// that is not [`Segment::light`], and everything after it. Its recompute would run right
+/// after the first pass, so keeping its graph instead costs no extra peak memory (the same
+/// activations would be alive during its backward) and saves one segment's forward.
+pub fn kept_tail(segments: &[Segment<'_>]) -> usize {
+    segments.iter().rposition(|s| !s.light).unwrap_or(0)
 }
 
 /// The torch seed set before segment `i` of a micro-batch seeded `seed`.
@@ -212,9 +254,10 @@ pub fn forward_backward(
     for (si, stream) in streams.iter().enumerate() {
         let mut chain: Vec<Unit> = Vec::new();
         let mut h = stream.input.shallow_clone();
+        let tail = kept_tail(&stream.segments);
         for (i, seg) in stream.segments.iter().enumerate() {
             tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
-            let recompute = opts.segments.recomputes(i);
+            let recompute = i < tail && opts.segments.recomputes(i);
             let extends = !recompute && chain.last().is_some_and(|u| u.output.is_some());
             if !extends {
                 // A new unit starts here: its input is a leaf (the model input needs none).
@@ -267,8 +310,7 @@ pub fn forward_backward(
                     autocast(opts.autocast, || stream.segments[i].forward_t(&xi, true))
                 }
             };
-            // d(out . grad)/d(out) = grad; a dot product allocates no out-sized product.
-            out.flatten(0, -1).dot(&grad.flatten(0, -1)).backward();
+            backward_with_grad(&out, &grad);
             drop(out);
             if unit.first > 0 {
                 grad = xi.grad();

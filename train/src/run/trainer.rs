@@ -105,9 +105,6 @@ impl Trainer {
         weight_decay: f64,
     ) -> Result<Trainer> {
         precision.check_device(device)?;
-        if checkpointing && device == Device::Cpu {
-            crate::run::allocator::for_checkpointing();
-        }
         let vs = VarStore::new(device);
         let model = MultiViewModel::new(&vs.root(), config.clone())?;
         let opt = AdamW::new(

@@ -40,6 +40,11 @@ pub struct Segment<'a> {
     pub name: &'static str,
     /// The module itself: one tensor in, one tensor out.
     pub module: &'a dyn ModuleT,
+    /// Few activations next to the other segments' (a final norm): gradient checkpointing
+    /// keeps the graph of the last segment that is not light and of everything after it,
+    /// since their recompute would follow the first pass at once (see
+    /// [`crate::optim::recompute`]).
+    pub light: bool,
 }
 
 impl Segment<'_> {

@@ -363,22 +363,27 @@ impl VideoResNet {
             Segment {
                 name: "stem",
                 module: &self.stem,
+                light: false,
             },
             Segment {
                 name: LAYER_NAMES[0],
                 module: &self.layers[0],
+                light: false,
             },
             Segment {
                 name: LAYER_NAMES[1],
                 module: &self.layers[1],
+                light: false,
             },
             Segment {
                 name: LAYER_NAMES[2],
                 module: &self.layers[2],
+                light: false,
             },
             Segment {
                 name: LAYER_NAMES[3],
                 module: &self.layers[3],
+                light: false,
             },
         ]
     }
@@ -424,12 +429,14 @@ impl Backbone for VideoResNet {
         let mut out = vec![Segment {
             name: "stem",
             module: &self.stem,
+            light: false,
         }];
         for (layer, names) in self.layers.iter().zip(BLOCK_NAMES) {
             for (block, name) in layer.blocks().iter().zip(names) {
                 out.push(Segment {
                     name,
                     module: block,
+                    light: false,
                 });
             }
         }

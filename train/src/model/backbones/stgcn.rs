@@ -536,9 +536,14 @@ impl Backbone for Stgcn {
         segments.push(Segment {
             name: "data_bn",
             module: &self.data_bn,
+            light: false,
         });
         for (name, unit) in UNIT_NAMES.iter().zip(&self.units) {
-            segments.push(Segment { name, module: unit });
+            segments.push(Segment {
+                name,
+                module: unit,
+                light: false,
+            });
         }
         segments
     }

@@ -474,16 +474,19 @@ impl Backbone for X3d {
         segments.push(Segment {
             name: "stem",
             module: &self.stem,
+            light: false,
         });
         for (name, stage) in STAGE_NAMES.iter().zip(&self.stages) {
             segments.push(Segment {
                 name,
                 module: stage,
+                light: false,
             });
         }
         segments.push(Segment {
             name: "head",
             module: &self.head,
+            light: false,
         });
         segments
     }
