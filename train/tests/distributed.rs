@@ -174,7 +174,18 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
         let (mut grads, mut weights) = (0f64, 0f64);
         for ((name, a), (other, b)) in single.iter().zip(&two) {
             assert_eq!(name, other);
-            let d = (a - b).abs().max().double_value(&[]);
+            let mut diff = (a - b).abs();
+            if name.ends_with("qkv.bias") {
+                // The key bias gets a zero gradient up to rounding (softmax ignores it), and
+                // Adam divides each gradient by its own running size: its weight moves by a
+                // rounding-driven amount (up to lr). Only the query and value biases count.
+                let third = diff.size()[0] / 3;
+                diff = Tensor::cat(
+                    &[diff.narrow(0, 0, third), diff.narrow(0, 2 * third, third)],
+                    0,
+                );
+            }
+            let d = diff.max().double_value(&[]);
             if name.starts_with("g.") {
                 grads = grads.max(d);
             } else {
@@ -185,11 +196,8 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
             grads <= 1e-5,
             "{kind}: 2 ranks x B vs 1 x 2B: gradients differ by {grads}"
         );
-        // Adam divides each gradient by its own running size, so a gradient that is zero up
-        // to rounding (attention's key bias: softmax ignores it) moves its weight by a
-        // rounding-driven amount; at lr 1e-2 a sign flip alone would differ by 2e-2.
         assert!(
-            weights <= 1e-4,
+            weights <= 1e-5,
             "{kind}: 2 ranks x B vs 1 x 2B: weights after 3 steps differ by {weights}"
         );
     }

@@ -55,11 +55,8 @@ impl AdamW {
 
     /// Zero every gradient.
     pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
+        for (_, p) in &self.params {
+            crate::optim::autograd::clear_grad(p);
         }
     }
 
@@ -99,11 +96,24 @@ impl AdamW {
                     continue;
                 }
                 let lr = lr * mult;
+                if lr == 0.0 {
+                    // Moments still move, as in PyTorch; the weights do not.
+                    let _ = m.lerp_(g, 1.0 - b1);
+                    let _ = v.lerp_(&g.square(), 1.0 - b2);
+                    continue;
+                }
+                // In place, with at most one parameter-sized temporary alive at a time
+                // (the step's peak memory is state + gradients + one of these).
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                let _ = m.g_mul_scalar_(b1).g_add_(&(g * (1.0 - b1)));
-                let _ = v.g_mul_scalar_(b2).g_add_(&(g * g * (1.0 - b2)));
-                let denom = (&*v / c2).sqrt() + self.eps;
-                let _ = p.g_sub_(&((&*m / c1) / denom * lr));
+                let _ = m.lerp_(g, 1.0 - b1);
+                let _ = v.lerp_(&g.square(), 1.0 - b2);
+                // p -= lr / c1 * m / (sqrt(v / c2) + eps), as p += m / denom with the
+                // factor folded into denom.
+                let mut denom = v.sqrt();
+                let _ = denom.g_mul_scalar_(1.0 / c2.sqrt());
+                let _ = denom.g_add_scalar_(self.eps);
+                let _ = denom.g_mul_scalar_(-c1 / lr);
+                let _ = p.addcdiv_(m, &denom);
             }
         });
     }

@@ -3,6 +3,7 @@
 //! copies), [`recompute`] (gradient checkpointing over backbone segments).
 
 pub mod adamw;
+pub mod autograd;
 pub mod loss_scale;
 pub mod precision;
 pub mod recompute;

@@ -86,21 +86,31 @@ impl HalfCopy {
         });
     }
 
-    /// Add the copy's gradients, as float32, to `acc` (one per `params`, by name, created
-    /// as zeros when empty), and clear the copy's gradients.
+    /// Add the copy's gradients, as float32, to `acc` (one per `params`, by name; when
+    /// empty, filled with the copies themselves, or zeros where the copy has none), and set
+    /// the copy's gradients to none. One parameter at a time, so the bf16 gradients are
+    /// freed as their float32 copies appear: they never all coexist with `acc`.
     pub fn take_grads(&self, params: &[(String, Tensor)], acc: &mut Vec<Tensor>) {
         let h = self.vs.variables();
+        let fresh = acc.is_empty();
         tch::no_grad(|| {
-            if acc.is_empty() {
-                *acc = params.iter().map(|(_, p)| p.zeros_like()).collect();
-            }
-            for ((name, _), a) in params.iter().zip(acc.iter_mut()) {
-                if let Some(p) = h.get(name) {
-                    let mut g = p.grad();
-                    if g.defined() {
-                        let _ = a.g_add_(&g.to_kind(Kind::Float));
-                        let _ = g.zero_();
+            for (i, (name, master)) in params.iter().enumerate() {
+                let half = h.get(name);
+                let g = half.map(|p| p.grad()).filter(|g| g.defined());
+                // A float32 parameter of the copy (BatchNorm) hands over its own gradient:
+                // `to_kind` returns it as it is, and clearing it below lets autograd
+                // allocate a new one next time.
+                let g32 = g.map(|g| g.to_kind(Kind::Float));
+                match (fresh, g32) {
+                    (true, Some(g32)) => acc.push(g32),
+                    (true, None) => acc.push(master.zeros_like()),
+                    (false, Some(g32)) => {
+                        let _ = acc[i].g_add_(&g32);
                     }
+                    (false, None) => {}
+                }
+                if let Some(p) = half {
+                    crate::optim::autograd::clear_grad(p);
                 }
             }
         });

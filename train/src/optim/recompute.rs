@@ -15,7 +15,7 @@
 //!   back-propagated to it. Then, from the last segment to the first, each segment is run
 //!   again from its saved input with autograd on, and its output is back-propagated with the
 //!   gradient that arrived from above (`out.backward(grad)`, through a small C++ shim in
-//!   `backward.cpp` because tch has no `backward` with a gradient); the gradient of its
+//!   `optim/autograd.rs` because tch has no `backward` with a gradient); the gradient of its
 //!   input goes on down. At any time only one segment's activations are alive: peak memory
 //!   drops from the whole network to the segment inputs plus the largest segment.
 //! - **The kept tail** ([`kept_tail`]): the last segment that is not light (not a final
@@ -37,6 +37,7 @@ use tch::{Kind, Tensor};
 
 use crate::model::backbones::Segment;
 use crate::model::{Input, MultiViewModel};
+use crate::optim::autograd::backward_with_grad;
 
 /// Which backbone segments gradient checkpointing recomputes (`model.checkpoint_segments`):
 /// the dial between memory and time.
@@ -117,35 +118,6 @@ struct Unit {
     input: Tensor,
     /// The kept run's output, with its graph.
     output: Option<Tensor>,
-}
-
-extern "C" {
-    fn mvdrive_backward_with_grad(
-        out: *const torch_sys::C_tensor,
-        grad: *const torch_sys::C_tensor,
-        err: *mut std::ffi::c_char,
-        err_len: usize,
-    ) -> i32;
-}
-
-/// Back-propagates from `out` with `grad` as its gradient (`out.backward(grad)` in
-/// PyTorch). Panics, like tch's `backward`, if autograd fails (shapes are ours, not the
-/// user's: `grad` is the gradient autograd computed for this very output).
-fn backward_with_grad(out: &Tensor, grad: &Tensor) {
-    let mut err = [0 as std::ffi::c_char; 512];
-    // SAFETY: both pointers are live at::Tensor handles owned by tch for the whole call;
-    // `err` is a writable buffer of the length passed.
-    let rc = unsafe {
-        mvdrive_backward_with_grad(out.as_ptr(), grad.as_ptr(), err.as_mut_ptr(), err.len())
-    };
-    if rc != 0 {
-        // SAFETY: the shim NUL-terminates the message within the buffer.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
-        panic!(
-            "backward of a recomputed segment: {}",
-            msg.to_string_lossy()
-        );
-    }
 }
 
 /// The first segment of the tail that checkpointing never recomputes: the last segment

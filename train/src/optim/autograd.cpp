@@ -1,6 +1,6 @@
-// Back-propagation from a tensor with a given gradient (`out.backward(grad)`), which tch
-// does not expose: gradient checkpointing hands each recomputed segment the gradient of
-// its output. See train/src/optim/recompute.rs.
+// The two autograd calls tch does not expose: `out.backward(grad)` (gradient checkpointing
+// hands each recomputed segment the gradient of its output) and setting a gradient to
+// none (PyTorch's `zero_grad(set_to_none=True)`). See train/src/optim/autograd.rs.
 #include <ATen/core/Tensor.h>
 
 #include <cstring>
@@ -23,5 +23,10 @@ int mvdrive_backward_with_grad(const at::Tensor* out, const at::Tensor* grad, ch
     return 1;
   }
 }
+
+/// Drops the gradient of `t` (it becomes undefined, its memory is freed unless another
+/// handle holds it). Cannot fail: `mutable_grad` on a tensor without autograd metadata
+/// creates it.
+void mvdrive_clear_grad(const at::Tensor* t) { t->mutable_grad().reset(); }
 
 }  // extern "C"
