@@ -73,3 +73,36 @@ fn the_caching_allocator_reuses_bounds_and_returns_memory() {
     let end = caching_stats().unwrap();
     assert_eq!((end.live, end.mapped), (0, 0), "{end:?}");
 }
+
+/// The `train` binary installs the allocator at start unless told `glibc`, and a bad
+/// setting is a one-line error naming the variable.
+#[test]
+fn the_train_binary_chooses_its_allocator_from_the_environment() {
+    let info = |value: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_train"));
+        c.arg("info");
+        match value {
+            Some(v) => c.env("MVDRIVE_CPU_ALLOCATOR", v),
+            None => c.env_remove("MVDRIVE_CPU_ALLOCATOR"),
+        };
+        let o = c.output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (o.status.success(), text(&o.stdout), text(&o.stderr))
+    };
+    let (ok, out, _) = info(None);
+    assert!(ok && out.contains("cpu allocator:  caching"), "{out}");
+    let (ok, out, _) = info(Some("caching:64KiB"));
+    assert!(ok && out.contains("cpu allocator:  caching"), "{out}");
+    let (ok, out, _) = info(Some("glibc"));
+    assert!(
+        ok && out.contains("cpu allocator:  libtorch's own"),
+        "{out}"
+    );
+    let (ok, _, err) = info(Some("caching:1GiB"));
+    assert!(!ok, "a bad value is refused");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("MVDRIVE_CPU_ALLOCATOR=`caching:1GiB`"),
+        "{err}"
+    );
+}

@@ -14,6 +14,14 @@ pub fn info() {
     println!("tch 0.24.0 (libtorch 2.11.0)");
     println!("cuda available: {}", tch::Cuda::is_available());
     println!("cuda devices:   {}", tch::Cuda::device_count());
+    let allocator = match crate::run::allocator::caching_stats() {
+        Some(_) => format!(
+            "caching ({}=glibc turns it off)",
+            crate::run::allocator::ENV
+        ),
+        None => "libtorch's own (glibc malloc)".to_string(),
+    };
+    println!("cpu allocator:  {allocator}");
     let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
     println!(
         "cpu tensor check: sum([1,2,3]) = {}",
