@@ -79,6 +79,11 @@ extern "C" {
 /// `glibc`. Call it first in `main`, before any tensor exists.
 pub fn tune() -> Result<Choice, String> {
     let choice = parse(std::env::var(ENV).ok().as_deref())?;
+    if std::env::var_os("MVDRIVE_MMAP_THRESHOLD").is_some() {
+        eprintln!(
+            "note: MVDRIVE_MMAP_THRESHOLD is no longer read: train caches its CPU memory itself ({ENV}=glibc turns that off)"
+        );
+    }
     if let Choice::Caching { min_bytes } = choice {
         install_caching(min_bytes);
     }
