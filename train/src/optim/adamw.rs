@@ -15,6 +15,12 @@ pub struct AdamW {
     pub v: Vec<Tensor>,
     /// Steps taken.
     pub step: u64,
+    /// Steps each parameter took (with a gradient and a nonzero learning-rate factor), as
+    /// PyTorch counts them: a parameter that starts updating late (a backbone unfrozen after
+    /// `train.freeze_backbone_epochs`) starts its bias correction at 1, not at the global
+    /// step, where corrections near 1 over zero moments would make its first steps several
+    /// times the learning rate.
+    pub steps: Vec<u64>,
     /// Beta 1.
     pub beta1: f64,
     /// Beta 2.
@@ -35,8 +41,10 @@ impl AdamW {
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let lr_mult = vec![1.0; params.len()];
+        let steps = vec![0; params.len()];
         AdamW {
             lr_mult,
+            steps,
             params,
             m,
             v,
@@ -80,21 +88,23 @@ impl AdamW {
     /// bf16 compute copy of the model); undefined gradients leave their parameter alone.
     pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) {
         self.step += 1;
-        let t = self.step as i32;
         let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(t);
-        let c2 = 1.0 - b2.powi(t);
         tch::no_grad(|| {
-            for ((((_, p), (m, v)), g), &mult) in self
+            for (((((_, p), (m, v)), g), &mult), t) in self
                 .params
                 .iter_mut()
                 .zip(self.m.iter_mut().zip(self.v.iter_mut()))
                 .zip(grads)
                 .zip(&self.lr_mult)
+                .zip(self.steps.iter_mut())
             {
                 if !g.defined() || mult == 0.0 {
                     continue;
                 }
+                *t += 1;
+                let t = i32::try_from(*t).unwrap_or(i32::MAX);
+                let c1 = 1.0 - b1.powi(t);
+                let c2 = 1.0 - b2.powi(t);
                 let lr = lr * mult;
                 if lr == 0.0 {
                     // Moments still move, as in PyTorch; the weights do not.
@@ -172,5 +182,32 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-6, "{got:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn a_parameter_that_starts_late_takes_a_first_step_of_lr() {
+        // `b` has no gradient for 10 steps (frozen, or unused), then gets one: its first
+        // move is lr * sign(g), as from a fresh AdamW, not a step scaled by corrections
+        // computed from the global count.
+        let a = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let mut opt = AdamW::new(
+            vec![
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            0.0,
+        );
+        for _ in 0..10 {
+            opt.zero_grad();
+            (&a * 3.0).sum(Kind::Float).backward();
+            opt.step(0.01);
+        }
+        opt.zero_grad();
+        ((&a + &b) * 3.0).sum(Kind::Float).backward();
+        opt.step(0.01);
+        let moved = 1.0 - f64::try_from(&b.detach()).unwrap();
+        assert!((moved - 0.01).abs() < 1e-6, "moved {moved}");
+        assert_eq!(opt.steps, [11, 1]);
     }
 }

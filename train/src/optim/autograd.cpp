@@ -21,12 +21,21 @@ int mvdrive_backward_with_grad(const at::Tensor* out, const at::Tensor* grad, ch
       err[err_len - 1] = '\0';
     }
     return 1;
+  } catch (...) {
+    // Nothing may unwind into Rust.
+    if (err_len > 0) {
+      std::strncpy(err, "unknown C++ exception", err_len - 1);
+      err[err_len - 1] = '\0';
+    }
+    return 1;
   }
 }
 
 /// Drops the gradient of `t` (it becomes undefined, its memory is freed unless another
 /// handle holds it). Cannot fail: `mutable_grad` on a tensor without autograd metadata
-/// creates it.
-void mvdrive_clear_grad(const at::Tensor* t) { t->mutable_grad().reset(); }
+/// creates it, and an undefined `t` is left alone.
+void mvdrive_clear_grad(const at::Tensor* t) {
+  if (t->defined()) t->mutable_grad().reset();
+}
 
 }  // extern "C"

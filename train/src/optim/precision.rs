@@ -86,34 +86,44 @@ impl HalfCopy {
         });
     }
 
-    /// Add the copy's gradients, as float32, to `acc` (one per `params`, by name; when
-    /// empty, filled with the copies themselves, or zeros where the copy has none), and set
-    /// the copy's gradients to none. One parameter at a time, so the bf16 gradients are
-    /// freed as their float32 copies appear: they never all coexist with `acc`.
+    /// Add the copy's gradients, as float32, to `acc` (one per `params`, by name; an
+    /// undefined entry, or an empty `acc`, takes the gradient itself), and set the copy's
+    /// gradients to none. A parameter without a gradient keeps an undefined entry, as a
+    /// float32 parameter without one has no gradient: the step leaves it alone. One
+    /// parameter at a time, so the bf16 gradients are freed as their float32 copies
+    /// appear: they never all coexist with `acc`.
     pub fn take_grads(&self, params: &[(String, Tensor)], acc: &mut Vec<Tensor>) {
         let h = self.vs.variables();
-        let fresh = acc.is_empty();
+        if acc.is_empty() {
+            acc.extend(params.iter().map(|_| Tensor::new()));
+        }
         tch::no_grad(|| {
-            for (i, (name, master)) in params.iter().enumerate() {
-                let half = h.get(name);
-                let g = half.map(|p| p.grad()).filter(|g| g.defined());
-                // A float32 parameter of the copy (BatchNorm) hands over its own gradient:
-                // `to_kind` returns it as it is, and clearing it below lets autograd
-                // allocate a new one next time.
-                let g32 = g.map(|g| g.to_kind(Kind::Float));
-                match (fresh, g32) {
-                    (true, Some(g32)) => acc.push(g32),
-                    (true, None) => acc.push(master.zeros_like()),
-                    (false, Some(g32)) => {
-                        let _ = acc[i].g_add_(&g32);
+            for ((name, _), a) in params.iter().zip(acc.iter_mut()) {
+                let Some(half) = h.get(name) else { continue };
+                let g = half.grad();
+                if g.defined() {
+                    // A float32 parameter of the copy (BatchNorm) hands over its own
+                    // gradient: `to_kind` returns it as it is, and clearing it below lets
+                    // autograd allocate a new one next time.
+                    let g32 = g.to_kind(Kind::Float);
+                    if a.defined() {
+                        let _ = a.g_add_(&g32);
+                    } else {
+                        *a = g32;
                     }
-                    (false, None) => {}
                 }
-                if let Some(p) = half {
-                    crate::optim::autograd::clear_grad(p);
-                }
+                crate::optim::autograd::clear_grad(half);
             }
         });
+    }
+
+    /// Set the copy's gradients to none (forgetting them).
+    pub fn clear_grads(&self) {
+        for (_, p) in self.vs.variables() {
+            if p.requires_grad() {
+                crate::optim::autograd::clear_grad(&p);
+            }
+        }
     }
 
     /// Copy the copy's BatchNorm statistics (updated by its forward passes) to the master.

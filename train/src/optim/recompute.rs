@@ -269,6 +269,11 @@ pub fn forward_backward(
     for (si, (stream, mut chain)) in streams.iter().zip(units).enumerate() {
         let mut grad = lasts[si].grad();
         while let Some(unit) = chain.pop() {
+            if !grad.defined() {
+                // Nothing flows back into this stream (the head did not use it): its
+                // segments get no gradient, as without checkpointing.
+                break;
+            }
             let xi = if unit.first > 0 && unit.output.is_none() {
                 unit.input.detach().set_requires_grad(true)
             } else {

@@ -155,10 +155,12 @@ pub fn save(weights: &Path, vs: &VarStore, opt: &AdamW, state: &TrainerState) ->
         .params
         .iter()
         .zip(opt.m.iter().zip(&opt.v))
-        .flat_map(|((n, _), (m, v))| {
+        .zip(&opt.steps)
+        .flat_map(|(((n, _), (m, v)), &t)| {
             [
                 (format!("m.{n}"), m.shallow_clone()),
                 (format!("v.{n}"), v.shallow_clone()),
+                (format!("t.{n}"), Tensor::from(t as i64)),
             ]
         })
         .collect();
@@ -298,6 +300,21 @@ pub fn load_optimizer(ckpt: &Path, opt: &mut AdamW, step: u64) -> Result<()> {
             opt.m[i].copy_(&m.to_device(p.device()));
             opt.v[i].copy_(&v.to_device(p.device()));
         });
+        // The parameter's own step count; checkpoints from before it was saved used the
+        // global one for every parameter.
+        opt.steps[i] = match map.get(&format!("t.{n}")) {
+            Some(t) => t
+                .f_int64_value(&[])
+                .ok()
+                .and_then(|t| u64::try_from(t).ok())
+                .ok_or_else(|| {
+                    TrainError::Other(format!(
+                        "{}: the step count of `{n}` is not one non-negative integer; the file is damaged",
+                        o.display()
+                    ))
+                })?,
+            None => step,
+        };
     }
     opt.step = step;
     Ok(())

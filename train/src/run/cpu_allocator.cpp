@@ -2,8 +2,8 @@
 // after they are freed, and handed out again to a request of about the same size, so a
 // training step that repeats the last one's allocations (every step does) neither
 // page-faults fresh memory nor leaves it fragmented in malloc's heap. A request takes the
-// smallest free block that fits it and wastes at most a third of it (sizes are rounded to
-// pages). The cache is bounded by the high-water mark of live
+// smallest free block that fits it and wastes at most a third of it (half when the cache
+// is at its bound; sizes are rounded to pages). The cache is bounded by the high-water mark of live
 // bytes: mapped bytes never exceed the most that was ever live at once, because a miss
 // that would go above it first unmaps free blocks, least recently freed first. Blocks
 // under `min_bytes` go to c10's own alloc_cpu (malloc).
@@ -50,13 +50,18 @@ class CachingCpuAllocator final : public c10::Allocator {
     size_t r = round_up(n, kPage);
     void* p = take(r);
     if (p == nullptr) {
-      p = map(r);
+      // take() reserved `r` bytes (mapped and live) under the lock, so that concurrent
+      // misses each make room for themselves; map outside the lock.
+      try {
+        p = map(r);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(mu_);
+        mapped_ -= r;
+        live_ -= r;
+        throw;
+      }
       std::lock_guard<std::mutex> g(mu_);
-      blocks_[p] = {r, r};
-      mapped_ += r;
-      live_ += r;
-      peak_live_ = std::max(peak_live_, live_);
-      peak_mapped_ = std::max(peak_mapped_, mapped_);
+      blocks_[p] = {r, true};
     }
     return {p, p, &free_large, c10::Device(c10::DeviceType::CPU)};
   }
@@ -93,9 +98,10 @@ class CachingCpuAllocator final : public c10::Allocator {
     std::lock_guard<std::mutex> g(mu_);
     auto it = blocks_.find(p);
     TORCH_CHECK(it != blocks_.end(), "mvdrive CPU allocator: freeing an unknown block");
+    TORCH_CHECK(it->second.in_use, "mvdrive CPU allocator: freeing a block twice");
     size_t r = it->second.size;
-    live_ -= it->second.used;
-    it->second.used = 0;
+    live_ -= r;
+    it->second.in_use = false;
     lru_.push_back({p, r});
     free_by_size_[r].push_back(std::prev(lru_.end()));
   }
@@ -111,11 +117,13 @@ class CachingCpuAllocator final : public c10::Allocator {
   static void free_any(void* p);
 
   // A free block for `r` bytes, or null after making room for a fresh one of `r` bytes
-  // under the ceiling (the most ever live at once, counting this request):
-  // the smallest free block of `r` to `r * 4 / 3` bytes (the most recently freed of its
-  // size); else, if a fresh block would go above the ceiling, the smallest larger free
-  // block (already resident: wasting part of it costs no memory, a fresh one would);
+  // under the ceiling (the most ever live at once, counting this request) and reserving
+  // it: the smallest free block of `r` to `r * 4 / 3` bytes (the most recently freed of
+  // its size); else, if a fresh block would go above the ceiling, the smallest larger
+  // free block (already resident: wasting part of it costs no memory, a fresh one would);
   // else null, after unmapping the least recently freed blocks until a fresh one fits.
+  // Live bytes count whole blocks, so mapped bytes (live plus free) stay under the most
+  // ever live.
   void* take(size_t r) {
     std::lock_guard<std::mutex> g(mu_);
     auto it = free_by_size_.lower_bound(r);
@@ -128,8 +136,9 @@ class CachingCpuAllocator final : public c10::Allocator {
       it->second.pop_back();
       if (it->second.empty()) free_by_size_.erase(it);
       void* p = node->p;
-      blocks_[p].used = r;
-      live_ += r;
+      Block& b = blocks_[p];
+      b.in_use = true;
+      live_ += b.size;
       peak_live_ = std::max(peak_live_, live_);
       lru_.erase(node);
       hits_++;
@@ -137,6 +146,10 @@ class CachingCpuAllocator final : public c10::Allocator {
     }
     misses_++;
     while (!lru_.empty() && mapped_ + r > ceiling) evict_oldest();
+    mapped_ += r;
+    live_ += r;
+    peak_live_ = std::max(peak_live_, live_);
+    peak_mapped_ = std::max(peak_mapped_, mapped_);
     return nullptr;
   }
 
@@ -183,9 +196,10 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   const size_t min_bytes_;
   std::mutex mu_;
-  // Every mapped block: its size and the bytes asked of it while live (0 when free).
+  // Every mapped block: its size and whether a tensor holds it.
   struct Block {
-    size_t size, used;
+    size_t size;
+    bool in_use;
   };
   std::unordered_map<void*, Block> blocks_;
   std::list<Free> lru_;

@@ -189,7 +189,10 @@ impl Trainer {
     /// them before clipping), copied. For tests and the benchmark's gradient agreement.
     pub fn gradients(&self) -> Vec<Tensor> {
         let grads: Vec<Tensor> = if self.precision == Precision::Bf16Mixed {
-            self.half_grads.iter().map(|g| g.copy()).collect()
+            self.half_grads
+                .iter()
+                .map(|g| if g.defined() { g.copy() } else { Tensor::new() })
+                .collect()
         } else {
             self.opt
                 .grads()
@@ -277,8 +280,7 @@ impl Trainer {
         self.opt.zero_grad();
         self.half_grads.clear();
         if let Some(h) = &self.half {
-            let mut acc = Vec::new();
-            h.take_grads(&self.opt.params, &mut acc);
+            h.clear_grads();
         }
     }
 }
