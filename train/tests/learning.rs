@@ -8,7 +8,7 @@
 //! R(2+1)D-18 is `make demo`'s model and is covered there and in `tests/fit.rs`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 use mvdrive_train::report::localisation::score;
 use mvdrive_train::report::segments::read_segments;
@@ -16,17 +16,8 @@ use mvdrive_train::run::fit::{fit, FitArgs};
 use mvdrive_train::run::predict::{predict, PredictArgs};
 
 mod common;
+mod support;
 use common::{synth_cache, synth_cache_relabelled};
-
-/// Held by each test for its whole run. Tests of one binary run on parallel threads, and
-/// torch's generator (weight initialisation, dropout) is global to the process: two runs
-/// drawing from it at once interleave their draws, so a result would depend on the other
-/// test's timing. One at a time, each run is reproducible.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    // A failed test poisons the lock; the others still run.
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The demo's cache: 12 sessions, 64x64, 8 fps.
 fn demo_cache(dir: &Path) -> PathBuf {
@@ -40,7 +31,9 @@ fn demo_cache(dir: &Path) -> PathBuf {
 
 #[test]
 fn every_backbone_learns_the_synthetic_dataset_well_above_chance() {
-    let _serial = one_at_a_time();
+    // Tests run on parallel threads and torch's generator (initialisation, dropout) is
+    // global: one fit at a time keeps each run reproducible.
+    let _serial = support::lock();
     let dir = tempfile::tempdir().unwrap();
     let cache = demo_cache(dir.path());
     let log_dir = format!("trainer.log_dir={}", dir.path().join("logs").display());
@@ -186,7 +179,9 @@ fn pretrained_x3d() -> &'static (tempfile::TempDir, PathBuf, PathBuf, f64) {
 /// small dataset from scratch with the same budget.
 #[test]
 fn fine_tuning_pretrained_weights_beats_training_from_scratch() {
-    let _serial = one_at_a_time();
+    // Tests run on parallel threads and torch's generator (initialisation, dropout) is
+    // global: one fit at a time keeps each run reproducible.
+    let _serial = support::lock();
     let (_, _, weights, pre_top1) = pretrained_x3d();
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -220,7 +215,9 @@ fn fine_tuning_pretrained_weights_beats_training_from_scratch() {
 /// above the same predicted segments with their labels shuffled.
 #[test]
 fn predicted_timelines_find_the_segments_of_held_out_drivers() {
-    let _serial = one_at_a_time();
+    // Tests run on parallel threads and torch's generator (initialisation, dropout) is
+    // global: one fit at a time keeps each run reproducible.
+    let _serial = support::lock();
     let (_, cache, ckpt, _) = pretrained_x3d();
     let dir = tempfile::tempdir().unwrap();
     let args = PredictArgs {
@@ -265,7 +262,9 @@ fn predicted_timelines_find_the_segments_of_held_out_drivers() {
 /// transformer's held-out top-1 on each, same settings and seed.
 #[test]
 fn a_jpeg_cache_trains_as_well_as_a_raw_one() {
-    let _serial = one_at_a_time();
+    // Tests run on parallel threads and torch's generator (initialisation, dropout) is
+    // global: one fit at a time keeps each run reproducible.
+    let _serial = support::lock();
     let dir = tempfile::tempdir().unwrap();
     let settings = ["data.img_size=64", "prep.fps=8", "data.max_video_frames=64"];
     let raw = synth_cache(&dir.path().join("raw"), 12, 0, &settings);

@@ -6,6 +6,17 @@
 #include <cstring>
 #include <exception>
 
+namespace {
+
+// `msg` into `err`, truncated to `err_len - 1` bytes and NUL-terminated.
+void copy_message(const char* msg, char* err, size_t err_len) {
+  if (err_len == 0) return;
+  std::strncpy(err, msg, err_len - 1);
+  err[err_len - 1] = '\0';
+}
+
+}  // namespace
+
 extern "C" {
 
 /// Runs `out->backward(*grad)`. Returns 0, or 1 with the error message in `err`
@@ -16,19 +27,12 @@ int mvdrive_backward_with_grad(const at::Tensor* out, const at::Tensor* grad, ch
     out->backward(*grad);
     return 0;
   } catch (const std::exception& e) {
-    if (err_len > 0) {
-      std::strncpy(err, e.what(), err_len - 1);
-      err[err_len - 1] = '\0';
-    }
-    return 1;
+    copy_message(e.what(), err, err_len);
   } catch (...) {
     // Nothing may unwind into Rust.
-    if (err_len > 0) {
-      std::strncpy(err, "unknown C++ exception", err_len - 1);
-      err[err_len - 1] = '\0';
-    }
-    return 1;
+    copy_message("unknown C++ exception", err, err_len);
   }
+  return 1;
 }
 
 /// Drops the gradient of `t` (it becomes undefined, its memory is freed unless another

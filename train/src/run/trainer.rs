@@ -188,18 +188,15 @@ impl Trainer {
     /// The gradients accumulated so far, unscaled (as the next [`Trainer::step`] would see
     /// them before clipping), copied. For tests and the benchmark's gradient agreement.
     pub fn gradients(&self) -> Vec<Tensor> {
-        let grads: Vec<Tensor> = if self.precision == Precision::Bf16Mixed {
-            self.half_grads
-                .iter()
-                .map(|g| if g.defined() { g.copy() } else { Tensor::new() })
-                .collect()
+        let source = if self.precision == Precision::Bf16Mixed {
+            self.half_grads.iter().map(|g| g.shallow_clone()).collect()
         } else {
-            self.opt
-                .grads()
-                .iter()
-                .map(|g| if g.defined() { g.copy() } else { Tensor::new() })
-                .collect()
+            self.opt.grads()
         };
+        let grads: Vec<Tensor> = source
+            .iter()
+            .map(|g| if g.defined() { g.copy() } else { Tensor::new() })
+            .collect();
         let inv = 1.0 / self.scaler.scale;
         grads
             .into_iter()

@@ -47,7 +47,25 @@ pub struct Segment<'a> {
     pub light: bool,
 }
 
-impl Segment<'_> {
+impl<'a> Segment<'a> {
+    /// A segment named `name` (not light).
+    pub fn new(name: &'static str, module: &'a dyn ModuleT) -> Segment<'a> {
+        Segment {
+            name,
+            module,
+            light: false,
+        }
+    }
+
+    /// A light segment (a final norm): see [`Segment::light`].
+    pub fn light(name: &'static str, module: &'a dyn ModuleT) -> Segment<'a> {
+        Segment {
+            name,
+            module,
+            light: true,
+        }
+    }
+
     /// Runs this segment alone.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         self.module.forward_t(x, train)

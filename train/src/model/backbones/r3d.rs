@@ -360,31 +360,11 @@ impl VideoResNet {
     /// Chaining them and then [`VideoResNet::pool`] equals [`VideoResNet::features`].
     pub fn blocks(&self) -> [Segment<'_>; 5] {
         [
-            Segment {
-                name: "stem",
-                module: &self.stem,
-                light: false,
-            },
-            Segment {
-                name: LAYER_NAMES[0],
-                module: &self.layers[0],
-                light: false,
-            },
-            Segment {
-                name: LAYER_NAMES[1],
-                module: &self.layers[1],
-                light: false,
-            },
-            Segment {
-                name: LAYER_NAMES[2],
-                module: &self.layers[2],
-                light: false,
-            },
-            Segment {
-                name: LAYER_NAMES[3],
-                module: &self.layers[3],
-                light: false,
-            },
+            Segment::new("stem", &self.stem),
+            Segment::new(LAYER_NAMES[0], &self.layers[0]),
+            Segment::new(LAYER_NAMES[1], &self.layers[1]),
+            Segment::new(LAYER_NAMES[2], &self.layers[2]),
+            Segment::new(LAYER_NAMES[3], &self.layers[3]),
         ]
     }
 
@@ -426,18 +406,10 @@ impl Backbone for VideoResNet {
     /// The stem, then each of the 8 `BasicBlock`s: finer than [`VideoResNet::blocks`], so
     /// that a recompute holds one block's activations, not a whole layer's.
     fn segments(&self) -> Vec<Segment<'_>> {
-        let mut out = vec![Segment {
-            name: "stem",
-            module: &self.stem,
-            light: false,
-        }];
+        let mut out = vec![Segment::new("stem", &self.stem)];
         for (layer, names) in self.layers.iter().zip(BLOCK_NAMES) {
             for (block, name) in layer.blocks().iter().zip(names) {
-                out.push(Segment {
-                    name,
-                    module: block,
-                    light: false,
-                });
+                out.push(Segment::new(name, block));
             }
         }
         out

@@ -533,17 +533,9 @@ impl Backbone for Stgcn {
     /// the mask).
     fn segments(&self) -> Vec<Segment<'_>> {
         let mut segments = Vec::with_capacity(self.units.len() + 1);
-        segments.push(Segment {
-            name: "data_bn",
-            module: &self.data_bn,
-            light: false,
-        });
+        segments.push(Segment::new("data_bn", &self.data_bn));
         for (name, unit) in UNIT_NAMES.iter().zip(&self.units) {
-            segments.push(Segment {
-                name,
-                module: unit,
-                light: false,
-            });
+            segments.push(Segment::new(name, unit));
         }
         segments
     }

@@ -267,23 +267,11 @@ pub(crate) fn token_segments<'a, B: ModuleT>(
     norm: &'a dyn ModuleT,
 ) -> Vec<Segment<'a>> {
     let mut segments = Vec::with_capacity(blocks.len() + 2);
-    segments.push(Segment {
-        name: "embed",
-        module: embed,
-        light: false,
-    });
+    segments.push(Segment::new("embed", embed));
     for (name, block) in BLOCK_NAMES.iter().zip(blocks) {
-        segments.push(Segment {
-            name,
-            module: block,
-            light: false,
-        });
+        segments.push(Segment::new(name, block));
     }
-    segments.push(Segment {
-        name: "norm",
-        module: norm,
-        light: true,
-    });
+    segments.push(Segment::light("norm", norm));
     segments
 }
 

@@ -471,23 +471,11 @@ impl Backbone for X3d {
     /// `stem`, `stage1`..`stage4`, `head` (the last includes the global pool and `lin5`).
     fn segments(&self) -> Vec<Segment<'_>> {
         let mut segments = Vec::with_capacity(6);
-        segments.push(Segment {
-            name: "stem",
-            module: &self.stem,
-            light: false,
-        });
+        segments.push(Segment::new("stem", &self.stem));
         for (name, stage) in STAGE_NAMES.iter().zip(&self.stages) {
-            segments.push(Segment {
-                name,
-                module: stage,
-                light: false,
-            });
+            segments.push(Segment::new(name, stage));
         }
-        segments.push(Segment {
-            name: "head",
-            module: &self.head,
-            light: false,
-        });
+        segments.push(Segment::new("head", &self.head));
         segments
     }
 
