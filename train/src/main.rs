@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mvdrive_train::measure::{bench_loader, bench_memory, plan, probe};
-use mvdrive_train::run::{eval, export, fit, predict, score};
+use mvdrive_train::run::{eval, export, fit, predict, ranks, score};
 
 /// Train driver-behaviour models on an mvdrive cache (written by `prep build`).
 #[derive(Parser)]
@@ -38,6 +38,24 @@ enum Command {
     Info,
 }
 
+impl Command {
+    /// The name of a command that must not run as one of several ranks (all but `fit`,
+    /// which joins them, and the ones that only print).
+    fn single_process_name(&self) -> Option<&'static str> {
+        match self {
+            Command::Eval(_) => Some("eval"),
+            Command::Predict(_) => Some("predict"),
+            Command::Score(_) => Some("score"),
+            Command::Export(_) => Some("export"),
+            Command::Plan(_) => Some("plan"),
+            Command::Probe(_) => Some("probe"),
+            Command::BenchMemory(_) => Some("bench-memory"),
+            Command::BenchLoader(_) => Some("bench-loader"),
+            Command::Fit(_) | Command::Keys | Command::Info => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools: a closed pipe (`train keys | head`) ends us quietly.
     // SAFETY: resetting a signal disposition at startup, before any thread exists.
@@ -59,6 +77,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
+    if let Some(name) = cli.command.single_process_name() {
+        ranks::single_process(name)?;
+    }
     match &cli.command {
         Command::Fit(a) => fit::run(a, quiet).context("train fit")?,
         Command::Eval(a) => eval::run(a).context("train eval")?,

@@ -303,6 +303,29 @@ fn a_two_rank_fit_writes_one_run_whose_validation_equals_a_single_eval() {
         row[3]
     );
     assert_eq!(row[5], m["mean_class_acc"].as_f64().unwrap());
+
+    // `train eval` under a launcher would have every rank write the same files: refused.
+    let out = dir.path().join("eval-as-rank");
+    let o = train(&[
+        "eval".into(),
+        "--ckpt".into(),
+        ckpt.display().to_string(),
+        "--cache".into(),
+        cache.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ])
+    .env("RANK", "1")
+    .env("WORLD_SIZE", "2")
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "eval ran as rank 1 of 2");
+    assert!(
+        err.contains("rank 1 of 2") && err.contains("only `train fit` is distributed"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
 }
 
 #[test]

@@ -145,6 +145,26 @@ impl Ranks {
     }
 }
 
+/// Refuses to run `command` as one of several ranks: only `train fit` is distributed, and
+/// every rank of `train eval` or `train predict` would write the same files. A launch of
+/// one process (or none) passes.
+pub fn single_process(command: &str) -> Result<()> {
+    // Where rank 0 listens does not matter here: a missing MASTER_ADDR is no reason to refuse.
+    let launch = Launch::from_vars(|k| {
+        std::env::var(k)
+            .ok()
+            .or_else(|| (k == "MASTER_ADDR").then(|| "127.0.0.1".into()))
+    })?;
+    match launch {
+        Some(l) if l.world > 1 => Err(format!(
+            "`train {command}` runs in one process, but this is rank {} of {} (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS are set): only `train fit` is distributed; run `train {command}` without torchrun or srun, or with one task",
+            l.rank, l.world
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// The first key (in `train keys` order) whose value differs between two resolved
 /// configurations (the YAML of [`crate::config::TrainConfig::to_yaml`]), read back through
 /// [`Settings`]: (key, value in `a`, value in `b`).
