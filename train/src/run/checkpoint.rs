@@ -319,3 +319,63 @@ pub fn load_optimizer(ckpt: &Path, opt: &mut AdamW, step: u64) -> Result<()> {
     opt.step = step;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn optimizer() -> AdamW {
+        let p = |n: i64| Tensor::ones([n], (Kind::Float, Device::Cpu));
+        AdamW::new(vec![("a".into(), p(2)), ("b".into(), p(3))], 0.0)
+    }
+
+    /// Writes an optimizer file with moments for `a` and `b`, and the given step entries.
+    fn write(dir: &Path, steps: Vec<(String, Tensor)>) -> PathBuf {
+        let ckpt = dir.join("c.safetensors");
+        let z = |n: i64| Tensor::full([n], 0.5, (Kind::Float, Device::Cpu));
+        let mut named = vec![
+            ("m.a".to_string(), z(2)),
+            ("v.a".to_string(), z(2)),
+            ("m.b".to_string(), z(3)),
+            ("v.b".to_string(), z(3)),
+        ];
+        named.extend(steps);
+        Tensor::write_safetensors(&named, paths(&ckpt).1).unwrap();
+        ckpt
+    }
+
+    #[test]
+    fn per_parameter_step_counts_load_and_old_files_fall_back_to_the_global_count() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written by this version: each parameter's own count.
+        let ckpt = write(
+            dir.path(),
+            vec![
+                ("t.a".into(), Tensor::from(7i64)),
+                ("t.b".into(), Tensor::from(2i64)),
+            ],
+        );
+        let mut opt = optimizer();
+        load_optimizer(&ckpt, &mut opt, 7).unwrap();
+        assert_eq!((opt.steps.clone(), opt.step), (vec![7, 2], 7));
+        assert_eq!(opt.m[1].double_value(&[0]), 0.5);
+
+        // Written before per-parameter counts: every parameter takes the global one.
+        let ckpt = write(dir.path(), vec![]);
+        let mut opt = optimizer();
+        load_optimizer(&ckpt, &mut opt, 5).unwrap();
+        assert_eq!(opt.steps, vec![5, 5]);
+
+        // A count that is not one non-negative integer names the parameter.
+        let ckpt = write(dir.path(), vec![("t.b".into(), Tensor::from(-1i64))]);
+        let err = load_optimizer(&ckpt, &mut optimizer(), 5)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("step count of `b`") && err.contains("damaged"),
+            "{err}"
+        );
+    }
+}
