@@ -9,11 +9,19 @@ use plotters::prelude::*;
 use super::{draw_err, font, path_err, register_fonts, PlotError, FONT};
 use crate::report::timeline::Scores;
 
-/// Size of a timeline picture in pixels.
-pub const TIMELINE_SIZE: (u32, u32) = (1400, 560);
+/// Size of a timeline picture in pixels, for `classes` classes: 1400 x 560, taller when the
+/// legend (one row per class, in the score panel's right margin) needs it.
+pub fn timeline_size(classes: usize) -> (u32, u32) {
+    // The score panel is 62% of the body under the title (~42 px with margins).
+    let legend = LEGEND_TOP + LEGEND_ROW * classes as u32 + 10;
+    (1400, 560.max((legend * 100).div_ceil(62) + 42))
+}
 
-/// Matplotlib's tab10, then grey for anything beyond.
-const PALETTE: [RGBColor; 10] = [
+const LEGEND_TOP: u32 = 14;
+const LEGEND_ROW: u32 = 22;
+
+/// Matplotlib's tab20 order: tab10, then tab10's light tints.
+const PALETTE: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -24,11 +32,29 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(199, 199, 199),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
 ];
 
-/// The colour of class `c`.
+/// The colour of class `c`: tab20 for the first 20, then hues a golden angle apart at two
+/// lightnesses, so that no two classes of a dataset share a colour.
 pub fn class_color(c: usize) -> RGBColor {
-    PALETTE[c % PALETTE.len()]
+    if let Some(col) = PALETTE.get(c) {
+        return *col;
+    }
+    let k = c - PALETTE.len();
+    let hue = (k as f64 * 0.381_966_011_250_105).fract();
+    let light = if k % 2 == 0 { 0.45 } else { 0.65 };
+    let (r, g, b) = HSLColor(hue, 0.65, light).rgb();
+    RGBColor(r, g, b)
 }
 
 /// A segment to draw: (class, start, end), seconds.
@@ -55,7 +81,7 @@ pub struct TimelinePlot<'a> {
 /// Write the picture to `path`.
 pub fn plot_timeline(p: &TimelinePlot, path: &Path) -> Result<(), PlotError> {
     register_fonts()?;
-    let root = BitMapBackend::new(path, TIMELINE_SIZE).into_drawing_area();
+    let root = BitMapBackend::new(path, timeline_size(p.classes.len())).into_drawing_area();
     let what = path.display().to_string();
     draw_timeline(&root, p).map_err(path_err(path))?;
     root.present().map_err(draw_err(&what))
@@ -128,7 +154,10 @@ pub fn draw_timeline<DB: DrawingBackend>(
             )))
             .map_err(&err)?;
         // The legend, by hand in the right margin: a swatch and the class name per row.
-        let (x, y) = (top.dim_in_pixel().0 as i32 - 185, 14 + 22 * c as i32);
+        let (x, y) = (
+            top.dim_in_pixel().0 as i32 - 185,
+            (LEGEND_TOP + LEGEND_ROW * c as u32) as i32,
+        );
         top.draw(&Rectangle::new([(x, y), (x + 16, y + 14)], color.filled()))
             .map_err(&err)?;
         top.draw(&Text::new(name.as_str(), (x + 24, y), font(14.0)))
@@ -184,4 +213,78 @@ fn draw_bands<DB: DrawingBackend>(
             .map_err(&err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Draws a timeline of `classes` classes (each the top score for a stretch) at its
+    /// size; `MVDRIVE_PLOT_OUT=DIR` keeps it as `DIR/timeline-many-classes.png`.
+    fn render(classes: usize) -> (Vec<u8>, (u32, u32)) {
+        let frames = classes * 10;
+        let mut values = vec![0.0f32; frames * classes];
+        for f in 0..frames {
+            values[f * classes + f / 10] = 1.0;
+        }
+        let scores = Scores {
+            frames,
+            classes,
+            values,
+        };
+        let names: Vec<String> = (0..classes).map(|c| format!("class {c}")).collect();
+        let predicted: Vec<Span> = (0..classes)
+            .map(|c| (c, c as f64, c as f64 + 1.0))
+            .collect();
+        let p = TimelinePlot {
+            session: "s",
+            classes: &names,
+            scores: &scores,
+            fps: 10.0,
+            start_s: 0.0,
+            predicted: &predicted,
+            truth: None,
+        };
+        register_fonts().unwrap();
+        if let Ok(out) = std::env::var("MVDRIVE_PLOT_OUT") {
+            std::fs::create_dir_all(&out).unwrap();
+            plot_timeline(&p, &Path::new(&out).join("timeline-many-classes.png")).unwrap();
+        }
+        let size = timeline_size(classes);
+        let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+            draw_timeline(&root, &p).unwrap();
+            root.present().unwrap();
+        }
+        (buf, size)
+    }
+
+    #[test]
+    fn every_class_has_its_own_colour_and_a_legend_row_inside_the_picture() {
+        let classes = 30;
+        let colours: std::collections::HashSet<_> =
+            (0..classes).map(|c| class_color(c).rgb()).collect();
+        assert_eq!(colours.len(), classes, "two classes share a colour");
+        assert_eq!(
+            timeline_size(4),
+            (1400, 560),
+            "a few classes keep the usual size"
+        );
+        let (buf, (w, h)) = render(classes);
+        assert!(h > 560, "30 legend rows need a taller picture");
+        // Each class's swatch (16 x 14 px, in the legend column) is in the picture, the
+        // last one too.
+        for c in 0..classes {
+            let (r, g, b) = class_color(c).rgb();
+            let in_legend = (0..h as usize)
+                .flat_map(|y| (w as usize - 200..w as usize).map(move |x| (x, y)))
+                .filter(|&(x, y)| {
+                    let i = (y * w as usize + x) * 3;
+                    buf[i..i + 3] == [r, g, b]
+                })
+                .count();
+            assert!(in_legend >= 16 * 14, "class {c}: {in_legend} legend pixels");
+        }
+    }
 }
