@@ -52,7 +52,7 @@ pub fn class_color(c: usize) -> RGBColor {
     }
     let k = c - PALETTE.len();
     let hue = (k as f64 * 0.381_966_011_250_105).fract();
-    let light = if k % 2 == 0 { 0.45 } else { 0.65 };
+    let light = if k.is_multiple_of(2) { 0.45 } else { 0.65 };
     let (r, g, b) = HSLColor(hue, 0.65, light).rgb();
     RGBColor(r, g, b)
 }
