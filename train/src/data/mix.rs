@@ -110,15 +110,43 @@ pub fn draw(
     })
 }
 
+/// A mixed batch.
+pub struct Mixed {
+    /// The blended clips, `[B, V, 3, T, H, W]`.
+    pub rgb: Tensor,
+    /// Class probabilities `[B, classes]`.
+    pub targets: Tensor,
+    /// Which views each blend has (`[B, V]`, 1 = present): those either sample had.
+    pub present: Option<Tensor>,
+}
+
 /// `rgb` (`[B, V, 3, T, H, W]`) mixed as `d` says, and the targets: class probabilities
 /// `[B, classes]` (the blend of the one-hot `labels`, weighted by the pixels each clip
-/// keeps).
-pub fn apply(rgb: &Tensor, labels: &[i64], classes: i64, d: &MixDraw) -> (Tensor, Tensor) {
+/// keeps). `present` (`[B, V]`, when a camera is missing somewhere in the batch): a view
+/// that only one of the two samples has is that sample's clip, not blended with the other's
+/// zeros (which would only darken it).
+pub fn apply(
+    rgb: &Tensor,
+    present: Option<&Tensor>,
+    labels: &[i64],
+    classes: i64,
+    d: &MixDraw,
+) -> Mixed {
     let device = rgb.device();
     let partner = Tensor::from_slice(&d.partner).to_device(device);
-    let other = rgb.index_select(0, &partner);
+    let mut own = rgb.shallow_clone();
+    let mut other = rgb.index_select(0, &partner);
+    let present = present.map(|p| {
+        let theirs = p.index_select(0, &partner);
+        let has = |m: &Tensor| m.gt(0.5).view([m.size()[0], m.size()[1], 1, 1, 1, 1]);
+        let (own_has, other_has) = (has(p), has(&theirs));
+        let filled_own = own.where_self(&own_has, &other);
+        other = other.where_self(&other_has, &own);
+        own = filled_own;
+        p.maximum(&theirs)
+    });
     let (mixed, lam) = match d.cut {
-        None => (rgb * d.lam + other * (1.0 - d.lam), d.lam),
+        None => (&own * d.lam + other * (1.0 - d.lam), d.lam),
         Some((top, left, h, w)) => {
             let size = rgb.size();
             let (fh, fw) = (size[4], size[5]);
@@ -131,7 +159,7 @@ pub fn apply(rgb: &Tensor, labels: &[i64], classes: i64, d: &MixDraw) -> (Tensor
                 .narrow(1, x0, x1 - x0)
                 .fill_(1.0);
             let mask = mask.to_kind(rgb.kind());
-            let mixed = rgb * (1.0 - &mask) + other * &mask;
+            let mixed = &own * (1.0 - &mask) + other * &mask;
             (
                 mixed,
                 1.0 - ((y1 - y0) * (x1 - x0)) as f64 / (fh * fw) as f64,
@@ -140,7 +168,11 @@ pub fn apply(rgb: &Tensor, labels: &[i64], classes: i64, d: &MixDraw) -> (Tensor
     };
     let targets = one_hot(labels, classes, device);
     let targets = &targets * lam + targets.index_select(0, &partner) * (1.0 - lam);
-    (mixed, targets)
+    Mixed {
+        rgb: mixed,
+        targets,
+        present,
+    }
 }
 
 fn one_hot(labels: &[i64], classes: i64, device: Device) -> Tensor {
@@ -199,7 +231,9 @@ mod tests {
             ],
             0,
         );
-        let (x, y) = apply(&rgb, &[2, 0], 3, &d);
+        let Mixed {
+            rgb: x, targets: y, ..
+        } = apply(&rgb, None, &[2, 0], 3, &d);
         assert!((x.get(0).mean(Kind::Float).double_value(&[]) - 0.25).abs() < 1e-6);
         assert!((x.get(1).mean(Kind::Float).double_value(&[]) - 0.75).abs() < 1e-6);
         let y: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
@@ -221,13 +255,43 @@ mod tests {
             ],
             0,
         );
-        let (x, y) = apply(&rgb, &[0, 1], 2, &d);
+        let Mixed {
+            rgb: x, targets: y, ..
+        } = apply(&rgb, None, &[0, 1], 2, &d);
         let left = x.get(0).narrow(4, 0, 4);
         let right = x.get(0).narrow(4, 4, 4);
         assert_eq!(left.sum(Kind::Float).double_value(&[]), 0.0);
         assert_eq!(right.mean(Kind::Float).double_value(&[]), 1.0);
         let y: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
         assert_eq!(y, vec![0.5, 0.5, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn a_view_only_one_sample_has_is_its_clip_not_a_blend_with_zeros() {
+        // Two samples, two views; sample 0 lacks view 1 (zeros), sample 1 has both.
+        let d = MixDraw {
+            lam: 0.75,
+            partner: vec![1, 0],
+            cut: None,
+        };
+        let full = |v: f64| Tensor::full([1, 1, 3, 2, 4, 4], v, (Kind::Float, Device::Cpu));
+        let rgb = Tensor::cat(
+            &[
+                Tensor::cat(&[full(0.2), full(0.0)], 1),
+                Tensor::cat(&[full(0.6), full(0.8)], 1),
+            ],
+            0,
+        );
+        let present = Tensor::from_slice(&[1f32, 0., 1., 1.]).view([2, 2]);
+        let m = apply(&rgb, Some(&present), &[0, 1], 2, &d);
+        let mean = |b: i64, v: i64| m.rgb.get(b).get(v).mean(Kind::Float).double_value(&[]);
+        // View 0, which both have, blends; view 1 is sample 1's clip in both blends.
+        assert!((mean(0, 0) - (0.75 * 0.2 + 0.25 * 0.6)).abs() < 1e-6);
+        assert!((mean(1, 0) - (0.75 * 0.6 + 0.25 * 0.2)).abs() < 1e-6);
+        assert!((mean(0, 1) - 0.8).abs() < 1e-6, "{}", mean(0, 1));
+        assert!((mean(1, 1) - 0.8).abs() < 1e-6, "{}", mean(1, 1));
+        let p: Vec<f32> = Vec::try_from(m.present.unwrap().flatten(0, -1)).unwrap();
+        assert_eq!(p, vec![1.0, 1.0, 1.0, 1.0]);
     }
 
     #[test]

@@ -342,14 +342,10 @@ impl Session {
         let mixing = mix::draw(&aug.config, aug.seed, epoch, batch.draw, batch.size);
         match (mixing, &x.rgb) {
             (Some(d), Some(rgb)) => {
-                let (rgb, y) = mix::apply(rgb, &labels, self.model.num_classes, &d);
-                if let Some(p) = &x.present {
-                    // A view is present in the blend when either sample has it.
-                    let partner = Tensor::from_slice(&d.partner).to_device(self.device);
-                    x.present = Some(p.maximum(&p.index_select(0, &partner)));
-                }
-                x.rgb = Some(rgb);
-                Ok((x, y))
+                let m = mix::apply(rgb, x.present.as_ref(), &labels, self.model.num_classes, &d);
+                x.rgb = Some(m.rgb);
+                x.present = m.present;
+                Ok((x, m.targets))
             }
             _ => Ok((x, Tensor::from_slice(&labels).to_device(self.device))),
         }
