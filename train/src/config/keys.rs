@@ -97,7 +97,7 @@ pub const KEYS: &[Key] = &[
     key("train.label_smoothing", "0.0", Kind::Float(0.0), "cross-entropy label smoothing"),
     key("train.backbone_lr_mult", "1.0", Kind::Float(0.0), "learning-rate factor of the backbone against the classifier (e.g. 0.1 when fine-tuning model.pretrained weights)"),
     key("train.freeze_backbone_epochs", "0", Kind::Int(0), "train only the classifier for this many first epochs: the backbone is not updated and its BatchNorm statistics stay as loaded"),
-    key("train.monitor", "val_macro_f1", Kind::Choice(Monitor::NAMES), "metric for best checkpoint and early stopping"),
+    key("train.monitor", "val_macro_f1", Kind::Choice(Monitor::NAMES), "metric for best checkpoint and early stopping (a tie of an accuracy-like metric goes to the lower val loss)"),
     key("train.early_stopping_patience", "0", Kind::Int(0), "stop after this many epochs without improvement (0 = never)"),
     key("train.checkpoint_every_n_steps", "0", Kind::Int(0), "also checkpoint every N optimizer steps, mid-epoch (0 = only at epoch end)"),
     key("eval.clips", "1", Kind::Int(1), "clips per segment when evaluating (validation in fit, and train eval unless --clips): spread uniformly over it, probabilities averaged"),

@@ -59,6 +59,20 @@ impl Monitor {
             a > b
         }
     }
+
+    /// True when an epoch's (monitored value, validation loss) improves on the best so far
+    /// (`None`: there is none). An accuracy-like metric ties often on a small validation
+    /// set; a tie is then broken by the lower validation loss (an unknown best loss, from
+    /// an older checkpoint, keeps the earlier epoch).
+    pub fn improves(self, (value, loss): (f64, f64), best: Option<(f64, Option<f64>)>) -> bool {
+        let Some((b, best_loss)) = best else {
+            return true;
+        };
+        self.better(value, b)
+            || (self != Monitor::ValLoss
+                && value == b
+                && best_loss.is_some_and(|l| Monitor::ValLoss.better(loss, l)))
+    }
 }
 
 crate::choice_enum! {

@@ -64,6 +64,10 @@ pub struct TrainerState {
     /// Ranks of the run that wrote it (`next_batch` counts batches of one rank's share).
     #[serde(default = "one")]
     pub world_size: usize,
+    /// Validation loss of the best epoch: it breaks ties of an accuracy-like
+    /// `train.monitor`. Absent in older checkpoints (a tie then keeps the earlier epoch).
+    #[serde(default)]
+    pub best_val_loss: Option<f64>,
 }
 
 fn one() -> usize {
@@ -109,6 +113,7 @@ impl TrainerState {
             segment_s: median_segment_s(s),
             cache_params: Some(s.cache.meta.params.clone()),
             world_size: 1,
+            best_val_loss: None,
         }
     }
 }
@@ -343,6 +348,27 @@ mod tests {
         named.extend(steps);
         Tensor::write_safetensors(&named, paths(&ckpt).1).unwrap();
         ckpt
+    }
+
+    #[test]
+    fn the_best_epoch_breaks_ties_of_an_accuracy_monitor_by_validation_loss() {
+        use crate::config::Monitor;
+        let f1 = Monitor::ValMacroF1;
+        assert!(
+            f1.improves((0.5, 1.0), None),
+            "the first epoch is the best so far"
+        );
+        assert!(f1.improves((0.6, 2.0), Some((0.5, Some(1.0)))));
+        assert!(!f1.improves((0.4, 0.1), Some((0.5, Some(1.0)))));
+        // A tie: the lower loss wins; an equal or unknown one keeps the earlier epoch.
+        assert!(f1.improves((0.5, 0.9), Some((0.5, Some(1.0)))));
+        assert!(!f1.improves((0.5, 1.0), Some((0.5, Some(1.0)))));
+        assert!(!f1.improves((0.5, 0.9), Some((0.5, None))));
+        assert!(!f1.improves((f64::NAN, 0.1), Some((0.5, Some(1.0)))));
+        // The loss monitor has no second criterion.
+        let loss = Monitor::ValLoss;
+        assert!(loss.improves((0.9, 0.9), Some((1.0, Some(1.0)))));
+        assert!(!loss.improves((1.0, 1.0), Some((1.0, Some(2.0)))));
     }
 
     #[test]

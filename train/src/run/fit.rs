@@ -542,9 +542,11 @@ impl Run {
                 Monitor::ValLoss => row.val_loss,
                 Monitor::ValMacroF1 => row.macro_f1,
             };
-            improved = self.st.best.is_none_or(|(b, _)| monitor.better(value, b));
+            let best = self.st.best.map(|(b, _)| (b, self.st.best_val_loss));
+            improved = monitor.improves((value, row.val_loss), best);
             if improved {
                 self.st.best = Some((value, epoch));
+                self.st.best_val_loss = Some(row.val_loss);
                 self.st.bad_epochs = 0;
             } else {
                 self.st.bad_epochs += 1;

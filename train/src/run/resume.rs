@@ -154,6 +154,7 @@ mod tests {
             segment_s: None,
             cache_params: None,
             world_size: world,
+            best_val_loss: None,
         }
     }
 
