@@ -11,7 +11,8 @@ pub const DEFAULT_PORT: u16 = 29500;
 pub enum Launcher {
     /// torchrun, `train fit --nproc N`, or any launcher that sets RANK and WORLD_SIZE.
     Torchrun,
-    /// `srun`: SLURM_PROCID and SLURM_NTASKS.
+    /// `srun`: SLURM_PROCID and SLURM_STEP_NUM_TASKS (SLURM_NTASKS alone is also set in
+    /// an sbatch script's own shell, which is one process).
     Slurm,
 }
 
@@ -78,7 +79,11 @@ impl Launch {
             };
             let local = num("LOCAL_RANK")?.unwrap_or(rank);
             (rank, world, local, var("MASTER_ADDR"), Launcher::Torchrun)
-        } else if let (Some(rank), Some(world)) = (num("SLURM_PROCID")?, num("SLURM_NTASKS")?) {
+        } else if let (Some(rank), Some(world)) =
+            (num("SLURM_PROCID")?, num("SLURM_STEP_NUM_TASKS")?)
+        {
+            // The world is the job step's tasks, which only `srun` sets: a batch script's
+            // own shell has SLURM_PROCID=0 and SLURM_NTASKS=N too, but it is one process.
             let local = num("SLURM_LOCALID")?.unwrap_or(0);
             let addr = var("MASTER_ADDR")
                 .or_else(|| var("SLURM_NODELIST").as_deref().and_then(first_host))
@@ -96,7 +101,7 @@ impl Launch {
                 "rank {rank} is outside a world of {world} ranks ({})",
                 match launcher {
                     Launcher::Torchrun => "RANK must be below WORLD_SIZE",
-                    Launcher::Slurm => "SLURM_PROCID must be below SLURM_NTASKS",
+                    Launcher::Slurm => "SLURM_PROCID must be below SLURM_STEP_NUM_TASKS",
                 }
             )));
         }
@@ -208,6 +213,7 @@ mod tests {
         let l = launch(&[
             ("SLURM_PROCID", "5"),
             ("SLURM_NTASKS", "8"),
+            ("SLURM_STEP_NUM_TASKS", "8"),
             ("SLURM_LOCALID", "1"),
             ("SLURM_NODELIST", "gpu[03-04,07]"),
         ])
@@ -226,7 +232,23 @@ mod tests {
         assert_eq!(launch(&[]).unwrap(), None);
         assert_eq!(launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap(), None);
         assert_eq!(
-            launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(),
+            launch(&[
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "1"),
+                ("SLURM_STEP_NUM_TASKS", "1")
+            ])
+            .unwrap(),
+            None
+        );
+        // An sbatch script's own shell (`#SBATCH --ntasks=4`, no srun): one process, not
+        // rank 0 of 4 waiting for three ranks that never come.
+        assert_eq!(
+            launch(&[
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "4"),
+                ("SLURM_NODELIST", "gpu[01-02]")
+            ])
+            .unwrap(),
             None
         );
     }

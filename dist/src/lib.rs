@@ -3,7 +3,7 @@
 //! shim (`src/shim.cpp`) that takes tch's tensors directly.
 //!
 //! [`Launch::from_env`] reads how the process was started (torchrun's `RANK`/`WORLD_SIZE`/
-//! `LOCAL_RANK`/`MASTER_ADDR`/`MASTER_PORT`, or Slurm's `SLURM_PROCID`/`SLURM_NTASKS`/
+//! `LOCAL_RANK`/`MASTER_ADDR`/`MASTER_PORT`, or srun's `SLURM_PROCID`/`SLURM_STEP_NUM_TASKS`/
 //! `SLURM_LOCALID`/`SLURM_NODELIST`); [`ProcessGroup::connect`] joins the group. Dropping the
 //! group destroys it.
 

@@ -149,15 +149,16 @@ impl Ranks {
 /// every rank of `train eval` or `train predict` would write the same files. A launch of
 /// one process (or none) passes.
 pub fn single_process(command: &str) -> Result<()> {
-    // Where rank 0 listens does not matter here: a missing MASTER_ADDR is no reason to refuse.
+    // Where rank 0 listens does not matter here: a missing MASTER_ADDR is no reason to refuse,
+    // and neither is a half-set launch environment (a stray RANK): that is `train fit`'s error.
     let launch = Launch::from_vars(|k| {
         std::env::var(k)
             .ok()
             .or_else(|| (k == "MASTER_ADDR").then(|| "127.0.0.1".into()))
-    })?;
+    });
     match launch {
-        Some(l) if l.world > 1 => Err(format!(
-            "`train {command}` runs in one process, but this is rank {} of {} (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS are set): only `train fit` is distributed; run `train {command}` without torchrun or srun, or with one task",
+        Ok(Some(l)) if l.world > 1 => Err(format!(
+            "`train {command}` runs in one process, but this is rank {} of {} (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_STEP_NUM_TASKS are set): only `train fit` is distributed; run `train {command}` without torchrun or srun, or with one task",
             l.rank, l.world
         )
         .into()),
