@@ -369,6 +369,17 @@ mod tests {
         let loss = Monitor::ValLoss;
         assert!(loss.improves((0.9, 0.9), Some((1.0, Some(1.0)))));
         assert!(!loss.improves((1.0, 1.0), Some((1.0, Some(2.0)))));
+        // A resumed run compares against the best read back from JSON: bit-equal, so a tie
+        // stays a tie (serde_json's float_roundtrip; its fast parser can be off by an ulp).
+        for x in [
+            0.1 + 0.2,
+            2.0f64 / 3.0,
+            0.123_456_789_012_345_68,
+            1e-300 / 3.0,
+        ] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x:e}");
+        }
     }
 
     #[test]
