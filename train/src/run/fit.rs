@@ -277,6 +277,7 @@ impl Run {
         };
         if let Some(st) = &mut resumed {
             resume::for_rank(st, rank, world, accum, quiet);
+            resume::follow_monitor(st, c.settings(), quiet)?;
             if st.next_batch > batches {
                 return Err(format!(
                     "--resume: the checkpoint's next batch {} is past the {batches} batches of an epoch; the checkpoint does not belong to this cache and settings",

@@ -73,6 +73,25 @@ pub fn for_rank(st: &mut TrainerState, rank: usize, world: usize, accum: usize, 
     st.world_size = world;
 }
 
+/// A run resumed with another `train.monitor` starts its best and early-stopping count
+/// afresh: the saved best is a value of the old metric (an accuracy is no loss to beat).
+pub fn follow_monitor(st: &mut TrainerState, now: &Settings, quiet: bool) -> Result<()> {
+    let mut then = Settings::default();
+    then.apply_yaml(&st.config_yaml)?;
+    let (old, new) = (then.raw("train.monitor"), now.raw("train.monitor"));
+    if old != new && st.best.is_some() {
+        if !quiet {
+            eprintln!(
+                "note: the checkpoint monitored {old}, this run monitors {new}: the best checkpoint and early stopping start afresh"
+            );
+        }
+        st.best = None;
+        st.best_val_loss = None;
+        st.bad_epochs = 0;
+    }
+    Ok(())
+}
+
 /// Checks that the session `now` can continue the checkpoint `state`.
 pub fn check(state: &TrainerState, now: &Session) -> Result<()> {
     let mut then = Settings::default();
@@ -183,5 +202,20 @@ mod tests {
         let mut st = state(2, 5);
         for_rank(&mut st, 0, 2, 4, true);
         assert_eq!(st.next_batch, 5);
+    }
+
+    #[test]
+    fn another_monitor_starts_the_best_afresh() {
+        let mut st = state(1, 0);
+        st.best = Some((0.8, 2));
+        st.best_val_loss = Some(0.5);
+        st.bad_epochs = 1;
+        let same = TrainConfig::load(None, &[]).unwrap();
+        follow_monitor(&mut st, same.settings(), true).unwrap();
+        assert_eq!((st.best, st.bad_epochs), (Some((0.8, 2)), 1));
+        // The default monitors val_macro_f1.
+        let now = TrainConfig::load(None, &["train.monitor=val_loss".into()]).unwrap();
+        follow_monitor(&mut st, now.settings(), true).unwrap();
+        assert_eq!((st.best, st.best_val_loss, st.bad_epochs), (None, None, 0));
     }
 }
