@@ -39,6 +39,8 @@ Options:
   --results PATH    where gpu.md is copied on a GPU run (default: none)
   --img N           frame size of the fits and the first bench-memory (default 112)
   --quick           one backbone, fewer rows, no 224^2 bench (the CPU plumbing test)
+  --precisions "P ..." precisions of the fits and the peer (default "32 16-mixed bf16-mixed")
+  --test-filter S   run only the trainer tests whose names contain S (default: all)
 EOF
 }
 
@@ -46,6 +48,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 bundle=""
 train="" tests="" c112="" c224="" peer=""
 device=cuda out=gpu-check-out results="" quick=0 img=112
+precisions="32 16-mixed bf16-mixed" test_filter=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --bundle) bundle="$2"; shift 2 ;;
@@ -59,6 +62,8 @@ while [ $# -gt 0 ]; do
         --results) results="$2"; shift 2 ;;
         --img) img="$2"; shift 2 ;;
         --quick) quick=1; shift ;;
+        --precisions) precisions="$2"; shift 2 ;;
+        --test-filter) test_filter="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "gpu_check: unknown option \`$1\` (see --help)" >&2; exit 2 ;;
     esac
@@ -120,7 +125,8 @@ fi
 
 # 2. device-generic trainer tests
 if [ -x "$tests/memory_techniques" ]; then
-    rc=$(run unit-tests env MVDRIVE_TEST_DEVICE="$device" "$tests/memory_techniques" --test-threads=1)
+    rc=$(run unit-tests env MVDRIVE_TEST_DEVICE="$device" "$tests/memory_techniques" --test-threads=1 \
+        ${test_filter:+"$test_filter"})
     passed=$(grep -o '[0-9]* passed' "$out/unit-tests.log" | tail -1)
     if [ "$rc" = 0 ]; then row "trainer tests on $device" ok "$passed"; else
         row "trainer tests on $device" FAIL "exit $rc, see unit-tests.log"; failures=$((failures + 1)); fi
@@ -130,7 +136,6 @@ fi
 
 # 3. a short fit per backbone x precision x checkpointing
 if [ "$quick" = 1 ]; then backbones="r3d_18"; else backbones="r2plus1d_18 r3d_18 x3d transformer mamba stgcn"; fi
-precisions="32 16-mixed bf16-mixed"
 fit_common=(-q --cache "$c112" trainer.device="$dev" train.max_epochs=1 data.batch_size=2
     data.uniform_temporal_subsample_num=8 data.img_size="$img" data.val_split=null
     trainer.log_dir="$out/fits" train.warmup_epochs=0)

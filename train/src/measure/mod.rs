@@ -22,6 +22,14 @@ pub fn info() {
         None => "libtorch's own (glibc malloc)".to_string(),
     };
     println!("cpu allocator:  {allocator}");
+    println!(
+        "cpu bfloat16:   {}",
+        if crate::optim::precision::cpu_has_bf16_kernels() {
+            "fast kernels (AVX-512)"
+        } else {
+            "slow path (no AVX-512): prefer trainer.precision=32 on this CPU"
+        }
+    );
     let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
     println!(
         "cpu tensor check: sum([1,2,3]) = {}",

@@ -104,6 +104,9 @@ impl Session {
         }
         let device = resolve_device(config.trainer.device)?;
         let precision = config.trainer.precision.check_device(device)?;
+        if let Some(note) = precision.slow_note(device) {
+            eprintln!("note: {note}");
+        }
         let views = select_views(&cache, &config)?;
         if cache.meta.partial_views
             && views.len() > 1
