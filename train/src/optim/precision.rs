@@ -40,7 +40,8 @@ impl Precision {
     /// A note when this precision is known to be slow on `device`: libtorch's CPU bfloat16
     /// convolutions and matrix products have fast (oneDNN) kernels only on x86 CPUs with
     /// AVX-512 (BW, VL and DQ; its `mkldnn_bf16_device_check`). Without them a bf16 step
-    /// took 33x the float32 one here (R3D-18, AVX2-only AMD EPYC).
+    /// took 78x the float32 one on R3D-18 and 18x on the transformer (AVX2-only AMD EPYC,
+    /// bench/results/bf16-cpu-avx2.md).
     pub fn slow_note(self, device: Device) -> Option<String> {
         (self == Precision::Bf16Mixed && device == Device::Cpu && !cpu_has_bf16_kernels()).then(|| {
             format!(

@@ -3,7 +3,7 @@
 //! The effective batch `E = data.batch_size x train.accumulate_grad_batches` of the
 //! configuration is kept; the candidates are every `batch_size` dividing `E` (with
 //! `accumulate_grad_batches = E / batch_size`), every precision of the device (`32` and
-//! `bf16-mixed` on CPU; `16-mixed` too on CUDA), gradient checkpointing off and on, and the
+//! `bf16-mixed` on CPU, bf16 only with AVX-512; `16-mixed` too on CUDA), gradient checkpointing off and on, and the
 //! `data.img_size` / `data.uniform_temporal_subsample_num` values asked for (default: the
 //! configuration's). Each candidate runs real optimizer steps in a child process
 //! ([`crate::measure::probe::probe_in_child`]) that is stopped as soon as its resident memory passes
@@ -39,7 +39,8 @@ fn budget(flag: &str, text: Option<&str>) -> Result<Option<u64>, String> {
 ///
 /// Keeps the effective batch (data.batch_size x train.accumulate_grad_batches) of the
 /// configuration and tries, with real training steps on the cache, every batch_size
-/// dividing it, each precision of the device (32, bf16-mixed; 16-mixed on CUDA), gradient
+/// dividing it, each precision of the device (32, bf16-mixed on CUDA or an AVX-512 CPU;
+/// 16-mixed on CUDA), gradient
 /// checkpointing off and on, and the --img-sizes / --frames given. Each setting runs in a
 /// child process that is stopped once its resident memory passes --budget-ram. Prints a
 /// table (peak RAM, peak VRAM on CUDA, seconds per optimizer step) and the fastest setting
@@ -278,6 +279,12 @@ fn space(args: &PlanRequest) -> Result<Space> {
     }
     let precisions: Vec<Precision> = if cuda {
         vec![Precision::Fp32, Precision::Fp16Mixed, Precision::Bf16Mixed]
+    } else if let Some(note) = Precision::Bf16Mixed.slow_note(device) {
+        // A bf16 probe would take minutes per step, and never be the one to recommend.
+        if !args.quiet {
+            eprintln!("plan: bf16-mixed is not tried: {note}");
+        }
+        vec![Precision::Fp32]
     } else {
         vec![Precision::Fp32, Precision::Bf16Mixed]
     };
