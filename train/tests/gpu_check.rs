@@ -60,10 +60,10 @@ fn the_gpu_check_script_runs_on_cpu_and_reports_the_cuda_parts_as_skipped() {
     let run = Command::new("bash")
         .arg(root.join("scripts/gpu_check.sh"))
         .args(["--device", "cpu", "--quick", "--img", "32"])
-        // float32 fits and one trainer test keep the plumbing test short: CPU bfloat16 is
-        // slow without AVX-512 (bf16 fits are learning.rs's; the trainer tests run whole as
+        // float32 fits (16-mixed reports skipped on CPU) and one trainer test keep the
+        // plumbing test short: CPU bfloat16 is slow without AVX-512 (bf16 fits are learning.rs's; the trainer tests run whole as
         // their own test binary).
-        .args(["--precisions", "32", "--test-filter", TRAINER_TEST])
+        .args(["--precisions", "32 16-mixed", "--test-filter", TRAINER_TEST])
         .arg("--train")
         .arg(env!("CARGO_BIN_EXE_train"))
         .arg("--tests")
@@ -101,8 +101,9 @@ fn the_gpu_check_script_runs_on_cpu_and_reports_the_cuda_parts_as_skipped() {
     for ck in ["false", "true"] {
         assert_eq!(result(&format!("fit r3d_18 32 ck={ck}")), "ok", "{ck}");
     }
+    assert_eq!(result("fit r3d_18 16-mixed ck=false"), "skipped");
     assert!(
-        !summary.contains("bf16-mixed") && !summary.contains("16-mixed"),
+        !summary.contains("bf16-mixed"),
         "only the precisions asked for:\n{summary}"
     );
     if have_tests {

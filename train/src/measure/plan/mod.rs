@@ -2,10 +2,10 @@
 //!
 //! The effective batch `E = data.batch_size x train.accumulate_grad_batches` of the
 //! configuration is kept; the candidates are every `batch_size` dividing `E` (with
-//! `accumulate_grad_batches = E / batch_size`), every precision of the device (`32` and
-//! `bf16-mixed` on CPU, bf16 only with AVX-512; `16-mixed` too on CUDA), gradient checkpointing off and on, and the
-//! `data.img_size` / `data.uniform_temporal_subsample_num` values asked for (default: the
-//! configuration's). Each candidate runs real optimizer steps in a child process
+//! `accumulate_grad_batches = E / batch_size`), every precision of the device (`32`, and
+//! `bf16-mixed` on a CPU with AVX-512; `16-mixed` and `bf16-mixed` on CUDA), gradient
+//! checkpointing off and on, and the `data.img_size` / `data.uniform_temporal_subsample_num`
+//! values asked for (default: the configuration's). Each candidate runs real optimizer steps in a child process
 //! ([`crate::measure::probe::probe_in_child`]) that is stopped as soon as its resident memory passes
 //! the RAM budget. Memory grows with the batch size, so for each (precision, checkpointing,
 //! size, frames) the batch sizes are tried from small to large and the larger ones are
@@ -39,9 +39,8 @@ fn budget(flag: &str, text: Option<&str>) -> Result<Option<u64>, String> {
 ///
 /// Keeps the effective batch (data.batch_size x train.accumulate_grad_batches) of the
 /// configuration and tries, with real training steps on the cache, every batch_size
-/// dividing it, each precision of the device (32, bf16-mixed on CUDA or an AVX-512 CPU;
-/// 16-mixed on CUDA), gradient
-/// checkpointing off and on, and the --img-sizes / --frames given. Each setting runs in a
+/// dividing it, each precision of the device (32; bf16-mixed on CUDA or an AVX-512 CPU;
+/// 16-mixed on CUDA), gradient checkpointing off and on, and the --img-sizes / --frames given. Each setting runs in a
 /// child process that is stopped once its resident memory passes --budget-ram. Prints a
 /// table (peak RAM, peak VRAM on CUDA, seconds per optimizer step) and the fastest setting
 /// that fits, as key=value overrides for `train fit`.
