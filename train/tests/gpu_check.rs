@@ -61,8 +61,8 @@ fn the_gpu_check_script_runs_on_cpu_and_reports_the_cuda_parts_as_skipped() {
         .arg(root.join("scripts/gpu_check.sh"))
         .args(["--device", "cpu", "--quick", "--img", "32"])
         // float32 fits (16-mixed reports skipped on CPU) and one trainer test keep the
-        // plumbing test short: CPU bfloat16 is slow without AVX-512 (bf16 fits are learning.rs's; the trainer tests run whole as
-        // their own test binary).
+        // plumbing test short: CPU bfloat16 is slow without AVX-512. bf16 fits are in
+        // learning.rs, and the trainer tests run whole as their own test binary.
         .args(["--precisions", "32 16-mixed", "--test-filter", TRAINER_TEST])
         .arg("--train")
         .arg(env!("CARGO_BIN_EXE_train"))

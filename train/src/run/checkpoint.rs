@@ -90,6 +90,15 @@ fn file_hash(path: &Path) -> Result<String> {
 }
 
 impl TrainerState {
+    /// The run's saved configuration (`config_yaml`) over the defaults.
+    pub fn settings(
+        &self,
+    ) -> std::result::Result<crate::config::Settings, crate::config::ConfigError> {
+        let mut s = crate::config::Settings::default();
+        s.apply_yaml(&self.config_yaml)?;
+        Ok(s)
+    }
+
     /// The state of a run that starts from scratch in `s`.
     pub fn fresh(s: &crate::run::session::Session) -> TrainerState {
         let m = &s.config.settings();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Settings, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::loader::{ClipPick, Loader, Prefetch};
 use crate::data::sampler::{Sampler, Selection};
 use crate::error::{IoAt, Result, TrainError};
@@ -165,9 +165,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 pub fn eval(args: &EvalArgs) -> Result<EvalSummary> {
     let (ckpt, cache_dir, split) = (&args.ckpt, &args.cache, args.split.as_str());
     let st = checkpoint::load_state(ckpt)?;
-    let mut settings = Settings::default();
-    settings
-        .apply_yaml(&st.config_yaml)
+    let mut settings = st
+        .settings()
         .map_err(|e| format!("{}: its saved configuration: {e}", ckpt.display()))?;
     settings.set("trainer.device", &args.device, false)?;
     if let Some(k) = args.clips {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{CModule, Device, Kind, Tensor};
 
-use crate::config::{Settings, TrainConfig};
+use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::model::backbones::normalize;
 use crate::model::{Input, InputType, ModelConfig, MultiViewModel};
@@ -45,9 +45,8 @@ pub struct ExportSummary {
 /// The model of a checkpoint, built without a cache (RGB models only).
 pub fn checkpoint_model(ckpt: &Path) -> Result<(VarStore, MultiViewModel, Vec<String>)> {
     let st = checkpoint::load_state(ckpt)?;
-    let mut settings = Settings::default();
-    settings
-        .apply_yaml(&st.config_yaml)
+    let settings = st
+        .settings()
         .map_err(|e| format!("{}: its saved configuration: {e}", ckpt.display()))?;
     let c = TrainConfig::new(&settings)?;
     if c.model.input_type != InputType::Rgb {

@@ -16,7 +16,7 @@ use mvdrive_schemas::index::SessionRow;
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
-use crate::config::{Settings, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::sampler::eval_clip_frames;
 use crate::error::{IoAt, Result, TrainError};
 use crate::model::MultiViewModel;
@@ -92,9 +92,8 @@ pub struct PredictSummary {
 /// session on `cache` reading the model's views in the model's order.
 fn open(args: &PredictArgs, cache: &Path) -> Result<(Session, TrainerState)> {
     let st = checkpoint::load_state(&args.ckpt)?;
-    let mut settings = Settings::default();
-    settings
-        .apply_yaml(&st.config_yaml)
+    let mut settings = st
+        .settings()
         .map_err(|e| format!("{}: its saved configuration: {e}", args.ckpt.display()))?;
     settings.set("trainer.device", &args.device, false)?;
     settings.set("data.aug.enabled", "false", false)?;

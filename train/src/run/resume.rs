@@ -38,8 +38,7 @@ pub fn resumed_config(
     file: Option<&Path>,
     overrides: &[String],
 ) -> Result<TrainConfig> {
-    let mut s = Settings::default();
-    s.apply_yaml(&state.config_yaml)?;
+    let mut s = state.settings()?;
     if let Some(f) = file {
         s.apply_yaml_file(f)?;
     }
@@ -76,8 +75,7 @@ pub fn for_rank(st: &mut TrainerState, rank: usize, world: usize, accum: usize, 
 /// A run resumed with another `train.monitor` starts its best and early-stopping count
 /// afresh: the saved best is a value of the old metric (an accuracy is no loss to beat).
 pub fn follow_monitor(st: &mut TrainerState, now: &Settings, quiet: bool) -> Result<()> {
-    let mut then = Settings::default();
-    then.apply_yaml(&st.config_yaml)?;
+    let then = st.settings()?;
     let (old, new) = (then.raw("train.monitor"), now.raw("train.monitor"));
     if old != new && st.best.is_some() {
         if !quiet {
@@ -94,8 +92,7 @@ pub fn follow_monitor(st: &mut TrainerState, now: &Settings, quiet: bool) -> Res
 
 /// Checks that the session `now` can continue the checkpoint `state`.
 pub fn check(state: &TrainerState, now: &Session) -> Result<()> {
-    let mut then = Settings::default();
-    then.apply_yaml(&state.config_yaml)?;
+    let then = state.settings()?;
     let now_s = now.config.settings();
     if state.next_batch > 0 {
         for &k in SAME_BATCHES {

@@ -5,9 +5,9 @@
 //! `accumulate_grad_batches = E / batch_size`), every precision of the device (`32`, and
 //! `bf16-mixed` on a CPU with AVX-512; `16-mixed` and `bf16-mixed` on CUDA), gradient
 //! checkpointing off and on, and the `data.img_size` / `data.uniform_temporal_subsample_num`
-//! values asked for (default: the configuration's). Each candidate runs real optimizer steps in a child process
-//! ([`crate::measure::probe::probe_in_child`]) that is stopped as soon as its resident memory passes
-//! the RAM budget. Memory grows with the batch size, so for each (precision, checkpointing,
+//! values asked for (default: the configuration's). Each candidate runs real optimizer
+//! steps in a child process ([`crate::measure::probe::probe_in_child`]) that is stopped as
+//! soon as its resident memory passes the RAM budget. Memory grows with the batch size, so for each (precision, checkpointing,
 //! size, frames) the batch sizes are tried from small to large and the larger ones are
 //! skipped once one is over budget.
 //!
@@ -40,8 +40,9 @@ fn budget(flag: &str, text: Option<&str>) -> Result<Option<u64>, String> {
 /// Keeps the effective batch (data.batch_size x train.accumulate_grad_batches) of the
 /// configuration and tries, with real training steps on the cache, every batch_size
 /// dividing it, each precision of the device (32; bf16-mixed on CUDA or an AVX-512 CPU;
-/// 16-mixed on CUDA), gradient checkpointing off and on, and the --img-sizes / --frames given. Each setting runs in a
-/// child process that is stopped once its resident memory passes --budget-ram. Prints a
+/// 16-mixed on CUDA), gradient checkpointing off and on, and the --img-sizes / --frames
+/// given. Each setting runs in a child process that is stopped once its resident memory
+/// passes --budget-ram. Prints a
 /// table (peak RAM, peak VRAM on CUDA, seconds per optimizer step) and the fastest setting
 /// that fits, as key=value overrides for `train fit`.
 #[derive(Debug, Clone, clap::Args)]
