@@ -225,6 +225,16 @@ mod clip_hwt {
     }
 }
 
+/// Read a checkpoint's trainer state and its saved configuration over the defaults
+/// (what `train eval`, `train export` and `train predict` rebuild the model from).
+pub fn load_with_settings(ckpt: &Path) -> Result<(TrainerState, crate::config::Settings)> {
+    let st = load_state(ckpt)?;
+    let settings = st
+        .settings()
+        .map_err(|e| format!("{}: its saved configuration: {e}", ckpt.display()))?;
+    Ok((st, settings))
+}
+
 /// Read a checkpoint's trainer state.
 pub fn load_state(ckpt: &Path) -> Result<TrainerState> {
     if ckpt.is_dir() {

@@ -164,10 +164,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 /// Evaluates a checkpoint (`train eval`): the checkpoint's model on a split of a cache.
 pub fn eval(args: &EvalArgs) -> Result<EvalSummary> {
     let (ckpt, cache_dir, split) = (&args.ckpt, &args.cache, args.split.as_str());
-    let st = checkpoint::load_state(ckpt)?;
-    let mut settings = st
-        .settings()
-        .map_err(|e| format!("{}: its saved configuration: {e}", ckpt.display()))?;
+    let (st, mut settings) = checkpoint::load_with_settings(ckpt)?;
     settings.set("trainer.device", &args.device, false)?;
     if let Some(k) = args.clips {
         settings.set("eval.clips", &k.to_string(), false)?;

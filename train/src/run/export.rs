@@ -44,10 +44,7 @@ pub struct ExportSummary {
 
 /// The model of a checkpoint, built without a cache (RGB models only).
 pub fn checkpoint_model(ckpt: &Path) -> Result<(VarStore, MultiViewModel, Vec<String>)> {
-    let st = checkpoint::load_state(ckpt)?;
-    let settings = st
-        .settings()
-        .map_err(|e| format!("{}: its saved configuration: {e}", ckpt.display()))?;
+    let (st, settings) = checkpoint::load_with_settings(ckpt)?;
     let c = TrainConfig::new(&settings)?;
     if c.model.input_type != InputType::Rgb {
         return Err(TrainError::Other(format!(

@@ -91,10 +91,7 @@ pub struct PredictSummary {
 /// The checkpoint's settings (its clip shape included) with `args`' over them, as a
 /// session on `cache` reading the model's views in the model's order.
 fn open(args: &PredictArgs, cache: &Path) -> Result<(Session, TrainerState)> {
-    let st = checkpoint::load_state(&args.ckpt)?;
-    let mut settings = st
-        .settings()
-        .map_err(|e| format!("{}: its saved configuration: {e}", args.ckpt.display()))?;
+    let (st, mut settings) = checkpoint::load_with_settings(&args.ckpt)?;
     settings.set("trainer.device", &args.device, false)?;
     settings.set("data.aug.enabled", "false", false)?;
     // The model's input as it was built, whatever size the cache holds.

@@ -7,9 +7,9 @@
 //! checkpointing off and on, and the `data.img_size` / `data.uniform_temporal_subsample_num`
 //! values asked for (default: the configuration's). Each candidate runs real optimizer
 //! steps in a child process ([`crate::measure::probe::probe_in_child`]) that is stopped as
-//! soon as its resident memory passes the RAM budget. Memory grows with the batch size, so for each (precision, checkpointing,
-//! size, frames) the batch sizes are tried from small to large and the larger ones are
-//! skipped once one is over budget.
+//! soon as its resident memory passes the RAM budget. Memory grows with the batch size,
+//! so for each (precision, checkpointing, size, frames) the batch sizes are tried from
+//! small to large and the larger ones are skipped once one is over budget.
 //!
 //! The recommendation is the fastest fitting setting (seconds per optimizer step, which
 //! cover the same effective batch for every candidate) at the configured input size; a
@@ -42,9 +42,8 @@ fn budget(flag: &str, text: Option<&str>) -> Result<Option<u64>, String> {
 /// dividing it, each precision of the device (32; bf16-mixed on CUDA or an AVX-512 CPU;
 /// 16-mixed on CUDA), gradient checkpointing off and on, and the --img-sizes / --frames
 /// given. Each setting runs in a child process that is stopped once its resident memory
-/// passes --budget-ram. Prints a
-/// table (peak RAM, peak VRAM on CUDA, seconds per optimizer step) and the fastest setting
-/// that fits, as key=value overrides for `train fit`.
+/// passes --budget-ram. Prints a table (peak RAM, peak VRAM on CUDA, seconds per optimizer
+/// step) and the fastest setting that fits, as key=value overrides for `train fit`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     after_help = "Sizes: 512M, 8G, 8GiB, 1.5G or plain bytes (binary: 1G = 2^30 bytes).\nExample: train plan --cache C --budget-ram 8G data.batch_size=4 train.accumulate_grad_batches=2"
