@@ -78,8 +78,8 @@ fn model_config(backbone: BackboneKind) -> ModelConfig {
     c
 }
 
-/// 3 optimizer steps of batch `x[lo..lo + n]`: the gradients of each step (`g.<i>`), then
-/// the weights (`w.<i>`).
+/// 3 optimizer steps of batch `x[lo..lo + n]`: the gradients of each step
+/// (`g<step>.<name>`), then the weights (`w.<name>`).
 fn three_steps(
     kind: BackboneKind,
     group: Option<Arc<ProcessGroup>>,
@@ -104,13 +104,12 @@ fn three_steps(
         let (x, y) = (Input::rgb(x.narrow(0, lo, n)), y.narrow(0, lo, n));
         tr.micro_batch(&x, &y, 0.1, 1, step).unwrap();
         tr.sync_gradients().unwrap();
-        let n = out.len();
+        let names = tr.opt.params.iter().map(|(name, _)| name);
         out.extend(
-            tr.gradients()
-                .into_iter()
-                .filter(|g| g.defined())
-                .enumerate()
-                .map(|(i, g)| (format!("g.{}", n + i), g)),
+            names
+                .zip(tr.gradients())
+                .filter(|(_, g)| g.defined())
+                .map(|(name, g)| (format!("g{step}.{name}"), g)),
         );
         let o = tr.step(1e-2, 1.0);
         assert!(o.applied);
@@ -171,27 +170,52 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
             Tensor::read_safetensors(dir.path().join(format!("{kind}.safetensors"))).unwrap();
         two.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(single.len(), two.len(), "{kind}");
-        let (mut grads, mut weights) = (0f64, 0f64);
+        let grads = single
+            .iter()
+            .zip(&two)
+            .filter(|((name, _), _)| name.starts_with('g'))
+            .map(|((name, a), (other, b))| {
+                assert_eq!(name, other);
+                (a - b).abs().max().double_value(&[])
+            })
+            .fold(0f64, f64::max);
+        // Adam divides each gradient by its own running size, so its step is as exact as the
+        // gradient is relative to itself: where a gradient is at rounding level (a key bias,
+        // which softmax ignores; a weight whose terms cancel) the weight moves by a
+        // rounding-driven amount of up to lr. The weights are compared where every step's
+        // gradients agree to 1e-3 of their own size, which bounds Adam's step difference by
+        // about lr x 1e-3 = 1e-5; those elsewhere must be few (on an AVX-512 Xeon: 0.6% of
+        // the transformer's weights, 4% of Mamba's).
+        let grad_of = |side: &[(String, Tensor)], key: &str| {
+            side.iter()
+                .find(|(n, _)| n == key)
+                .map(|(_, t)| t.shallow_clone())
+        };
+        let (mut weights, mut skipped, mut total) = (0f64, 0i64, 0i64);
         for ((name, a), (other, b)) in single.iter().zip(&two) {
             assert_eq!(name, other);
-            let mut diff = (a - b).abs();
-            if name.ends_with("qkv.bias") {
-                // The key bias gets a zero gradient up to rounding (softmax ignores it), and
-                // Adam divides each gradient by its own running size: its weight moves by a
-                // rounding-driven amount (up to lr). Only the query and value biases count.
-                let third = diff.size()[0] / 3;
-                diff = Tensor::cat(
-                    &[diff.narrow(0, 0, third), diff.narrow(0, 2 * third, third)],
-                    0,
-                );
+            let Some(param) = name.strip_prefix("w.") else {
+                continue;
+            };
+            let mut compared = Tensor::ones_like(a).to_kind(Kind::Bool);
+            for step in 0..3 {
+                let key = format!("g{step}.{param}");
+                if let (Some(ga), Some(gb)) = (grad_of(&single, &key), grad_of(&two, &key)) {
+                    let agree = (&ga - &gb).abs().le_tensor(&(ga.abs() * 1e-3));
+                    compared = compared.logical_and(&agree);
+                }
             }
-            let d = diff.max().double_value(&[]);
-            if name.starts_with("g.") {
-                grads = grads.max(d);
-            } else {
-                weights = weights.max(d);
+            let diff = (a - b).abs().masked_select(&compared);
+            total += a.numel() as i64;
+            skipped += a.numel() as i64 - diff.numel() as i64;
+            if diff.numel() > 0 {
+                weights = weights.max(diff.max().double_value(&[]));
             }
         }
+        assert!(
+            (skipped as f64) < 0.1 * total as f64,
+            "{kind}: the gradients of {skipped} of {total} weights disagree by over 1e-3 of their size"
+        );
         assert!(
             grads <= 1e-5,
             "{kind}: 2 ranks x B vs 1 x 2B: gradients differ by {grads}"
