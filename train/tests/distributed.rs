@@ -2,6 +2,7 @@
 //! is a separate process under a timeout: either this test binary started again (the
 //! `MVD_DIST_RANK` variable says which rank it is) or the `train` binary.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -84,7 +85,7 @@ fn three_steps(
     kind: BackboneKind,
     group: Option<Arc<ProcessGroup>>,
     part: (i64, i64),
-) -> Vec<(String, Tensor)> {
+) -> BTreeMap<String, Tensor> {
     tch::manual_seed(11);
     let mut tr = Trainer::new(
         &model_config(kind),
@@ -95,7 +96,7 @@ fn three_steps(
     )
     .unwrap();
     tr.dist = group;
-    let mut out = Vec::new();
+    let mut out = BTreeMap::new();
     for step in 0..3 {
         tch::manual_seed(100 + step);
         let x = Tensor::randn([4, 2, 3, 4, 16, 16], (Kind::Float, Device::Cpu));
@@ -114,13 +115,12 @@ fn three_steps(
         let o = tr.step(1e-2, 1.0);
         assert!(o.applied);
     }
-    let mut vars: Vec<(String, Tensor)> = tr.vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
     out.extend(
-        vars.into_iter()
+        tr.vs
+            .variables()
+            .into_iter()
             .map(|(n, t)| (format!("w.{n}"), t.detach().copy())),
     );
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
@@ -137,6 +137,7 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
             let ts = three_steps(kind, Some(pg.clone()), (rank * 2, 2));
             if rank == 0 {
                 let out = PathBuf::from(std::env::var("MVD_DIST_OUT").unwrap());
+                let ts: Vec<_> = ts.iter().collect();
                 Tensor::write_safetensors(&ts, out.join(format!("{kind}.safetensors"))).unwrap();
             }
         }
@@ -166,18 +167,16 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
     }
     for kind in kinds {
         let single = three_steps(kind, None, (0, 4));
-        let mut two =
-            Tensor::read_safetensors(dir.path().join(format!("{kind}.safetensors"))).unwrap();
-        two.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(single.len(), two.len(), "{kind}");
+        let two: BTreeMap<String, Tensor> =
+            Tensor::read_safetensors(dir.path().join(format!("{kind}.safetensors")))
+                .unwrap()
+                .into_iter()
+                .collect();
+        assert!(single.keys().eq(two.keys()), "{kind}: other tensors");
         let grads = single
             .iter()
-            .zip(&two)
-            .filter(|((name, _), _)| name.starts_with('g'))
-            .map(|((name, a), (other, b))| {
-                assert_eq!(name, other);
-                (a - b).abs().max().double_value(&[])
-            })
+            .filter(|(name, _)| name.starts_with('g'))
+            .map(|(name, a)| (a - &two[name]).abs().max().double_value(&[]))
             .fold(0f64, f64::max);
         // Adam divides each gradient by its own running size, so its step is as exact as the
         // gradient is relative to itself: where a gradient is at rounding level (a key bias,
@@ -186,26 +185,20 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
         // gradients agree to 1e-3 of their own size, which bounds Adam's step difference by
         // about lr x 1e-3 = 1e-5; those elsewhere must be few (on an AVX-512 Xeon: 0.6% of
         // the transformer's weights, 4% of Mamba's).
-        let grad_of = |side: &[(String, Tensor)], key: &str| {
-            side.iter()
-                .find(|(n, _)| n == key)
-                .map(|(_, t)| t.shallow_clone())
-        };
         let (mut weights, mut skipped, mut total) = (0f64, 0i64, 0i64);
-        for ((name, a), (other, b)) in single.iter().zip(&two) {
-            assert_eq!(name, other);
+        for (name, a) in &single {
             let Some(param) = name.strip_prefix("w.") else {
                 continue;
             };
             let mut compared = Tensor::ones_like(a).to_kind(Kind::Bool);
             for step in 0..3 {
                 let key = format!("g{step}.{param}");
-                if let (Some(ga), Some(gb)) = (grad_of(&single, &key), grad_of(&two, &key)) {
-                    let agree = (&ga - &gb).abs().le_tensor(&(ga.abs() * 1e-3));
+                if let (Some(ga), Some(gb)) = (single.get(&key), two.get(&key)) {
+                    let agree = (ga - gb).abs().le_tensor(&(ga.abs() * 1e-3));
                     compared = compared.logical_and(&agree);
                 }
             }
-            let diff = (a - b).abs().masked_select(&compared);
+            let diff = (a - &two[name]).abs().masked_select(&compared);
             total += a.numel() as i64;
             skipped += a.numel() as i64 - diff.numel() as i64;
             if diff.numel() > 0 {

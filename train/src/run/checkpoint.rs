@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::Tensor;
 
+use crate::config::{ConfigError, Settings};
 use crate::error::{IoAt, Result, TrainError};
 use crate::model::ClipShape;
 use crate::optim::adamw::AdamW;
@@ -91,10 +92,8 @@ fn file_hash(path: &Path) -> Result<String> {
 
 impl TrainerState {
     /// The run's saved configuration (`config_yaml`) over the defaults.
-    pub fn settings(
-        &self,
-    ) -> std::result::Result<crate::config::Settings, crate::config::ConfigError> {
-        let mut s = crate::config::Settings::default();
+    pub fn settings(&self) -> std::result::Result<Settings, ConfigError> {
+        let mut s = Settings::default();
         s.apply_yaml(&self.config_yaml)?;
         Ok(s)
     }
@@ -227,7 +226,7 @@ mod clip_hwt {
 
 /// Read a checkpoint's trainer state and its saved configuration over the defaults
 /// (what `train eval`, `train export` and `train predict` rebuild the model from).
-pub fn load_with_settings(ckpt: &Path) -> Result<(TrainerState, crate::config::Settings)> {
+pub fn load_with_settings(ckpt: &Path) -> Result<(TrainerState, Settings)> {
     let st = load_state(ckpt)?;
     let settings = st
         .settings()
