@@ -20,6 +20,16 @@ pub enum DistError {
         /// c10d's message.
         msg: String,
     },
+    /// A launcher could not serve the rendezvous store.
+    #[error("could not serve the rendezvous store on port {port} ({msg}){hint}")]
+    Serve {
+        /// The port asked for (0: any free one).
+        port: u16,
+        /// c10d's message.
+        msg: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// A collective failed: usually another rank stopped or the timeout passed.
     #[error("rank {rank}: {op} across {world} ranks failed ({msg}); another rank has probably stopped (see its error) or did not answer within trainer.dist_timeout_s")]
     Collective {

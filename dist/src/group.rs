@@ -65,9 +65,10 @@ mod ffi {
     }
 }
 
-const ERR_LEN: usize = 2048;
+pub(crate) const ERR_LEN: usize = 2048;
 
-fn message(buf: &[u8]) -> String {
+/// The NUL-terminated message the shim wrote into `buf`.
+pub(crate) fn message(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).trim().to_string()
 }

@@ -5,12 +5,15 @@
 //! [`Launch::from_env`] reads how the process was started (torchrun's `RANK`/`WORLD_SIZE`/
 //! `LOCAL_RANK`/`MASTER_ADDR`/`MASTER_PORT`, or srun's `SLURM_PROCID`/`SLURM_STEP_NUM_TASKS`/
 //! `SLURM_LOCALID`/`SLURM_NODELIST`); [`ProcessGroup::connect`] joins the group. Dropping the
-//! group destroys it.
+//! group destroys it. A launcher that starts the ranks itself serves their store with
+//! [`Store::serve`], as torchrun's agent does.
 
 mod error;
 mod group;
 mod launch;
+mod store;
 
 pub use error::DistError;
 pub use group::{Backend, ProcessGroup, BUCKET_BYTES};
 pub use launch::{first_host, Launch, Launcher, DEFAULT_PORT};
+pub use store::Store;

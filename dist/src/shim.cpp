@@ -114,6 +114,32 @@ void* mvd_group_new(const char* host, int port, int serve, const char* prefix, i
 
 void mvd_group_free(void* g) { delete static_cast<Group*>(g); }
 
+// Serves a rendezvous store at host:port (port 0: a free one, chosen by the kernel when it
+// binds, so no other process can take it in between) for ranks that join it as clients, the
+// way torchrun's agent does. Writes the bound port to `bound`. Returns null and fills `err` on
+// failure.
+void* mvd_store_serve(const char* host, int port, long long timeout_ms, int* bound, char* err,
+                      size_t err_len) {
+  const char* level = std::getenv("TORCH_CPP_LOG_LEVEL");
+  if (level == nullptr || *level == '\0') FLAGS_caffe2_log_level = 3;
+  c10d::TCPStore* out = nullptr;
+  int rc = guarded(err, err_len, [&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = true;
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    *bound = static_cast<int>(tcp->getPort());
+    out = tcp.release();
+  });
+  return rc == 0 ? out : nullptr;
+}
+
+void mvd_store_free(void* s) {
+  c10::intrusive_ptr<c10d::TCPStore>::reclaim(static_cast<c10d::TCPStore*>(s));
+}
+
 // In-place all-reduce of n tensors (op: 0 sum, 1 max, 2 min), waiting for completion.
 int mvd_all_reduce(void* g, const at::Tensor* const* ts, size_t n, int op, char* err,
                    size_t err_len) {

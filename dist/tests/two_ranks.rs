@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mvdrive_dist::{Backend, Launch, ProcessGroup, BUCKET_BYTES};
+use mvdrive_dist::{Backend, Launch, ProcessGroup, Store, BUCKET_BYTES};
 use tch::{Kind, Tensor};
 
 fn free_port() -> u16 {
@@ -114,6 +114,41 @@ fn collectives_agree_across_two_ranks() {
         Vec::new()
     };
     assert_eq!(pg.broadcast_bytes(&text, 0).unwrap(), b"rank zero says");
+    pg.barrier().unwrap();
+}
+
+#[test]
+fn ranks_join_the_store_their_launcher_serves() {
+    let Some(pg) = group() else {
+        // As `train fit --nproc` does: this process serves the store on a port the kernel
+        // picks, and every rank, rank 0 too, joins it as a client.
+        let store = Store::serve(0, Duration::from_secs(60)).unwrap();
+        assert_ne!(store.port(), 0);
+        let taken = Store::serve(store.port(), Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            taken.contains(&format!("port {}", store.port())) && taken.contains("MASTER_PORT"),
+            "a second store on a taken port: {taken}"
+        );
+        let extra = [
+            ("MASTER_PORT", store.port().to_string()),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True".to_string()),
+        ];
+        let test = "ranks_join_the_store_their_launcher_serves";
+        for (ok, err) in ranks(test, 2, &extra, Duration::from_secs(60)) {
+            assert!(ok, "a rank failed:\n{err}");
+        }
+        return;
+    };
+    assert!(pg.launch().agent_store);
+    let t = vec![Tensor::full(
+        [4],
+        pg.rank() as f64 + 1.0,
+        (Kind::Float, tch::Device::Cpu),
+    )];
+    pg.all_reduce_sum_(&t).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&t[0]).unwrap(), vec![3.0; 4]);
     pg.barrier().unwrap();
 }
 

@@ -1,16 +1,22 @@
 //! `train fit --nproc N`: starts N ranks of this same command on this machine, with the
 //! environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
-//! MASTER_ADDR, MASTER_PORT; OMP_NUM_THREADS = cores / N unless set), and waits for them. When one fails, the others get a short
-//! grace to report their side, then are stopped.
+//! MASTER_ADDR, MASTER_PORT, TORCHELASTIC_USE_AGENT_STORE; OMP_NUM_THREADS = cores / N unless
+//! set), serves their rendezvous store, and waits for them. When one fails, the others get a
+//! short grace to report their side, then are stopped.
 
 use std::ffi::OsString;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use mvdrive_dist::Store;
+
 use crate::error::Result;
 
 /// How long the other ranks may take to stop by themselves after one failed.
 const GRACE: Duration = Duration::from_secs(30);
+
+/// The store's own wait on its keys; the ranks wait `trainer.dist_timeout_s` on theirs.
+const STORE_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// This process's arguments without `--nproc N` / `--nproc=N`.
 pub fn without_nproc(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -30,21 +36,30 @@ pub fn without_nproc(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> 
     out
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("--nproc: no free local port for the rendezvous: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 /// Runs `n` local ranks of this command line (without `--nproc`); Ok when all succeed.
+///
+/// This process serves the ranks' rendezvous store, as torchrun's agent does, on MASTER_PORT
+/// or else on a free port the kernel picks when it binds: choosing a free port first and
+/// letting rank 0 bind it later would race with any other program taking it in between.
 pub fn run_local(n: usize, quiet: bool) -> Result<()> {
     let exe =
         std::env::current_exe().map_err(|e| format!("--nproc: cannot find this binary: {e}"))?;
     let args = without_nproc(std::env::args_os().skip(1));
-    let port = match std::env::var("MASTER_PORT") {
-        Ok(p) if !p.trim().is_empty() => p,
-        _ => free_port()?.to_string(),
+    let asked = match std::env::var("MASTER_PORT") {
+        Ok(p) if !p.trim().is_empty() => p
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                format!(
+                    "--nproc: MASTER_PORT={p:?} is not a port (1..65535); unset it for a free one"
+                )
+            })?,
+        _ => 0,
     };
+    let store = Store::serve(asked, STORE_TIMEOUT).map_err(|e| format!("--nproc: {e}"))?;
+    let port = store.port().to_string();
     let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
     if !quiet {
         eprintln!(
@@ -60,7 +75,9 @@ pub fn run_local(n: usize, quiet: bool) -> Result<()> {
             .env("WORLD_SIZE", n.to_string())
             .env("LOCAL_WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", &addr)
-            .env("MASTER_PORT", &port);
+            .env("MASTER_PORT", &port)
+            .env("TORCHELASTIC_USE_AGENT_STORE", "True")
+            .env_remove("TORCHELASTIC_RESTART_COUNT");
         // Like torchrun: the ranks share the cores instead of each taking them all.
         if std::env::var_os("OMP_NUM_THREADS").is_none() {
             let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
@@ -90,7 +107,9 @@ pub fn run_local(n: usize, quiet: bool) -> Result<()> {
             }
         }
     }
-    wait_all(children)
+    let done = wait_all(children);
+    drop(store);
+    done
 }
 
 fn stop(children: &mut [Child]) {
