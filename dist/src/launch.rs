@@ -57,19 +57,7 @@ impl Launch {
                 }),
             }
         };
-        let port = || -> Result<u16, DistError> {
-            match var("MASTER_PORT") {
-                None => Ok(DEFAULT_PORT),
-                Some(v) => v
-                    .trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| {
-                        DistError::Env(format!("MASTER_PORT={v:?} is not a port (1..65535)"))
-                    }),
-            }
-        };
+        let port = || var("MASTER_PORT").map_or(Ok(DEFAULT_PORT), |v| parse_port(&v));
         let (rank, world, local_rank, addr, launcher) = if let Some(world) = num("WORLD_SIZE")? {
             let Some(rank) = num("RANK")? else {
                 return Err(DistError::Env(format!(
@@ -129,6 +117,15 @@ impl Launch {
             attempt: num("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0) as u64,
         }))
     }
+}
+
+/// A MASTER_PORT value: a port in 1..65535.
+pub fn parse_port(v: &str) -> Result<u16, DistError> {
+    v.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| DistError::Env(format!("MASTER_PORT={v:?} is not a port (1..65535)")))
 }
 
 /// The first host of a Slurm node list: `gpu[03-04,07],cpu1` -> `gpu03`, `a,b` -> `a`.

@@ -15,5 +15,5 @@ mod store;
 
 pub use error::DistError;
 pub use group::{Backend, ProcessGroup, BUCKET_BYTES};
-pub use launch::{first_host, Launch, Launcher, DEFAULT_PORT};
+pub use launch::{first_host, parse_port, Launch, Launcher, DEFAULT_PORT};
 pub use store::Store;

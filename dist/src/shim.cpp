@@ -48,6 +48,13 @@ int guarded(char* err, size_t len, F f) {
   return 1;
 }
 
+// c10d logs every failure it throws, with a backtrace, on stderr; the message reaches the
+// caller through `err` instead. TORCH_CPP_LOG_LEVEL (INFO, WARNING, ...) brings them back.
+void quiet_c10d_logs() {
+  const char* level = std::getenv("TORCH_CPP_LOG_LEVEL");
+  if (level == nullptr || *level == '\0') FLAGS_caffe2_log_level = 3;
+}
+
 std::vector<at::Tensor> tensors_of(const at::Tensor* const* ts, size_t n) {
   std::vector<at::Tensor> v;
   v.reserve(n);
@@ -72,10 +79,7 @@ extern "C" {
 // backend: 0 = gloo, 1 = nccl. Returns null and fills `err` on failure.
 void* mvd_group_new(const char* host, int port, int serve, const char* prefix, int rank,
                     int world, int backend, long long timeout_ms, char* err, size_t err_len) {
-  // c10d logs every failure it throws, with a backtrace, on stderr; the message reaches the
-  // caller through `err` instead. TORCH_CPP_LOG_LEVEL (INFO, WARNING, ...) brings them back.
-  const char* level = std::getenv("TORCH_CPP_LOG_LEVEL");
-  if (level == nullptr || *level == '\0') FLAGS_caffe2_log_level = 3;
+  quiet_c10d_logs();
   Group* out = nullptr;
   int rc = guarded(err, err_len, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
@@ -120,8 +124,7 @@ void mvd_group_free(void* g) { delete static_cast<Group*>(g); }
 // failure.
 void* mvd_store_serve(const char* host, int port, long long timeout_ms, int* bound, char* err,
                       size_t err_len) {
-  const char* level = std::getenv("TORCH_CPP_LOG_LEVEL");
-  if (level == nullptr || *level == '\0') FLAGS_caffe2_log_level = 3;
+  quiet_c10d_logs();
   c10d::TCPStore* out = nullptr;
   int rc = guarded(err, err_len, [&] {
     c10d::TCPStoreOptions opts;

@@ -3,7 +3,7 @@
 //! Binding port 0 lets the kernel choose a free port atomically, so two launches on one
 //! machine never race for the same one.
 
-use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
+use std::ffi::{c_char, c_int, c_longlong, c_void};
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -40,12 +40,11 @@ impl Store {
     /// Serves a store on `port` of every local address (0: a free port the kernel picks; see
     /// [`Store::port`]). `timeout` bounds the clients' waits on its keys.
     pub fn serve(port: u16, timeout: Duration) -> Result<Store, DistError> {
-        let host = CString::new("127.0.0.1").map_err(|_| DistError::Env("bad host".into()))?;
         let mut bound: c_int = 0;
         let mut err = vec![0u8; ERR_LEN];
         let raw = unsafe {
             ffi::mvd_store_serve(
-                host.as_ptr(),
+                c"127.0.0.1".as_ptr(),
                 port as c_int,
                 timeout.as_millis().min(i64::MAX as u128) as c_longlong,
                 &mut bound,

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use mvdrive_dist::Store;
+use mvdrive_dist::{parse_port, Store};
 
 use crate::error::Result;
 
@@ -46,16 +46,9 @@ pub fn run_local(n: usize, quiet: bool) -> Result<()> {
         std::env::current_exe().map_err(|e| format!("--nproc: cannot find this binary: {e}"))?;
     let args = without_nproc(std::env::args_os().skip(1));
     let asked = match std::env::var("MASTER_PORT") {
-        Ok(p) if !p.trim().is_empty() => p
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| {
-                format!(
-                    "--nproc: MASTER_PORT={p:?} is not a port (1..65535); unset it for a free one"
-                )
-            })?,
+        Ok(p) if !p.trim().is_empty() => {
+            parse_port(&p).map_err(|e| format!("--nproc: {e}; unset it for a free one"))?
+        }
         _ => 0,
     };
     let store = Store::serve(asked, STORE_TIMEOUT).map_err(|e| format!("--nproc: {e}"))?;
