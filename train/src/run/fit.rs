@@ -51,8 +51,9 @@ pub struct FitArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Start N ranks on this machine (c10d gloo on CPU, NCCL on CUDA), each with a disjoint
-    /// share of every epoch; rank 0 writes the run. Under torchrun or srun, leave it out:
-    /// the launcher starts the ranks (docs/distributed.md).
+    /// share of every epoch; rank 0 writes the run. Their rendezvous is served on
+    /// MASTER_PORT, or on a free port when it is unset. Under torchrun or srun, leave it
+    /// out: the launcher starts the ranks (docs/distributed.md).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub nproc: Option<u16>,
     /// key.sub=value settings, e.g. data.batch_size=2 train.max_epochs=5.
