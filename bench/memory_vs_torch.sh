@@ -9,7 +9,9 @@
 # memory above the process's RSS before the model was built, and seconds per step.
 # Writes bench-out/memory/vs_torch.jsonl and bench/results/memory-vs-torch.md (with the
 # target checks). Needs .bench-venv (make bench-venv). A benchmark, not a test.
-# Settings: BENCH_STEPS (3; the transformer runs 4x as many), BENCH_VS_MODELS (default "r2plus1d_18 r3d_18 transformer").
+# Settings: BENCH_STEPS (3; the transformer runs 4x as many), BENCH_VS_MODELS (default "r2plus1d_18 r3d_18 transformer"),
+# BENCH_VS_ROWS (default "fp32 ckpt bf16 bf16+ckpt"; "fp32 ckpt" on a CPU without AVX-512 bf16 kernels, where bf16
+# steps take minutes), BENCH_VS_OUT (default bench/results/memory-vs-torch.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAIN=${TRAIN:-target/release/train}
@@ -17,6 +19,8 @@ PEER_PY=${BENCH_PEER_PYTHON:-.bench-venv/bin/python}
 OUT=bench-out/memory
 STEPS=${BENCH_STEPS:-3}
 MODELS=${BENCH_VS_MODELS:-r2plus1d_18 r3d_18 transformer}
+ROWS=" ${BENCH_VS_ROWS:-fp32 ckpt bf16 bf16+ckpt} "
+REPORT=${BENCH_VS_OUT:-bench/results/memory-vs-torch.md}
 JSONL="$OUT/vs_torch.jsonl"
 CACHE="$OUT/cache-112"
 
@@ -42,6 +46,7 @@ for model in $MODELS; do
   for row in "fp32 32 false" "ckpt 32 true" "bf16 bf16-mixed false" "bf16+ckpt bf16-mixed true"; do
     set -- $row
     name=$1 precision=$2 ckpt=$3
+    case "$ROWS" in *" $name "*) ;; *) continue ;; esac
     # The transformer's steps are short (0.1-0.3 s): 4x as many keep its mean steady.
     steps=$STEPS; [ "$model" = transformer ] && steps=$((STEPS * 4))
     peer_flags=(); [ "$ckpt" = true ] && peer_flags=(--checkpointing)
@@ -63,7 +68,7 @@ for model in $MODELS; do
   done
 done
 
-"$PEER_PY" - "$JSONL" <<'EOF' | tee bench/results/memory-vs-torch.md
+"$PEER_PY" - "$JSONL" <<'EOF' | tee "$REPORT"
 import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def mem(r):

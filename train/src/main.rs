@@ -62,7 +62,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    if let Err(e) = mvdrive_train::run::allocator::tune() {
+    if let Err(e) = mvdrive_train::run::allocator::tune()
+        .and_then(|_| mvdrive_train::optim::autograd::tune_conv_backward())
+    {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

@@ -106,3 +106,36 @@ fn the_train_binary_chooses_its_allocator_from_the_environment() {
         "{err}"
     );
 }
+
+/// `MVDRIVE_CONV_BACKWARD` chooses how weight-heavy convolutions back-propagate (`train
+/// info` says which); anything else is a one-line error naming the variable.
+#[test]
+fn the_train_binary_chooses_its_convolution_backward_from_the_environment() {
+    let info = |value: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_train"));
+        c.arg("info");
+        match value {
+            Some(v) => c.env("MVDRIVE_CONV_BACKWARD", v),
+            None => c.env_remove("MVDRIVE_CONV_BACKWARD"),
+        };
+        let o = c.output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (o.status.success(), text(&o.stdout), text(&o.stderr))
+    };
+    for value in [None, Some("auto"), Some(" AUTO ")] {
+        let (ok, out, _) = info(value);
+        assert!(
+            ok && out.contains("conv backward:  ATen's kernels"),
+            "{value:?}: {out}"
+        );
+    }
+    let (ok, out, _) = info(Some("onednn"));
+    assert!(
+        ok && out.contains("conv backward:  oneDNN for every"),
+        "{out}"
+    );
+    let (ok, _, err) = info(Some("fast"));
+    assert!(!ok, "a bad value is refused");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("MVDRIVE_CONV_BACKWARD=`fast`"), "{err}");
+}

@@ -96,6 +96,58 @@ fn checkpointing_gives_the_same_gradients_and_updates_batchnorm_statistics_once(
     }
 }
 
+/// Turns ATen's convolution backward for weight-heavy segments on, and off again when
+/// dropped (also when a test fails). Only under [`lock`]: the switch is process-wide.
+struct NativeBackwardOn;
+
+impl NativeBackwardOn {
+    fn new() -> NativeBackwardOn {
+        mvdrive_train::optim::autograd::set_native_conv_backward(true);
+        NativeBackwardOn
+    }
+}
+
+impl Drop for NativeBackwardOn {
+    fn drop(&mut self) {
+        mvdrive_train::optim::autograd::set_native_conv_backward(false);
+    }
+}
+
+#[test]
+fn aten_convolution_backward_for_weight_heavy_segments_keeps_the_gradients() {
+    // What the `train` binary does by default: layer4 of these 32x32 clips (4x4 after the
+    // stem) has more weights than unfolded input, so its segments back-propagate on ATen's
+    // kernels, with checkpointing on or off. Same gradients either way, and the same as
+    // oneDNN's to float32 rounding.
+    let _guard = lock();
+    let (x, y) = batch();
+    for kind in [BackboneKind::R2Plus1d18, BackboneKind::R3d18] {
+        let mut onednn = trainer(kind, Precision::Fp32, false);
+        onednn.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
+        let native = NativeBackwardOn::new();
+        let mut plain = trainer(kind, Precision::Fp32, false);
+        let mut ckpt = trainer(kind, Precision::Fp32, true);
+        plain.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
+        ckpt.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
+        drop(native);
+        let d = max_diff(&plain.gradients(), &ckpt.gradients());
+        assert!(d <= 1e-6, "{kind}: checkpointing changed a gradient by {d}");
+        let (a, b) = (onednn.gradients(), plain.gradients());
+        let d = max_diff(&a, &b);
+        let largest = a
+            .iter()
+            .filter(|g| g.defined())
+            .map(|g| g.abs().max().double_value(&[]))
+            .fold(0f64, f64::max);
+        assert!(
+            d <= 1e-4 * largest,
+            "{kind}: ATen's kernels changed a gradient by {d} (largest {largest})"
+        );
+        // Other kernels round differently: the difference shows that they ran.
+        assert!(d > 0.0, "{kind}: layer4 did not take ATen's kernels");
+    }
+}
+
 #[test]
 fn checkpointing_some_segments_gives_the_same_gradients_and_statistics() {
     let _guard = lock();
@@ -265,6 +317,82 @@ fn float16_is_refused_on_cpu_with_bf16_offered_and_trains_with_loss_scaling_on_c
         tr.step(1e-3, 1.0);
     }
     assert!(last < 0.3 * first, "fp16 loss went {first} -> {last}");
+}
+
+#[test]
+fn weight_heavy_convolutions_are_marked_and_back_propagate_alike_on_aten_kernels() {
+    // `backbones::conv` marks a CPU convolution with more weights than unfolded input (the
+    // last stage of a video ResNet); checkpointed and plain backward run such a segment's
+    // backward under `NativeConvBackward` (ATen's kernels instead of oneDNN's). Both
+    // kernels must give the same gradients, in float32 and bfloat16.
+    use mvdrive_train::model::backbones::{conv, take_weight_heavy_mark};
+    use mvdrive_train::optim::autograd::NativeConvBackward;
+    use tch::nn;
+    let _guard = lock();
+    let vs = VarStore::new(Device::Cpu);
+    let cfg = nn::ConvConfigND::<[i64; 3]> {
+        stride: [1, 1, 1],
+        padding: [1, 1, 1],
+        dilation: [1, 1, 1],
+        groups: 1,
+        bias: false,
+        ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
+        bs_init: nn::Init::Const(0.),
+        padding_mode: nn::PaddingMode::Zeros,
+    };
+    let wide = nn::conv(vs.root() / "wide", 64, 64, [3, 3, 3], cfg);
+    let narrow = nn::conv(vs.root() / "narrow", 4, 4, [3, 3, 3], cfg);
+    tch::manual_seed(3);
+    // 64x64x27 weights over a 2 x 64 x 1x2x2 input: 110 592 weights, 13 824 unfolded.
+    let small = Tensor::randn([2, 64, 1, 2, 2], (Kind::Float, Device::Cpu));
+    // 432 weights over a 2 x 4 x 4x16x16 input.
+    let large = Tensor::randn([2, 4, 4, 16, 16], (Kind::Float, Device::Cpu));
+    take_weight_heavy_mark();
+    let _ = conv(&large, &narrow);
+    assert!(
+        !take_weight_heavy_mark(),
+        "activations outweigh the weights"
+    );
+    let _ = conv(&small, &wide);
+    assert!(
+        take_weight_heavy_mark(),
+        "the weights outweigh the unfolded input"
+    );
+    assert!(!take_weight_heavy_mark(), "taking the mark clears it");
+
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let grads = |native: bool| {
+            let x = small.to_kind(kind).detach().set_requires_grad(true);
+            let w = wide.ws.detach().to_kind(kind).set_requires_grad(true);
+            let y = x.conv3d(&w, None::<Tensor>, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1);
+            let g = Tensor::randn(y.size(), (Kind::Float, Device::Cpu)).to_kind(kind);
+            let guard = native.then(NativeConvBackward::enter);
+            (y.to_kind(Kind::Float) * g.to_kind(Kind::Float))
+                .sum(Kind::Float)
+                .backward();
+            drop(guard);
+            (w.grad().to_kind(Kind::Float), x.grad().to_kind(Kind::Float))
+        };
+        tch::manual_seed(4);
+        let (w_dnn, x_dnn) = grads(false);
+        tch::manual_seed(4);
+        let (w_aten, x_aten) = grads(true);
+        let tol = if kind == Kind::Float { 1e-5 } else { 2e-2 };
+        for (name, a, b) in [("weight", &w_dnn, &w_aten), ("input", &x_dnn, &x_aten)] {
+            let rel = (a - b).norm().double_value(&[]) / a.norm().double_value(&[]);
+            assert!(
+                rel < tol,
+                "{kind:?} {name} gradient: relative difference {rel}"
+            );
+        }
+        // The guard restored oneDNN: a third run agrees with the first exactly.
+        tch::manual_seed(4);
+        let (w_again, _) = grads(false);
+        assert!(
+            w_again.equal(&w_dnn),
+            "{kind:?}: oneDNN restored after the guard"
+        );
+    }
 }
 
 #[test]

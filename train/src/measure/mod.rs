@@ -22,6 +22,12 @@ pub fn info() {
         None => "libtorch's own (glibc malloc)".to_string(),
     };
     println!("cpu allocator:  {allocator}");
+    let env = crate::optim::autograd::CONV_BACKWARD_ENV;
+    if crate::optim::autograd::NativeConvBackward::allowed() {
+        println!("conv backward:  ATen's kernels for weight-heavy convolutions ({env}=onednn turns it off)");
+    } else {
+        println!("conv backward:  oneDNN for every convolution ({env}=onednn)");
+    }
     println!(
         "cpu bfloat16:   {}",
         if crate::optim::precision::cpu_has_bf16_kernels() {

@@ -1,6 +1,7 @@
-// The two autograd calls tch does not expose: `out.backward(grad)` (gradient checkpointing
+// The autograd calls tch does not expose: `out.backward(grad)` (gradient checkpointing
 // hands each recomputed segment the gradient of its output) and setting a gradient to
 // none (PyTorch's `zero_grad(set_to_none=True)`). See train/src/optim/autograd.rs.
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstring>
@@ -40,6 +41,16 @@ int mvdrive_backward_with_grad(const at::Tensor* out, const at::Tensor* grad, ch
 /// creates it, and an undefined `t` is left alone.
 void mvdrive_clear_grad(const at::Tensor* t) {
   if (t->defined()) t->mutable_grad().reset();
+}
+
+/// Lets convolutions whose backward runs from now on use oneDNN (`on` != 0), or not (ATen's
+/// own kernels). The choice is ATen's global flag, read when each convolution's backward
+/// picks its kernel. Returns the previous setting (0 or 1).
+int mvdrive_set_onednn_conv(int on) {
+  at::Context& ctx = at::globalContext();
+  int was = ctx.userEnabledMkldnn() ? 1 : 0;
+  ctx.setUserEnabledMkldnn(on != 0);
+  return was;
 }
 
 }  // extern "C"

@@ -7,21 +7,33 @@
 //! [`CheckpointSegments`] (`model.checkpoint_segments`) says which segments are recomputed;
 //! the others keep their activations as without checkpointing.
 //!
-//! - **Off**: the segments run with autograd recording, as usual; every activation of the
-//!   whole network is kept until backward.
-//! - **On**: the checkpointed segments first run under `no_grad`, keeping only each one's
-//!   input (a run of segments that are not checkpointed keeps its graph, as with it off).
-//!   The head runs with autograd on a detached copy of the last output, and the loss is
-//!   back-propagated to it. Then, from the last segment to the first, each segment is run
-//!   again from its saved input with autograd on, and its output is back-propagated with the
-//!   gradient that arrived from above (`out.backward(grad)`, through a small C++ shim in
-//!   `optim/autograd.rs` because tch has no `backward` with a gradient); the gradient of its
-//!   input goes on down. At any time only one segment's activations are alive: peak memory
+//! Both ways, each segment's input is a detached leaf, and backward goes segment by
+//! segment from the top: the head runs with autograd on a detached copy of the last
+//! output, the loss is back-propagated to it, and each segment's output is then
+//! back-propagated with the gradient that arrived from above (`out.backward(grad)`,
+//! through a small C++ shim in `optim/autograd.rs` because tch has no `backward` with a
+//! gradient); the gradient of its input goes on down.
+//!
+//! - **Off**: every segment runs with autograd recording; every activation of the whole
+//!   network is kept until backward, as in one plain backward (the gradients are the same).
+//! - **On**: the checkpointed segments first run under `no_grad`, keeping only their input
+//!   (a segment that is not checkpointed keeps its graph, as with it off). In backward each
+//!   is run again from its saved input with autograd on before its output is
+//!   back-propagated. At any time only one segment's activations are alive: peak memory
 //!   drops from the whole network to the segment inputs plus the largest segment.
 //! - **The kept tail** ([`kept_tail`]): the last segment that is not light (not a final
 //!   norm) and those after it are never recomputed. Their recompute would run right after
 //!   the first pass, with the same activations alive as their kept graph, so keeping the
 //!   graph costs no peak memory and saves one block's forward.
+//! - **Weight-heavy convolutions** (on or off): a segment that ran a CPU convolution with
+//!   more weights than unfolded input ([`crate::model::backbones::take_weight_heavy_mark`],
+//!   the last stage of a video ResNet) is back-propagated on ATen's own kernels
+//!   ([`NativeConvBackward`]): oneDNN's backward of such a convolution holds about nine
+//!   weight-sized buffers at once (R3D-18's layer4: 248 MiB for 27 MiB of weights), ATen's
+//!   about one unfolded input (38 MiB), at the same speed or better. Going segment by
+//!   segment is what lets the choice differ between segments of one backward. The switch
+//!   is ATen's process-wide flag, so it is on only where the `train` binary turns it on
+//!   ([`crate::optim::autograd::set_native_conv_backward`]).
 //!
 //! Two things make the recomputed segment identical to the first run:
 //! - **Dropout masks**: before each segment runs (first run and recompute) the torch RNG is
@@ -35,9 +47,10 @@
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
+use crate::model::backbones::take_weight_heavy_mark;
 use crate::model::backbones::Segment;
 use crate::model::{Input, MultiViewModel};
-use crate::optim::autograd::backward_with_grad;
+use crate::optim::autograd::{backward_with_grad, NativeConvBackward};
 
 /// Which backbone segments gradient checkpointing recomputes (`model.checkpoint_segments`):
 /// the dial between memory and time.
@@ -109,15 +122,18 @@ pub struct RunOptions {
     pub frozen_backbone: bool,
 }
 
-/// A stretch of one stream's segments in checkpointed backward: one recomputed segment
-/// (`output` None), or a run of kept segments with their graph (`output` Some).
+/// One segment of one stream in backward: recomputed (`output` None), or kept with its
+/// graph (`output` Some).
 struct Unit {
-    /// Index of its first segment.
-    first: usize,
+    /// Index of its segment.
+    index: usize,
     /// Its input, a detached leaf (requiring grad from the second segment on).
     input: Tensor,
-    /// The kept run's output, with its graph.
+    /// The kept segment's output, with its graph.
     output: Option<Tensor>,
+    /// It ran a weight-heavy CPU convolution: back-propagate it on ATen's kernels
+    /// ([`NativeConvBackward`]).
+    native_conv_backward: bool,
 }
 
 /// The first segment of the tail that checkpointing never recomputes: the last segment
@@ -200,61 +216,37 @@ pub fn forward_backward(
         (&loss * scale).backward();
         return loss.detach();
     }
-    if !opts.checkpointing {
-        let mut lasts = Vec::with_capacity(streams.len());
-        for (si, stream) in streams.iter().enumerate() {
-            let mut h = stream.input.shallow_clone();
-            for (i, seg) in stream.segments.iter().enumerate() {
-                tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
-                h = autocast(opts.autocast, || seg.forward_t(&h, true));
-            }
-            lasts.push(h);
-        }
-        let scores = autocast(opts.autocast, || {
-            model.head(&lasts, b, v, x.present.as_ref())
-        })
-        .to_kind(Kind::Float);
-        let loss = loss_of(&scores);
-        (&loss * scale).backward();
-        return loss.detach();
-    }
-    // First run: a checkpointed segment runs without a graph and keeps its input; a run of
-    // segments that are not checkpointed keeps its graph. Each unit's input is a detached
-    // leaf, so backward goes unit by unit from the top.
+    // First run. Every segment is a unit whose input is a detached leaf, so backward goes
+    // unit by unit from the top: a checkpointed segment runs without a graph and keeps its
+    // input, any other keeps its graph (all of them without checkpointing).
     let mut units: Vec<Vec<Unit>> = Vec::with_capacity(streams.len());
     let mut lasts = Vec::with_capacity(streams.len());
     for (si, stream) in streams.iter().enumerate() {
-        let mut chain: Vec<Unit> = Vec::new();
+        let mut chain: Vec<Unit> = Vec::with_capacity(stream.segments.len());
         let mut h = stream.input.shallow_clone();
         let tail = kept_tail(&stream.segments);
         for (i, seg) in stream.segments.iter().enumerate() {
             tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
-            let recompute = i < tail && opts.segments.recomputes(i);
-            let extends = !recompute && chain.last().is_some_and(|u| u.output.is_some());
-            if !extends {
-                // A new unit starts here: its input is a leaf (the model input needs none).
-                let leaf = h.detach();
-                h = if i > 0 && !recompute {
-                    leaf.set_requires_grad(true)
-                } else {
-                    leaf
-                };
-                chain.push(Unit {
-                    first: i,
-                    input: h.shallow_clone(),
-                    output: None,
-                });
-            }
-            let Some(unit) = chain.last_mut() else {
-                continue;
-            };
-            h = if recompute {
-                tch::no_grad(|| autocast(opts.autocast, || seg.forward_t(&h, true)))
+            let recompute = opts.checkpointing && i < tail && opts.segments.recomputes(i);
+            // The model input needs no gradient; a recomputed input gets one in backward.
+            let leaf = h.detach();
+            let input = if i > 0 && !recompute {
+                leaf.set_requires_grad(true)
             } else {
-                let out = autocast(opts.autocast, || seg.forward_t(&h, true));
-                unit.output = Some(out.shallow_clone());
-                out
+                leaf
             };
+            take_weight_heavy_mark();
+            h = if recompute {
+                tch::no_grad(|| autocast(opts.autocast, || seg.forward_t(&input, true)))
+            } else {
+                autocast(opts.autocast, || seg.forward_t(&input, true))
+            };
+            chain.push(Unit {
+                index: i,
+                input,
+                output: (!recompute).then(|| h.shallow_clone()),
+                native_conv_backward: take_weight_heavy_mark() && NativeConvBackward::allowed(),
+            });
         }
         units.push(chain);
         lasts.push(h.detach().set_requires_grad(true));
@@ -265,7 +257,7 @@ pub fn forward_backward(
     .to_kind(Kind::Float);
     let loss = loss_of(&scores);
     (&loss * scale).backward();
-    let saved = buffers(vs);
+    let saved = opts.checkpointing.then(|| buffers(vs));
     for (si, (stream, mut chain)) in streams.iter().zip(units).enumerate() {
         let mut grad = lasts[si].grad();
         while let Some(unit) = chain.pop() {
@@ -274,7 +266,7 @@ pub fn forward_backward(
                 // segments get no gradient, as without checkpointing.
                 break;
             }
-            let xi = if unit.first > 0 && unit.output.is_none() {
+            let xi = if unit.index > 0 && unit.output.is_none() {
                 unit.input.detach().set_requires_grad(true)
             } else {
                 unit.input.shallow_clone()
@@ -282,19 +274,23 @@ pub fn forward_backward(
             let out = match unit.output {
                 Some(out) => out,
                 None => {
-                    let i = unit.first;
+                    let i = unit.index;
                     tch::manual_seed(segment_seed(opts.seed, si * STREAM_STRIDE + i));
                     autocast(opts.autocast, || stream.segments[i].forward_t(&xi, true))
                 }
             };
+            let native = unit.native_conv_backward.then(NativeConvBackward::enter);
             backward_with_grad(&out, &grad);
+            drop(native);
             drop(out);
-            if unit.first > 0 {
+            if unit.index > 0 {
                 grad = xi.grad();
             }
         }
     }
     drop(lasts);
-    restore(saved);
+    if let Some(saved) = saved {
+        restore(saved);
+    }
     loss.detach()
 }

@@ -101,6 +101,37 @@ pub trait Backbone: fmt::Debug {
     }
 }
 
+thread_local! {
+    static WEIGHT_HEAVY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a CPU convolution run by [`conv`] on this thread since the last call had more
+/// weights than its unfolded input (`batch x C_in x kernel volume x output volume`), as in
+/// the last stage of a video ResNet; clears the mark. oneDNN's backward of such a
+/// convolution holds about nine weight-sized buffers (27 MiB of weights, 248 MiB at its
+/// peak), ATen's own kernel about the unfolded input: gradient checkpointing
+/// ([`crate::optim::recompute`]) runs the backward of a segment that had one on ATen's.
+pub fn take_weight_heavy_mark() -> bool {
+    WEIGHT_HEAVY.with(|m| m.replace(false))
+}
+
+/// Applies a convolution layer to `x` (through [`padded_conv`]) and notes a weight-heavy
+/// CPU convolution for [`take_weight_heavy_mark`].
+pub fn conv<ND>(x: &Tensor, conv: &nn::Conv<ND>) -> Tensor
+where
+    nn::Conv<ND>: nn::Module,
+{
+    let out = padded_conv(x, conv);
+    if x.device() == tch::Device::Cpu {
+        let (k, o) = (conv.ws.size(), out.size());
+        let unfolded: i64 = o[0] * x.size()[1] * k[2..].iter().product::<i64>();
+        if conv.ws.numel() as i64 > unfolded * o[2..].iter().product::<i64>() {
+            WEIGHT_HEAVY.with(|m| m.set(true));
+        }
+    }
+    out
+}
+
 /// Applies a convolution layer to `x`, working around a libtorch 2.11 CPU bug: in bfloat16,
 /// the weight gradient of a convolution is wrong (garbage, often inf/NaN) when an input
 /// extent `n` along the first convolved dimension lies strictly between 1 and the kernel
@@ -109,7 +140,7 @@ pub trait Backbone: fmt::Debug {
 /// the kernel size and the output cut back to its usual length: with "same"-style zero
 /// padding the appended zeros only replace padding zeros, so values and gradients are
 /// those of the plain convolution. Float32 and CUDA inputs take the plain path.
-pub fn conv<ND>(x: &Tensor, conv: &nn::Conv<ND>) -> Tensor
+fn padded_conv<ND>(x: &Tensor, conv: &nn::Conv<ND>) -> Tensor
 where
     nn::Conv<ND>: nn::Module,
 {
