@@ -35,11 +35,12 @@ pub const CONV_BACKWARD_ENV: &str = "MVDRIVE_CONV_BACKWARD";
 static NATIVE_CONV_BACKWARD: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// Lets gradient checkpointing's segment-by-segment backward run weight-heavy segments on
-/// ATen's kernels (`true`) or not; returns the previous setting. Off until called: the
-/// switch it flips is ATen's process-wide flag, so turn it on only where one thread runs
-/// every convolution of the process while a step runs, as in the `train` binary (a test
-/// binary's parallel tests, for one, do not).
+/// Lets the segment-by-segment backward ([`crate::optim::recompute`], checkpointing on or
+/// off) run weight-heavy segments on ATen's kernels (`true`) or not; returns the previous
+/// setting. Off until called: the switch it flips is ATen's process-wide flag, so turn it
+/// on only where one thread runs every convolution of the process while a step runs, as in
+/// the `train` binary, whose loader threads run none (a test binary's parallel tests, for
+/// one, do not).
 pub fn set_native_conv_backward(on: bool) -> bool {
     NATIVE_CONV_BACKWARD.swap(on, std::sync::atomic::Ordering::Relaxed)
 }

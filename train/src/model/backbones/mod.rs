@@ -109,8 +109,8 @@ thread_local! {
 /// weights than its unfolded input (`batch x C_in x kernel volume x output volume`), as in
 /// the last stage of a video ResNet; clears the mark. oneDNN's backward of such a
 /// convolution holds about nine weight-sized buffers (27 MiB of weights, 248 MiB at its
-/// peak), ATen's own kernel about the unfolded input: gradient checkpointing
-/// ([`crate::optim::recompute`]) runs the backward of a segment that had one on ATen's.
+/// peak), ATen's own kernel about the unfolded input: the segment-by-segment backward
+/// ([`crate::optim::recompute`]) runs a segment that had one on ATen's kernels.
 pub fn take_weight_heavy_mark() -> bool {
     WEIGHT_HEAVY.with(|m| m.replace(false))
 }
