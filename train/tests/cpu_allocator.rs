@@ -13,6 +13,19 @@ fn filled(bytes: i64, value: f64) -> Tensor {
     Tensor::full([bytes / 4], value, (Kind::Float, Device::Cpu))
 }
 
+/// `train info` run with `var` set to `value` (or unset): success, stdout, stderr.
+fn train_info(var: &str, value: Option<&str>) -> (bool, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_train"));
+    c.arg("info");
+    match value {
+        Some(v) => c.env(var, v),
+        None => c.env_remove(var),
+    };
+    let o = c.output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (o.status.success(), text(&o.stdout), text(&o.stderr))
+}
+
 // One test: the allocator and its counters are global to the process.
 #[test]
 fn the_caching_allocator_reuses_bounds_and_returns_memory() {
@@ -78,17 +91,7 @@ fn the_caching_allocator_reuses_bounds_and_returns_memory() {
 /// setting is a one-line error naming the variable.
 #[test]
 fn the_train_binary_chooses_its_allocator_from_the_environment() {
-    let info = |value: Option<&str>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_train"));
-        c.arg("info");
-        match value {
-            Some(v) => c.env("MVDRIVE_CPU_ALLOCATOR", v),
-            None => c.env_remove("MVDRIVE_CPU_ALLOCATOR"),
-        };
-        let o = c.output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (o.status.success(), text(&o.stdout), text(&o.stderr))
-    };
+    let info = |value: Option<&str>| train_info("MVDRIVE_CPU_ALLOCATOR", value);
     let (ok, out, _) = info(None);
     assert!(ok && out.contains("cpu allocator:  caching"), "{out}");
     let (ok, out, _) = info(Some("caching:64KiB"));
@@ -111,17 +114,7 @@ fn the_train_binary_chooses_its_allocator_from_the_environment() {
 /// info` says which); anything else is a one-line error naming the variable.
 #[test]
 fn the_train_binary_chooses_its_convolution_backward_from_the_environment() {
-    let info = |value: Option<&str>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_train"));
-        c.arg("info");
-        match value {
-            Some(v) => c.env("MVDRIVE_CONV_BACKWARD", v),
-            None => c.env_remove("MVDRIVE_CONV_BACKWARD"),
-        };
-        let o = c.output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (o.status.success(), text(&o.stdout), text(&o.stderr))
-    };
+    let info = |value: Option<&str>| train_info("MVDRIVE_CONV_BACKWARD", value);
     for value in [None, Some("auto"), Some(" AUTO ")] {
         let (ok, out, _) = info(value);
         assert!(

@@ -115,8 +115,8 @@ impl Drop for NativeBackwardOn {
 
 #[test]
 fn aten_convolution_backward_for_weight_heavy_segments_keeps_the_gradients() {
-    // What the `train` binary does by default: layer4 of these 32x32 clips (4x4 after the
-    // stem) has more weights than unfolded input, so its segments back-propagate on ATen's
+    // What the `train` binary does by default: layer4 of these 32x32 clips (2x2 there) has
+    // more weights than unfolded input, so its segments back-propagate on ATen's
     // kernels, with checkpointing on or off. Same gradients either way, and the same as
     // oneDNN's to float32 rounding.
     let _guard = lock();
