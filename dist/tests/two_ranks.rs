@@ -155,10 +155,16 @@ fn ranks_join_the_store_their_launcher_serves() {
 #[test]
 fn a_rank_that_stops_makes_the_other_fail_not_hang() {
     let Some(pg) = group() else {
+        // The store outlives both ranks here, as torchrun's agent store does.
+        let store = Store::serve(0, Duration::from_secs(60)).unwrap();
+        let extra = [
+            ("MASTER_PORT", store.port().to_string()),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True".to_string()),
+        ];
         let out = ranks(
             "a_rank_that_stops_makes_the_other_fail_not_hang",
             2,
-            &[],
+            &extra,
             Duration::from_secs(60),
         );
         assert!(!out[0].0, "rank 0 should fail once rank 1 is gone");

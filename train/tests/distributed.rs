@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mvdrive_dist::{Backend, Launch, ProcessGroup};
+use mvdrive_dist::{Backend, Launch, ProcessGroup, Store};
 use mvdrive_train::model::backbones::BackboneKind;
 use mvdrive_train::model::{ClipShape, FusionMode, Input, ModelConfig};
 use mvdrive_train::optim::precision::Precision;
@@ -20,11 +20,6 @@ mod common;
 use common::tiny_cache;
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port().to_string()
-}
 
 /// Waits for `child`, killing it after `limit`.
 fn wait(mut child: Child, limit: Duration) -> Output {
@@ -39,10 +34,15 @@ fn wait(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// `world` rank processes of `cmd(rank)`, with the torchrun environment.
-fn spawn_ranks(world: usize, cmd: impl Fn(usize) -> Command) -> Vec<Child> {
-    let port = free_port();
-    (0..world)
+/// `world` rank processes of `cmd(rank)`, with torchrun's environment: as its agent does,
+/// this process serves the rendezvous store (on a port the kernel picks, so tests running
+/// side by side never race for one) and every rank joins it. Keep the store until the
+/// ranks are done. Rank 0 serving the store itself (Slurm, torchrun without an agent
+/// store) is tested in `dist/tests/two_ranks.rs`.
+fn spawn_ranks(world: usize, cmd: impl Fn(usize) -> Command) -> (Store, Vec<Child>) {
+    let store = Store::serve(0, LIMIT).unwrap();
+    let port = store.port().to_string();
+    let children = (0..world)
         .map(|r| {
             let mut c = cmd(r);
             c.env("RANK", r.to_string())
@@ -50,12 +50,14 @@ fn spawn_ranks(world: usize, cmd: impl Fn(usize) -> Command) -> Vec<Child> {
                 .env("LOCAL_RANK", r.to_string())
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", &port)
+                .env("TORCHELASTIC_USE_AGENT_STORE", "True")
                 .env("GLOO_SOCKET_IFNAME", "lo")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             c.spawn().unwrap()
         })
-        .collect()
+        .collect();
+    (store, children)
 }
 
 fn model_config(backbone: BackboneKind) -> ModelConfig {
@@ -146,7 +148,7 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
     }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let children = spawn_ranks(2, |r| {
+    let (_store, children) = spawn_ranks(2, |r| {
         let mut c = Command::new(&exe);
         c.args([
             "two_ranks_of_batch_b_equal_one_process_of_batch_2b",
@@ -390,7 +392,7 @@ fn a_killed_rank_stops_the_other_with_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let cache = tiny_cache(dir.path());
     let args = fit_settings(&cache, dir.path(), &["train.max_epochs=500"]);
-    let mut ranks = spawn_ranks(2, |_| train(&args));
+    let (_store, mut ranks) = spawn_ranks(2, |_| train(&args));
     // Wait until training is under way (rank 0 wrote its first epoch), then kill rank 1.
     let start = Instant::now();
     let logs = dir.path().join("logs/default");
@@ -425,7 +427,7 @@ fn a_killed_rank_stops_the_other_with_a_clear_error_not_a_hang() {
 fn ranks_started_with_different_settings_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cache = tiny_cache(dir.path());
-    let ranks = spawn_ranks(2, |r| {
+    let (_store, ranks) = spawn_ranks(2, |r| {
         let lr = format!("train.lr={}", if r == 0 { "0.001" } else { "0.002" });
         train(&fit_settings(
             &cache,
