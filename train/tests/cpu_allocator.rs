@@ -101,13 +101,7 @@ fn the_train_binary_chooses_its_allocator_from_the_environment() {
         ok && out.contains("cpu allocator:  libtorch's own"),
         "{out}"
     );
-    let (ok, _, err) = info(Some("caching:1GiB"));
-    assert!(!ok, "a bad value is refused");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("MVDRIVE_CPU_ALLOCATOR=`caching:1GiB`"),
-        "{err}"
-    );
+    assert_refused("MVDRIVE_CPU_ALLOCATOR", "caching:1GiB");
 }
 
 /// `MVDRIVE_CONV_BACKWARD` chooses how weight-heavy convolutions back-propagate (`train
@@ -127,8 +121,13 @@ fn the_train_binary_chooses_its_convolution_backward_from_the_environment() {
         ok && out.contains("conv backward:  oneDNN for every"),
         "{out}"
     );
-    let (ok, _, err) = info(Some("fast"));
-    assert!(!ok, "a bad value is refused");
+    assert_refused("MVDRIVE_CONV_BACKWARD", "fast");
+}
+
+/// `train info` with `var=value` fails with a one-line error quoting both.
+fn assert_refused(var: &str, value: &str) {
+    let (ok, _, err) = train_info(var, Some(value));
+    assert!(!ok, "{var}={value} is refused");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("MVDRIVE_CONV_BACKWARD=`fast`"), "{err}");
+    assert!(err.contains(&format!("{var}=`{value}`")), "{err}");
 }

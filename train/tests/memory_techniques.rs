@@ -63,15 +63,26 @@ fn buffers(vs: &VarStore) -> Vec<(String, Tensor)> {
     b
 }
 
+/// One micro-batch of `(x, y)` through a trainer without and one with checkpointing
+/// (fp32, same seed): the two trainers and their losses.
+fn plain_and_checkpointed(
+    kind: BackboneKind,
+    x: &Input,
+    y: &Tensor,
+) -> (Trainer, Trainer, f64, f64) {
+    let mut plain = trainer(kind, Precision::Fp32, false);
+    let mut ckpt = trainer(kind, Precision::Fp32, true);
+    let la = plain.micro_batch(x, y, 0.1, 1, 5).unwrap();
+    let lb = ckpt.micro_batch(x, y, 0.1, 1, 5).unwrap();
+    (plain, ckpt, la, lb)
+}
+
 #[test]
 fn checkpointing_gives_the_same_gradients_and_updates_batchnorm_statistics_once() {
     let _guard = lock();
     let (x, y) = batch();
     for kind in [BackboneKind::R2Plus1d18, BackboneKind::R3d18] {
-        let mut plain = trainer(kind, Precision::Fp32, false);
-        let mut ckpt = trainer(kind, Precision::Fp32, true);
-        let la = plain.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
-        let lb = ckpt.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
+        let (plain, ckpt, la, lb) = plain_and_checkpointed(kind, &x, &y);
         assert!((la - lb).abs() < 1e-6, "{kind}: loss {la} vs {lb}");
         let d = max_diff(&plain.gradients(), &ckpt.gradients());
         assert!(d <= 1e-6, "{kind}: largest gradient difference {d}");
@@ -125,10 +136,7 @@ fn aten_convolution_backward_for_weight_heavy_segments_keeps_the_gradients() {
         let mut onednn = trainer(kind, Precision::Fp32, false);
         onednn.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
         let native = NativeBackwardOn::new();
-        let mut plain = trainer(kind, Precision::Fp32, false);
-        let mut ckpt = trainer(kind, Precision::Fp32, true);
-        plain.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
-        ckpt.micro_batch(&x, &y, 0.1, 1, 5).unwrap();
+        let (plain, ckpt, _, _) = plain_and_checkpointed(kind, &x, &y);
         drop(native);
         let d = max_diff(&plain.gradients(), &ckpt.gradients());
         assert!(d <= 1e-6, "{kind}: checkpointing changed a gradient by {d}");
