@@ -96,6 +96,8 @@ unsafe impl Sync for ProcessGroup {}
 impl ProcessGroup {
     /// Rendezvous at `launch`'s MASTER_ADDR:MASTER_PORT (rank 0 serves the store) and create
     /// the `backend` group. Every collective and the rendezvous give up after `timeout`.
+    /// From then on the process ignores SIGPIPE, so that a peer that is gone makes the
+    /// next collective fail with an error instead of killing this process.
     pub fn connect(
         launch: &Launch,
         backend: Backend,

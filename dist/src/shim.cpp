@@ -3,6 +3,7 @@
 // tensors (`at::Tensor*`) directly. Every entry point catches C++ exceptions and returns
 // their message through `err` (never throws across the boundary).
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -80,6 +81,11 @@ extern "C" {
 void* mvd_group_new(const char* host, int port, int serve, const char* prefix, int rank,
                     int world, int backend, long long timeout_ms, char* err, size_t err_len) {
   quiet_c10d_logs();
+  // gloo writes to its peers with writev, which raises SIGPIPE on a socket whose peer is
+  // gone: a rank that dies would silently kill the others instead of failing their next
+  // collective with an error. Python (so PyTorch) ignores SIGPIPE; a process in a group
+  // must too.
+  std::signal(SIGPIPE, SIG_IGN);
   Group* out = nullptr;
   int rc = guarded(err, err_len, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);

@@ -57,7 +57,8 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    // Like other Unix tools: a closed pipe (`train keys | head`) ends us quietly.
+    // Like other Unix tools: a closed pipe (`train keys | head`) ends us quietly. A rank of
+    // a distributed `fit` ignores it again (mvdrive_dist::ProcessGroup::connect).
     // SAFETY: resetting a signal disposition at startup, before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);

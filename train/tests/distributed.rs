@@ -411,6 +411,12 @@ fn a_killed_rank_stops_the_other_with_a_clear_error_not_a_hang() {
     let zero = wait(ranks.pop().unwrap(), Duration::from_secs(90));
     let err = String::from_utf8_lossy(&zero.stderr);
     assert!(!zero.status.success(), "rank 0 went on without rank 1");
+    // A signal (SIGPIPE from a write to the dead peer) would end it without a word.
+    assert!(
+        zero.status.code().is_some(),
+        "rank 0: {}\n{err}",
+        zero.status
+    );
     assert!(
         killed_at.elapsed() < Duration::from_secs(75),
         "rank 0 took {:?}",
